@@ -1,0 +1,1 @@
+"""Benchmarks: what each resolver costs and what it buys. Each module runs alone."""

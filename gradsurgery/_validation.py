@@ -1,0 +1,106 @@
+"""Checks shared by the front door and the autograd glue: each names the bad argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradsurgery.registry import get_resolver
+from gradsurgery.resolvers.base import Resolver
+
+TaskKey = int | str
+
+
+def task_label(index: int, names: Sequence[str] | None) -> str:
+    """How an error message names task ``index``."""
+    return f"task {names[index]!r}" if names is not None else f"task {index}"
+
+
+def build_resolver(method: str | Resolver, options: Mapping[str, Any]) -> Resolver:
+    """A resolver from a registered name plus options, or an instance used as it is."""
+    if isinstance(method, Resolver):
+        if options:
+            raise TypeError(
+                f"options {sorted(options)} were given with a resolver instance; "
+                "pass them to its constructor (or to get_resolver) instead"
+            )
+        return method
+    return get_resolver(method, **options)
+
+
+def normalize_primary(primary: TaskKey | None, names: Sequence[str] | None, T: int) -> int | None:
+    """The primary task's index in ``range(T)`` from an index (negative allowed) or a name."""
+    if primary is None:
+        return None
+    if isinstance(primary, bool):
+        raise TypeError(f"Invalid primary: {primary!r} (expected a task index or name)")
+    if isinstance(primary, str):
+        if names is None:
+            raise ValueError(
+                f"Invalid primary: {primary!r} is a name, but the tasks have no names; "
+                "pass a mapping of task name -> gradient/loss, or an index"
+            )
+        if primary not in names:
+            raise ValueError(f"Invalid primary: {primary!r} is not a task; tasks: {list(names)}")
+        return list(names).index(primary)
+    if isinstance(primary, int):
+        if not -T <= primary < T:
+            raise ValueError(f"Invalid primary: {primary} is out of range for {T} task(s)")
+        return primary % T
+    raise TypeError(f"Invalid primary: {primary!r} (expected a task index or name)")
+
+
+def task_vector(
+    values: Any,
+    argument: str,
+    names: Sequence[str] | None,
+    T: int,
+    *,
+    nonnegative: bool = False,
+) -> Tensor | None:
+    """A ``(T,)`` float64 CPU tensor of per-task numbers (``losses`` or ``weights``), checked."""
+    if values is None:
+        return None
+    if isinstance(values, Mapping):
+        if names is None:
+            raise TypeError(
+                f"Invalid {argument}: a mapping needs named tasks; pass a sequence of {T} values"
+            )
+        if set(values) != set(names):
+            raise ValueError(
+                f"Invalid {argument}: keys {sorted(values)} do not match the tasks {list(names)}"
+            )
+        values = [values[name] for name in names]
+    if isinstance(values, Tensor):
+        vector = values.detach()
+    elif isinstance(values, Sequence) and not isinstance(values, str):
+        items = [v.detach().reshape(()) if isinstance(v, Tensor) else v for v in values]
+        try:
+            vector = torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu() for v in items])
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"Invalid {argument}: expected {T} numbers ({error})") from None
+    else:
+        raise TypeError(f"Invalid {argument}: expected a sequence or tensor of {T} numbers")
+    vector = vector.to("cpu", torch.float64).reshape(-1)
+    if vector.shape[0] != T:
+        raise ValueError(f"Invalid {argument}: got {vector.shape[0]} values for {T} task(s)")
+    for index in range(T):
+        value = float(vector[index])
+        if not math.isfinite(value):
+            raise ValueError(f"Invalid {argument}: {task_label(index, names)} has {value}")
+        if nonnegative and value < 0:
+            raise ValueError(
+                f"Invalid {argument}: {task_label(index, names)} has {value} (expected >= 0)"
+            )
+    return vector
+
+
+def first_nonfinite_task(G: Tensor) -> int | None:
+    """The index of the first row of ``G`` with a NaN or infinite entry, if any."""
+    bad = ~torch.isfinite(G).all(dim=1)
+    indices = torch.nonzero(bad).flatten()
+    return int(indices[0]) if indices.numel() else None

@@ -1,0 +1,87 @@
+"""Resolvers by name: ``available()``, ``get_resolver(name, **options)`` and ``register``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from gradsurgery.resolvers.base import Resolver
+from gradsurgery.resolvers.gr import GradientRemedy
+from gradsurgery.resolvers.gradnorm import GradNorm
+from gradsurgery.resolvers.mean import Mean
+from gradsurgery.resolvers.pcgrad import PCGrad
+from gradsurgery.resolvers.sum import Sum
+
+__all__ = ["available", "get_resolver", "register"]
+
+_REGISTRY: dict[str, type[Resolver]] = {
+    "sum": Sum,
+    "mean": Mean,
+    "gr": GradientRemedy,
+    "pcgrad": PCGrad,
+    "gradnorm": GradNorm,
+}
+
+
+def available() -> list[str]:
+    """The names of the registered resolvers, sorted.
+
+    Example:
+        >>> import gradsurgery
+        >>> {"gr", "pcgrad", "sum"} <= set(gradsurgery.available())
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+def register(name: str, resolver_class: type[Resolver], *, overwrite: bool = False) -> None:
+    """Register a resolver class under ``name``, so that ``resolve(..., method=name)`` finds it.
+
+    Args:
+        name: the method's short name (lower case, e.g. ``"my_method"``).
+        resolver_class: a subclass of :class:`~gradsurgery.resolvers.Resolver`.
+        overwrite: allow replacing an existing name.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Invalid name: {name!r} (expected a non-empty string)")
+    if not (isinstance(resolver_class, type) and issubclass(resolver_class, Resolver)):
+        raise TypeError(
+            f"Invalid resolver_class: {resolver_class!r} (expected a Resolver subclass)"
+        )
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a resolver named {name!r} is already registered; pass overwrite=True")
+    _REGISTRY[name] = resolver_class
+
+
+def get_resolver(name: str, **options: Any) -> Resolver:
+    """Build the resolver registered as ``name`` with hyper-parameters ``options``.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or a bad option value.
+        TypeError: an option the method does not have (the message lists those it has).
+
+    Example:
+        >>> import gradsurgery
+        >>> gradsurgery.get_resolver("gr", k=3)
+        GradientRemedy(k=3.0, max_stretch=None)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"Invalid method: {name!r} (expected a name or a Resolver instance)")
+    try:
+        resolver_class = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown method: {name!r}; available methods: {', '.join(available())}"
+        ) from None
+    accepted = [
+        parameter
+        for parameter in inspect.signature(resolver_class).parameters
+        if parameter not in ("self", "args", "kwargs")
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"method {name!r} got unknown option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(accepted) or '(none)'}"
+        )
+    return resolver_class(**options)

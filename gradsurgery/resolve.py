@@ -1,0 +1,191 @@
+"""The front door: ``resolve(grads, ...)`` normalises and validates input, then dispatches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gradsurgery._validation import (
+    TaskKey,
+    build_resolver,
+    first_nonfinite_task,
+    normalize_primary,
+    task_label,
+    task_vector,
+)
+from gradsurgery.resolvers.base import GramResolver, NonFiniteGramError, Resolution, Resolver
+
+__all__ = ["resolve"]
+
+GradientsLike = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
+"""A ``(T, P)`` tensor, a sequence of ``T`` 1-D tensors, or a mapping name -> 1-D tensor."""
+
+
+def resolve(
+    grads: GradientsLike,
+    *,
+    method: str | Resolver = "gr",
+    primary: TaskKey | None = None,
+    losses: Any = None,
+    weights: Any = None,
+    **options: Any,
+) -> Tensor:
+    r"""Combine the gradients of ``T`` tasks into one update direction.
+
+    Args:
+        grads: the task gradients with respect to the same ``P`` parameters: a ``(T, P)``
+            tensor (one row per task), a sequence of ``T`` 1-D tensors of length ``P``, or a
+            mapping task name -> 1-D tensor (then ``primary``, ``losses`` and ``weights``
+            may be given by name). Floating point, on one device, finite.
+        method: a registered name (see :func:`gradsurgery.available`) or a resolver
+            instance. Build stateful resolvers (GradNorm, seeded PCGrad) once with
+            :func:`gradsurgery.get_resolver` and pass the instance each step, so that their
+            state carries over.
+        primary: the primary task, by index or name; ``None`` for methods that treat tasks
+            alike (primary/auxiliary methods such as GR then take task 0).
+        losses: the ``T`` current loss values, for loss-aware methods (GradNorm).
+        weights: ``T`` non-negative loss weights :math:`c`; the resolver sees the
+            gradients of the weighted losses, :math:`c_i g_i`.
+        **options: hyper-parameters of the method, when ``method`` is a name.
+
+    Returns:
+        The ``(P,)`` direction :math:`d`, in the dtype and on the device of ``grads``.
+        Write it into ``.grad`` (or use :func:`gradsurgery.backward`) and step any optimizer.
+
+    Raises:
+        TypeError: ``grads`` of the wrong type or dtype; an option the method lacks.
+        ValueError: wrong rank or mismatched lengths, ``T = 0``, devices that differ,
+            ``primary`` out of range or unknown, non-finite gradients or losses (the task
+            is named), an unknown method (the known ones are listed), bad hyper-parameters.
+
+    Example:
+        >>> import torch, gradsurgery
+        >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+        >>> gradsurgery.resolve(G, method="sum")
+        tensor([0., 1.])
+        >>> gradsurgery.resolve({"asr": G[0], "se": G[1]}, method="gr", primary="asr")
+        tensor([1.7071, 1.0000])
+    """
+    G, names = _as_matrix(grads)
+    T = G.shape[0]
+    resolver = build_resolver(method, options)
+    primary_index = normalize_primary(primary, names, T)
+    loss_vector = task_vector(losses, "losses", names, T)
+    weight_vector = task_vector(weights, "weights", names, T, nonnegative=True)
+    resolution = run_resolver(
+        resolver,
+        G,
+        (G.shape[1],),
+        primary=primary_index,
+        losses=loss_vector,
+        task_weights=weight_vector,
+        names=names,
+    )
+    return resolution.direction
+
+
+def run_resolver(
+    resolver: Resolver,
+    G: Tensor,
+    block_sizes: Sequence[int],
+    *,
+    primary: int | None,
+    losses: Tensor | None,
+    task_weights: Tensor | None,
+    names: Sequence[str] | None,
+) -> Resolution:
+    """Run ``resolver`` on a validated matrix, turning non-finite input into a clear error.
+
+    Finiteness is checked where it is cheap: on the ``T x T`` Gram for Gram resolvers (an
+    infinite or NaN entry of ``G`` makes its diagonal non-finite), on the ``(P,)`` result
+    for loss weightings, and on ``G`` itself for other resolvers (before they run, so no
+    state changes). Only on failure is ``G`` scanned row by row to name the task.
+    """
+    if resolver.needs_losses and losses is None:
+        raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
+    gram_checked = isinstance(resolver, GramResolver) and resolver.uses_gram
+    if not isinstance(resolver, GramResolver):
+        _raise_if_nonfinite(G, names)
+    try:
+        resolution = resolver.resolve_blocks(
+            G, block_sizes, primary=primary, losses=losses, task_weights=task_weights
+        )
+    except NonFiniteGramError:
+        _raise_if_nonfinite(G, names)
+        raise ValueError(
+            "the task gradients are finite but their Gram matrix overflows "
+            f"{G.dtype}; scale the losses down"
+        ) from None
+    if not gram_checked and not bool(torch.isfinite(resolution.direction).all()):
+        _raise_if_nonfinite(G, names)
+    return resolution
+
+
+def _raise_if_nonfinite(G: Tensor, names: Sequence[str] | None) -> None:
+    bad = first_nonfinite_task(G)
+    if bad is not None:
+        raise ValueError(
+            f"Invalid grads: {task_label(bad, names)} has non-finite values (NaN or inf)"
+        )
+
+
+def _as_matrix(grads: GradientsLike) -> tuple[Tensor, list[str] | None]:
+    """``grads`` as a ``(T, P)`` tensor (without a copy when it already is one), and names."""
+    names: list[str] | None = None
+    if isinstance(grads, Tensor):
+        if grads.dim() != 2:
+            raise ValueError(
+                f"Invalid grads: expected a 2-D (T, P) tensor, got shape {tuple(grads.shape)}"
+                + ("; for one task use grads.unsqueeze(0)" if grads.dim() == 1 else "")
+            )
+        G = grads.detach()
+    elif isinstance(grads, Mapping):
+        names = list(grads)
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError(f"Invalid grads: mapping keys must be task names (str), got {names}")
+        G = _stack_rows(list(grads.values()), names)
+    elif isinstance(grads, Sequence) and not isinstance(grads, str):
+        G = _stack_rows(list(grads), None)
+    else:
+        raise TypeError(
+            "Invalid grads: expected a (T, P) tensor, a sequence of 1-D tensors or a mapping "
+            f"name -> 1-D tensor, got {type(grads).__name__}"
+        )
+    if G.shape[0] == 0:
+        raise ValueError("Invalid grads: no tasks (T = 0)")
+    if not G.is_floating_point():
+        raise TypeError(f"Invalid grads: expected a floating-point dtype, got {G.dtype}")
+    return G, names
+
+
+def _stack_rows(rows: list[Any], names: list[str] | None) -> Tensor:
+    if not rows:
+        raise ValueError("Invalid grads: no tasks (T = 0)")
+    for index, row in enumerate(rows):
+        label = task_label(index, names)
+        if not isinstance(row, Tensor):
+            raise TypeError(f"Invalid grads: {label} is a {type(row).__name__}, not a tensor")
+        if row.dim() != 1:
+            raise ValueError(
+                f"Invalid grads: {label} has shape {tuple(row.shape)}; expected a 1-D tensor "
+                "(flatten it, or use gradsurgery.backward for parameter tensors)"
+            )
+        first = rows[0]
+        if row.shape != first.shape:
+            raise ValueError(
+                f"Invalid grads: {label} has length {row.shape[0]}, "
+                f"{task_label(0, names)} has {first.shape[0]}"
+            )
+        if row.dtype != first.dtype:
+            raise TypeError(
+                f"Invalid grads: {label} is {row.dtype}, {task_label(0, names)} is {first.dtype}"
+            )
+        if row.device != first.device:
+            raise ValueError(
+                f"Invalid grads: {label} is on {row.device}, "
+                f"{task_label(0, names)} on {first.device}"
+            )
+    return torch.stack([row.detach() for row in rows])

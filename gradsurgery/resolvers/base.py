@@ -1,0 +1,258 @@
+"""The resolver contract, and the Gram-matrix shape most resolvers share.
+
+A resolver maps the gradients of ``T`` tasks with respect to the same ``P`` parameters, a
+``(T, P)`` matrix :math:`G` with one row :math:`g_i` per task, to ONE update direction
+:math:`d \\in \\mathbb{R}^P`.
+
+Most resolvers are, underneath, a map from the ``T x T`` Gram matrix :math:`G G^\\top`
+(plus ``primary`` and ``losses``) to ``T`` weights :math:`w`, with :math:`d = w^\\top G`.
+:class:`GramResolver` implements that shape once: the :math:`O(T^2 P)` Gram and the
+:math:`O(TP)` weighted sum happen here, and a subclass only writes :meth:`GramResolver.weights`,
+a few lines on a ``T x T`` matrix that never see ``P``. Because :meth:`~GramResolver.weights`
+is batched over leading dimensions, per-tensor granularity (one Gram per parameter tensor)
+is a single batched call, not a Python loop over parameters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "GramResolver",
+    "NonFiniteGramError",
+    "Resolution",
+    "Resolver",
+    "gram_of_blocks",
+    "weighted_sum_of_blocks",
+]
+
+
+class NonFiniteGramError(ValueError):
+    """The Gram matrix of the task gradients is not finite.
+
+    Raised before any state changes, so a stateful resolver is left as it was. The front
+    door (:func:`gradsurgery.resolve`, :func:`gradsurgery.backward`) turns it into an error
+    that names the offending task.
+    """
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a resolver computed, beyond the direction itself.
+
+    Attributes:
+        direction: the resolved update direction, shape ``(P,)``.
+        gram: the Gram matrices the resolver used, shape ``(B, T, T)`` with one ``T x T``
+            matrix per block (``B = 1`` for a whole-vector resolution), in float64; ``None``
+            for a resolver that never forms it.
+        weights: the task weights, shape ``(B, T)``, with ``direction = weights^T G`` block
+            by block; ``None`` for a resolver that is not a weighting of the task gradients.
+    """
+
+    direction: Tensor
+    gram: Tensor | None
+    weights: Tensor | None
+
+
+class Resolver(ABC):
+    r"""Base class of every resolver.
+
+    Subclasses implement :meth:`resolve_blocks`. Calling a resolver on a ``(T, P)`` matrix
+    returns the ``(P,)`` direction. Stateless resolvers inherit an empty
+    :meth:`state_dict`; stateful ones override both :meth:`state_dict` and
+    :meth:`load_state_dict` so that a checkpoint restores them exactly.
+
+    Class attributes:
+        needs_losses: whether ``losses`` must be given.
+        promises: the properties the resolver guarantees, checked for every registered
+            resolver by the shared property tests: ``"scale_equivariant"`` (scaling every
+            gradient by :math:`c > 0` scales :math:`d` by :math:`c`),
+            ``"permutation_invariant"`` (reordering the tasks leaves :math:`d` unchanged),
+            ``"sum_without_conflict"`` (without conflicting pairs, and without dominance for
+            GR, :math:`d = \sum_i g_i`), ``"primary_nonconflicting"`` (with a primary task,
+            :math:`d \cdot g_p \ge 0`).
+    """
+
+    needs_losses: bool = False
+    promises: ClassVar[frozenset[str]] = frozenset()
+
+    def __call__(
+        self, G: Tensor, *, primary: int | None = None, losses: Tensor | None = None
+    ) -> Tensor:
+        """Resolve the ``(T, P)`` matrix ``G`` into a ``(P,)`` direction."""
+        return self.resolve_blocks(G, (G.shape[1],), primary=primary, losses=losses).direction
+
+    @abstractmethod
+    def resolve_blocks(
+        self,
+        G: Tensor,
+        block_sizes: Sequence[int],
+        *,
+        primary: int | None = None,
+        losses: Tensor | None = None,
+        task_weights: Tensor | None = None,
+    ) -> Resolution:
+        """Resolve each column block of ``G`` on its own.
+
+        Args:
+            G: ``(T, P)`` task-gradient matrix, validated (finite, ``T >= 1``).
+            block_sizes: sizes of consecutive column blocks, summing to ``P``; one block
+                per parameter tensor for per-tensor granularity, ``(P,)`` for the whole
+                vector.
+            primary: index of the primary task, or ``None``.
+            losses: ``(T,)`` loss values, or ``None``.
+            task_weights: ``(T,)`` positive loss weights :math:`c`, or ``None``. The
+                resolver sees the gradients of the weighted losses, :math:`c_i g_i`.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state kept across steps (empty for a stateless resolver)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict`."""
+        if state_dict:
+            raise ValueError(
+                f"{type(self).__name__} is stateless; load_state_dict got keys {sorted(state_dict)}"
+            )
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in self._options().items())
+        return f"{type(self).__name__}({options})"
+
+    def _options(self) -> dict[str, Any]:
+        """Hyper-parameters shown by ``repr``; subclasses with options override this."""
+        return {}
+
+
+def _runs(block_sizes: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Group consecutive blocks of equal size into runs ``(offset, count, size)``."""
+    runs: list[tuple[int, int, int]] = []
+    offset = 0
+    for size in block_sizes:
+        if runs and runs[-1][2] == size:
+            start, count, _ = runs[-1]
+            runs[-1] = (start, count + 1, size)
+        else:
+            runs.append((offset, 1, size))
+        offset += size
+    return runs
+
+
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision gradients are resolved in float32; float32 and float64 as they are."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def gram_of_blocks(G: Tensor, block_sizes: Sequence[int]) -> Tensor:
+    """The Gram matrix of each column block of ``G``, shape ``(B, T, T)``, in float64.
+
+    Consecutive blocks of equal size are computed together by one batched matrix product,
+    so a model with many same-shaped tensors costs a handful of kernel calls.
+    """
+    T = G.shape[0]
+    work = G if G.dtype == _working_dtype(G.dtype) else G.to(_working_dtype(G.dtype))
+    grams = []
+    for offset, count, size in _runs(block_sizes):
+        if count == 1:
+            block = work[:, offset : offset + size]
+            grams.append((block @ block.T).unsqueeze(0))
+        else:
+            stacked = work[:, offset : offset + count * size].reshape(T, count, size)
+            stacked = stacked.transpose(0, 1)  # (count, T, size)
+            grams.append(torch.bmm(stacked, stacked.transpose(1, 2)))
+    return torch.cat(grams).to(torch.float64)
+
+
+def weighted_sum_of_blocks(G: Tensor, weights: Tensor, block_sizes: Sequence[int]) -> Tensor:
+    """The direction ``d`` with ``d_b = weights_b^T G_b`` for each column block ``b``.
+
+    Args:
+        G: ``(T, P)`` matrix.
+        weights: ``(B, T)`` weights, one row per block.
+        block_sizes: sizes of the ``B`` blocks.
+
+    Returns:
+        ``(P,)`` direction in ``G``'s dtype (accumulated in float32 for half precision).
+    """
+    work_dtype = _working_dtype(G.dtype)
+    work = G if G.dtype == work_dtype else G.to(work_dtype)
+    w = weights.to(device=G.device, dtype=work_dtype)
+    if len(block_sizes) == 1:
+        return (w[0] @ work).to(G.dtype)
+    T = G.shape[0]
+    direction = torch.empty(G.shape[1], dtype=work_dtype, device=G.device)
+    block = 0
+    for offset, count, size in _runs(block_sizes):
+        if count == 1:
+            direction[offset : offset + size] = w[block] @ work[:, offset : offset + size]
+        else:
+            stacked = work[:, offset : offset + count * size].reshape(T, count, size)
+            out = direction[offset : offset + count * size].view(count, size)
+            torch.bmm(
+                w[block : block + count].unsqueeze(1), stacked.transpose(0, 1), out=out.unsqueeze(1)
+            )
+        block += count
+    return direction.to(G.dtype)
+
+
+class GramResolver(Resolver):
+    r"""A resolver that is a map from Gram matrices to task weights: :math:`d = w^\top G`.
+
+    Subclasses implement :meth:`weights`. Set the class attribute ``uses_gram = False`` when
+    the weights do not depend on the Gram matrix (the plain sum, loss weightings): the Gram
+    is then never computed, resolution costs one pass over ``G``, and the autograd glue
+    needs no task gradients at all: it runs ONE backward pass of :math:`\sum_i w_i L_i`.
+    """
+
+    uses_gram: bool = True
+
+    @abstractmethod
+    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        """Task weights from Gram matrices.
+
+        Args:
+            gram: ``(B, T, T)`` float64 Gram matrices, one per block (a ``(B, T, T)`` tensor
+                of NaN-free zeros shaped like the Gram when ``uses_gram`` is ``False``).
+            primary: index of the primary task, or ``None``.
+            losses: ``(T,)`` float64 loss values, or ``None``.
+
+        Returns:
+            ``(B, T)`` float64 weights, finite.
+        """
+
+    def resolve_blocks(
+        self,
+        G: Tensor,
+        block_sizes: Sequence[int],
+        *,
+        primary: int | None = None,
+        losses: Tensor | None = None,
+        task_weights: Tensor | None = None,
+    ) -> Resolution:
+        # Loss weights c are folded into the T x T algebra instead of scaling G:
+        # Gram(diag(c) G) = c c^T * Gram(G), and w^T diag(c) G = (w * c)^T G.
+        T = G.shape[0]
+        c = None if task_weights is None else task_weights.to(G.device, torch.float64)
+        if self.uses_gram:
+            seen = gram_of_blocks(G, block_sizes)
+            if not bool(torch.isfinite(seen).all()):
+                raise NonFiniteGramError("the Gram matrix of the task gradients is not finite")
+            if c is not None:
+                seen = seen * (c[:, None] * c[None, :])
+            gram: Tensor | None = seen
+        else:
+            gram = None
+            seen = torch.zeros(len(block_sizes), T, T, dtype=torch.float64, device=G.device)
+        losses64 = None if losses is None else losses.to(device=G.device, dtype=torch.float64)
+        weights = self.weights(seen, primary=primary, losses=losses64)
+        if c is not None:
+            weights = weights * c
+        direction = weighted_sum_of_blocks(G, weights, block_sizes)
+        return Resolution(direction, gram, weights)

@@ -1,0 +1,101 @@
+"""Properties every registered resolver must have, and those each one promises.
+
+A resolver is checked here the moment it is registered: the test is parametrised over
+``gradsurgery.available()``, and each class declares what it promises in ``promises``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import gradsurgery
+from tests.strategies import gradient_matrices, nonconflicting_matrices
+
+METHODS = gradsurgery.available()
+
+
+def promised(prop: str) -> list[str]:
+    return [m for m in METHODS if prop in gradsurgery.get_resolver(m).promises]
+
+
+def run(method: str, G: torch.Tensor, primary: int | None = None) -> torch.Tensor:
+    torch.manual_seed(0)  # methods with random choices draw the same ones on every call
+    losses = torch.ones(G.shape[0])
+    return gradsurgery.resolve(G, method=method, primary=primary, losses=losses)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@given(G=gradient_matrices(), data=st.data())
+def test_shape_dtype_and_finite(method, G, data):
+    primary = data.draw(st.none() | st.integers(0, G.shape[0] - 1))
+    for dtype in (torch.float64, torch.float32):
+        d = run(method, G.to(dtype), primary)
+        assert d.shape == (G.shape[1],)
+        assert d.dtype == dtype
+        assert torch.isfinite(d).all()
+
+
+@pytest.mark.parametrize("method", promised("scale_equivariant"))
+@given(G=gradient_matrices(), scale=st.floats(1e-3, 1e3), data=st.data())
+def test_scale_equivariant(method, G, scale, data):
+    primary = data.draw(st.none() | st.integers(0, G.shape[0] - 1))
+    expected = scale * run(method, G, primary)
+    actual = run(method, scale * G, primary)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale * (1 + G.abs().max()))
+
+
+@pytest.mark.parametrize("method", promised("permutation_invariant"))
+@given(G=gradient_matrices(min_tasks=2), data=st.data())
+def test_permutation_invariant(method, G, data):
+    order = data.draw(st.permutations(range(G.shape[0])))
+    torch.testing.assert_close(run(method, G[list(order)]), run(method, G), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", promised("sum_without_conflict"))
+@given(G=nonconflicting_matrices(), data=st.data())
+def test_sum_without_conflict(method, G, data):
+    primary = data.draw(st.none() | st.integers(0, G.shape[0] - 1))
+    torch.testing.assert_close(run(method, G, primary), G.sum(dim=0), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", promised("primary_nonconflicting"))
+@given(G=gradient_matrices(min_tasks=2), data=st.data())
+def test_primary_never_opposed(method, G, data):
+    primary = data.draw(st.integers(0, G.shape[0] - 1))
+    p = G[primary]
+    assume(p.norm() > 1e-3)
+    d = run(method, G, primary)
+    assert torch.dot(d, p) >= -1e-9 * d.norm() * p.norm()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_single_task_is_passed_through_up_to_scale(method):
+    g = torch.tensor([[3.0, -4.0, 0.5]])
+    d = run(method, g)
+    cosine = torch.dot(d, g[0]) / (d.norm() * g[0].norm())
+    assert cosine == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_gradients_give_zero(method):
+    d = run(method, torch.zeros(3, 4), primary=0)
+    assert torch.equal(d, torch.zeros(4))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_state_dict_round_trips(method):
+    resolver = gradsurgery.get_resolver(method)
+    G = torch.tensor([[1.0, 0.0, 2.0], [-1.0, 1.0, 0.0], [0.5, -2.0, 1.0]])
+    losses = torch.tensor([1.0, 2.0, 3.0])
+    gradsurgery.resolve(G, method=resolver, primary=0, losses=losses)
+    state = resolver.state_dict()
+    torch.manual_seed(1)
+    first = gradsurgery.resolve(G, method=resolver, primary=0, losses=0.5 * losses)
+    restored = gradsurgery.get_resolver(method)
+    restored.load_state_dict(state)
+    torch.manual_seed(1)
+    second = gradsurgery.resolve(G, method=restored, primary=0, losses=0.5 * losses)
+    assert torch.equal(first, second)

@@ -1,0 +1,246 @@
+"""The glue from losses to ``.grad``, checked against hand-collected task gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gradsurgery
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4))
+        self.head_a = nn.Linear(4, 1)
+        self.head_b = nn.Linear(4, 2)
+        self.unused = nn.Linear(2, 2)
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = torch.tanh(self.trunk(x))
+        return {"a": self.head_a(z).pow(2).mean(), "b": (self.head_b(z) - 1).pow(2).mean()}
+
+
+X = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+
+
+def grads_of(model: nn.Module) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+def reference(
+    model: TwoHeads, method: str, granularity: str, weights=(1.0, 1.0)
+) -> list[torch.Tensor | None]:
+    """Per-task gradients collected by hand with autograd.grad, resolved with resolve()."""
+    losses = model.losses(X)
+    trunk = list(model.trunk.parameters())
+    per_task = [
+        torch.autograd.grad(w * loss, trunk, retain_graph=True)
+        for w, loss in zip(weights, losses.values())
+    ]
+    if granularity == "global":
+        G = torch.stack([torch.cat([g.flatten() for g in task]) for task in per_task])
+        d = gradsurgery.resolve(G, method=method, primary=0)
+        trunk_grads = list(d.split([p.numel() for p in trunk]))
+    else:
+        trunk_grads = [
+            gradsurgery.resolve(torch.stack([a.flatten(), b.flatten()]), method=method, primary=0)
+            for a, b in zip(*per_task)
+        ]
+    head_a = torch.autograd.grad(
+        weights[0] * losses["a"], list(model.head_a.parameters()), retain_graph=True
+    )
+    head_b = torch.autograd.grad(weights[1] * losses["b"], list(model.head_b.parameters()))
+    shaped = [g.view_as(p) for g, p in zip(trunk_grads, trunk)]
+    return [*shaped, *head_a, *head_b, None, None]
+
+
+@pytest.mark.parametrize("granularity", ["global", "tensor"])
+@pytest.mark.parametrize("method", ["sum", "gr", "pcgrad"])
+def test_grad_equals_resolve_on_hand_collected_gradients(method, granularity):
+    model = TwoHeads()
+    expected = reference(model, method, granularity, weights=(0.7, 0.3))
+    gradsurgery.backward(
+        model.losses(X),
+        model.parameters(),
+        resolver=method,
+        primary="a",
+        weights={"a": 0.7, "b": 0.3},
+        granularity=granularity,
+    )
+    for actual, wanted in zip(grads_of(model), expected):
+        if wanted is None:
+            assert actual is None  # unreached parameters are untouched
+        else:
+            torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+def test_sum_equals_summed_loss_backward():
+    model = TwoHeads()
+    sum(model.losses(X).values()).backward()
+    expected = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    gradsurgery.backward(model.losses(X), model.parameters(), resolver="sum", diagnostics=True)
+    for actual, wanted in zip(grads_of(model), expected):
+        assert (actual is None) == (wanted is None)
+        if wanted is not None:
+            torch.testing.assert_close(actual, wanted, rtol=1e-6, atol=1e-7)
+
+
+def test_gradients_accumulate_like_backward():
+    model = TwoHeads()
+    gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", primary="a")
+    once = grads_of(model)
+    gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", primary="a")
+    for twice, single in zip(grads_of(model), once):
+        if single is not None:
+            torch.testing.assert_close(twice, 2 * single)
+
+
+def test_existing_grad_tensor_is_kept():
+    model = TwoHeads()
+    weight = model.trunk[0].weight
+    weight.grad = torch.ones_like(weight)
+    kept = weight.grad
+    gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", primary="a")
+    assert weight.grad is kept
+
+
+def test_loss_weighting_needs_one_backward_and_returns_no_gram():
+    model = TwoHeads()
+    result = gradsurgery.backward(model.losses(X), model.parameters(), resolver="sum")
+    assert result.gram is None and result.cosine is None
+    with_diagnostics = gradsurgery.backward(
+        model.losses(X), model.parameters(), resolver="sum", diagnostics=True
+    )
+    assert with_diagnostics.gram is not None
+
+
+def test_result_carries_cosine_and_norm_ratio():
+    model = TwoHeads()
+    losses = model.losses(X)
+    trunk = list(model.trunk.parameters())
+    g = [
+        torch.cat([t.flatten() for t in torch.autograd.grad(loss, trunk, retain_graph=True)])
+        for loss in losses.values()
+    ]
+    result = gradsurgery.backward(
+        losses, model.parameters(), resolver="gr", primary="a", granularity="tensor"
+    )
+    cosine = torch.dot(g[0], g[1]) / (g[0].norm() * g[1].norm())
+    assert result.task_names == ("a", "b")
+    assert result.gram.shape == (4, 2, 2)
+    assert result.shared_parameters == sum(p.numel() for p in trunk)
+    assert result.cosine[0, 1].item() == pytest.approx(cosine.item(), rel=1e-5)
+    assert result.norm_ratio[1, 0].item() == pytest.approx(
+        (g[1].norm() / g[0].norm()).item(), rel=1e-5
+    )
+
+
+def test_three_tasks_with_partial_sharing():
+    torch.manual_seed(0)
+    shared, only_ab, only_c = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+
+    def losses():
+        z = shared(x)
+        h = only_ab(z)
+        return [h[:, 0].pow(2).mean(), (h[:, 1] - 1).pow(2).mean(), only_c(z).pow(2).mean()]
+
+    params = [*shared.parameters(), *only_ab.parameters(), *only_c.parameters()]
+    gradsurgery.backward(losses(), params, resolver="pcgrad", primary=0)
+    actual = [p.grad.clone() for p in params]
+    L = losses()
+    blocks = [*shared.parameters(), *only_ab.parameters()]
+    rows = []
+    for loss in L:
+        grads = torch.autograd.grad(loss, blocks, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, blocks)]
+            )
+        )
+    d = gradsurgery.resolve(torch.stack(rows), method="pcgrad", primary=0)
+    expected = [g.view_as(p) for g, p in zip(d.split([p.numel() for p in blocks]), blocks)]
+    expected += list(torch.autograd.grad(L[2], list(only_c.parameters())))
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_single_task_is_plain_backward():
+    model = TwoHeads()
+    loss = model.losses(X)["a"]
+    loss.backward()
+    expected = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    gradsurgery.backward([model.losses(X)["a"]], model.parameters(), resolver="gr")
+    for a, e in zip(grads_of(model), expected):
+        assert (a is None) == (e is None)
+        if e is not None:
+            torch.testing.assert_close(a, e)
+
+
+def test_stateful_resolver_instance_is_used():
+    model = TwoHeads()
+    resolver = gradsurgery.get_resolver("gradnorm")
+    gradsurgery.backward(model.losses(X), model.parameters(), resolver=resolver)
+    assert resolver.state_dict()["step"] == 1
+
+
+def test_error_restores_the_shared_grads():
+    model = TwoHeads()
+    losses = model.losses(X)
+    losses["b"] = (
+        losses["b"] * torch.tensor(float("inf")) * 0 + model.trunk[0].weight.sum() * 0 + losses["b"]
+    )
+    before = grads_of(model)
+    with pytest.raises(ValueError, match="task 'b'"):
+        gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
+    for param, old in zip(model.trunk.parameters(), before[:4]):
+        assert param.grad is old
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda m: (
+                {"a": m.losses(X)["a"], "b": torch.tensor(1.0, requires_grad=True)},
+                m.parameters(),
+            ),
+            ValueError,
+            "task 'b' reaches none",
+        ),
+        (
+            lambda m: ({"a": m.losses(X)["a"].detach()}, m.parameters()),
+            ValueError,
+            "does not require grad",
+        ),
+        (lambda m: ({"a": m.head_a(m.trunk(X))}, m.parameters()), ValueError, "expected a scalar"),
+        (
+            lambda m: ({"a": m.losses(X)["a"] * float("nan")}, m.parameters()),
+            ValueError,
+            "task 'a' is nan",
+        ),
+        (lambda m: ({}, m.parameters()), ValueError, "T = 0"),
+        (lambda m: ("loss", m.parameters()), TypeError, "Invalid losses"),
+        (lambda m: ([3.0], m.parameters()), TypeError, "task 0 is a float"),
+        (lambda m: (m.losses(X), []), ValueError, "no tensor that requires grad"),
+        (lambda m: (m.losses(X), [1.0]), TypeError, "item 0"),
+    ],
+)
+def test_bad_input(make, error, message):
+    model = TwoHeads()
+    losses, params = make(model)
+    with pytest.raises(error, match=message):
+        gradsurgery.backward(losses, params, resolver="gr")
+
+
+def test_bad_granularity():
+    model = TwoHeads()
+    with pytest.raises(ValueError, match="granularity"):
+        gradsurgery.backward(
+            model.losses(X), model.parameters(), resolver="gr", granularity="layer"
+        )

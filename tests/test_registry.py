@@ -1,0 +1,49 @@
+"""Resolvers by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradsurgery
+from gradsurgery.resolvers import GramResolver, Resolver
+
+
+def test_core_methods_are_available():
+    assert {"sum", "mean", "gr", "pcgrad", "gradnorm"} <= set(gradsurgery.available())
+
+
+@pytest.mark.parametrize("name", gradsurgery.available())
+def test_every_registered_resolver_builds_with_defaults(name):
+    resolver = gradsurgery.get_resolver(name)
+    assert isinstance(resolver, Resolver)
+    assert type(resolver).__name__ in repr(resolver)
+    assert type(resolver).__doc__
+
+
+def test_register_a_custom_resolver():
+    class FirstTaskOnly(GramResolver):
+        """Keeps task 0 only."""
+
+        def weights(self, gram, *, primary, losses):
+            weights = torch.zeros(gram.shape[:2], dtype=gram.dtype)
+            weights[:, 0] = 1.0
+            return weights
+
+    gradsurgery.register("first_task_only_test", FirstTaskOnly)
+    try:
+        d = gradsurgery.resolve(
+            torch.tensor([[1.0, 2.0], [3.0, 4.0]]), method="first_task_only_test"
+        )
+        torch.testing.assert_close(d, torch.tensor([1.0, 2.0]))
+        with pytest.raises(ValueError, match="already registered"):
+            gradsurgery.register("first_task_only_test", FirstTaskOnly)
+    finally:
+        from gradsurgery import registry
+
+        registry._REGISTRY.pop("first_task_only_test")
+
+
+def test_register_rejects_non_resolvers():
+    with pytest.raises(TypeError, match="resolver_class"):
+        gradsurgery.register("bad", int)  # type: ignore[arg-type]

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Creates .venv on first use and installs everything the tests and the flagship example need:
+# the Debian packages the example's corpus is built from (through apt-get, when run as root),
+# the CPU build of torch that lies on disk, and this package with its extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-dev}
+DEBIAN_PACKAGES=(espeak-ng flite sox asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-moh-opsound-wav)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "setup: warning: missing Debian packages (${missing[*]}); install them with" >&2
+        echo "       sudo apt-get install ${missing[*]}" >&2
+        echo "       the library works without them; the speech example and its tests do not." >&2
+    fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# The CPU build of torch first, so that no later requirement pulls a CUDA build.
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[${EXTRAS}]"

@@ -1,0 +1,1 @@
+"""Flagship example: joint speech enhancement + recognition trained with gradient resolvers."""

@@ -1,0 +1,101 @@
+"""Command line: build, check, describe and picture the offline noisy-speech corpus.
+
+Examples::
+
+    python -m examples.asr_se.corpus build --preset quick            # -> data/asr_se/quick
+    python -m examples.asr_se.corpus build --preset full --out /data/full --seed 1
+    python -m examples.asr_se.corpus verify --out data/asr_se/quick  # re-hash every file
+    python -m examples.asr_se.corpus stats --preset quick --markdown
+    python -m examples.asr_se.corpus figure --preset quick           # -> figures/*.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .build import build_corpus, default_out_dir
+from .errors import CorpusError
+from .manifest import verify_corpus
+from .presets import PRESETS
+
+
+def _out(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else default_out_dir(args.preset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status (1, with a one-line message, on a CorpusError)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.asr_se.corpus",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("build", "build (or finish, or check) a corpus"),
+        ("verify", "check every file of a built corpus against its manifest hashes"),
+        ("stats", "print the corpus numbers"),
+        ("figure", "draw clean/noisy spectrograms, one pair per noise type"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+        p.add_argument("--out", help="corpus folder (default: data/asr_se/<preset>)")
+        if name == "build":
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--workers", type=int, default=None, help="worker processes")
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "stats":
+            p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+            p.add_argument(
+                "--update-doc", metavar="MD", help="write the table into MD between markers"
+            )
+        if name == "figure":
+            p.add_argument(
+                "--png",
+                default=str(
+                    Path(__file__).resolve().parents[1] / "figures" / "corpus_spectrograms.png"
+                ),
+            )
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            start = time.perf_counter()
+            manifest = build_corpus(
+                args.preset,
+                _out(args),
+                seed=args.seed,
+                progress=not args.no_progress,
+                workers=args.workers,
+            )
+            print(f"corpus ready: {manifest} ({time.perf_counter() - start:.1f} s)")
+        elif args.command == "verify":
+            info = verify_corpus(_out(args), deep=True)
+            print(
+                f"{_out(args)}: all files match the manifest (content hash {info['content_hash']})"
+            )
+        elif args.command == "stats":
+            from .stats import corpus_stats, format_stats, update_doc
+
+            stats = corpus_stats(_out(args))
+            print(format_stats(stats, markdown=args.markdown))
+            if args.update_doc:
+                update_doc(
+                    args.update_doc,
+                    stats,
+                    command=f"python -m examples.asr_se.corpus stats --preset {args.preset}",
+                )
+        elif args.command == "figure":
+            from .figure import draw_spectrograms
+
+            print(f"wrote {draw_spectrograms(_out(args), args.png)}")
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

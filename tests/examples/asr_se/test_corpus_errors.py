@@ -1,0 +1,86 @@
+"""Bad input gives clear errors: missing Debian packages, corrupt or wrong-rate audio."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from examples.asr_se.corpus import CorpusError, MissingPackageError, build_corpus, sources
+from examples.asr_se.corpus.__main__ import main
+from examples.asr_se.corpus.audio import read_wav, write_wav
+from examples.asr_se.corpus.prompts import load_prompts
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "package"),
+    [
+        ("ESPEAK_PROGRAM", "espeak-ng-not-installed", "espeak-ng"),
+        ("FLITE_PROGRAM", "flite-not-installed", "flite"),
+        ("ASTERISK_SOUNDS_DIR", Path("/nonexistent/sounds"), "asterisk-core-sounds-en-wav"),
+        (
+            "ASTERISK_TRANSCRIPTS",
+            Path("/nonexistent/core-sounds-en.txt.gz"),
+            "asterisk-core-sounds-en",
+        ),
+        ("MOH_DIR", Path("/nonexistent/moh"), "asterisk-moh-opsound-wav"),
+    ],
+)
+def test_missing_debian_package_says_what_to_install(
+    attribute: str, value: object, package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, attribute, value)
+    with pytest.raises(MissingPackageError, match=f"apt-get install {package}$"):
+        build_corpus("tiny", tmp_path / "corpus", progress=False)
+    assert not (tmp_path / "corpus").exists()  # nothing written before the inputs check out
+
+
+def test_cli_reports_errors_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sources, "FLITE_PROGRAM", "flite-not-installed")
+    assert main(["build", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 1
+    assert "apt-get install flite" in capsys.readouterr().err
+
+
+def _write(path: Path, rate: int, channels: int = 1) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.zeros(800 * channels, dtype="<i2").tobytes())
+    return path
+
+
+def test_bad_audio_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=r"wide\.wav has sample rate 16000 Hz; expected 8000"):
+        read_wav(_write(tmp_path / "wide.wav", 16000))
+    with pytest.raises(CorpusError, match=r"stereo\.wav has 2 channel"):
+        read_wav(_write(tmp_path / "stereo.wav", 8000, channels=2))
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not a wav file at all")
+    with pytest.raises(CorpusError, match=r"corrupt or unsupported WAV file .*junk\.wav"):
+        read_wav(junk)
+    cut = tmp_path / "cut.wav"
+    write_wav(cut, np.ones(1000, dtype=np.int16))
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(CorpusError, match=r"corrupt WAV file .*cut\.wav"):
+        read_wav(cut)
+    with pytest.raises(CorpusError, match=r"not found: .*absent\.wav"):
+        read_wav(tmp_path / "absent.wav")
+
+
+def test_corrupt_real_prompt_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sources.asterisk_sounds_dir()
+    fake = tmp_path / "sounds"
+    for src in real.rglob("*.wav"):
+        dst = fake / src.relative_to(real)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src)
+    (fake / "vm-goodbye.wav").unlink()
+    _write(fake / "vm-goodbye.wav", 16000)
+    monkeypatch.setattr(sources, "ASTERISK_SOUNDS_DIR", fake)
+    with pytest.raises(CorpusError, match=r"vm-goodbye\.wav has sample rate 16000"):
+        load_prompts()

@@ -214,6 +214,9 @@ def _load_done(root: Path) -> dict[str, tuple[list[dict[str, Any]], dict[str, st
                 done[sid] = (recs, files)
         except (CorpusError, KeyError):
             done = {}
+        info = read_info(root) or {}
+        if info.get("babble_sha256"):
+            done["noise:babble"] = ([], {BABBLE_PATH: info["babble_sha256"]})
     progress = root / PROGRESS_NAME
     if progress.is_file():
         for line in progress.read_text().splitlines():
@@ -262,6 +265,7 @@ def _build_babble(
 ) -> None:
     if "noise:babble" in done:
         return
+    bar.set_postfix_str(f"making babble noise ({len(plan.babble)} talkers)")
     talkers = [
         np.asarray(x)
         for _, x, _ in sorted(
@@ -365,13 +369,13 @@ def _build_locked(
     progress: bool,
     workers: int | None,
 ) -> Path:
+    done = _load_done(root)  # before corpus.json is reset: a repair reuses its babble hash
     atomic_write_bytes(
         root / INFO_NAME, (json.dumps({**identity, "complete": False}, indent=1) + "\n").encode()
     )
     n_workers = max(1, min(workers or cfg.workers, os.cpu_count() or 1))
     initargs = (str(root), seed, cfg.to_dict(), music)
 
-    done = _load_done(root)
     todo = [s for s in plan.sources if s.id not in done]
     with (
         open(root / PROGRESS_NAME, "a") as progress_file,

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from examples.asr_se.corpus import build_corpus
-from examples.asr_se.corpus.errors import MissingPackageError
+# `examples` is not an installed package: make it importable under a bare `pytest` too
+# (`python -m pytest` from the repository root already has the root on sys.path).
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from examples.asr_se.corpus import build_corpus  # noqa: E402
+from examples.asr_se.corpus.errors import MissingPackageError  # noqa: E402
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

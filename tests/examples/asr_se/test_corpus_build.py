@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from examples.asr_se.corpus import build as build_mod
-from examples.asr_se.corpus import build_corpus
+from examples.asr_se.corpus import build_corpus, sources
 from examples.asr_se.corpus.audio import SAMPLE_RATE, read_wav
 from examples.asr_se.corpus.errors import CorpusError
 from examples.asr_se.corpus.mixing import measure_snr, mix, rms, scale_noise
@@ -114,8 +115,7 @@ def test_held_out_voices_never_train(tiny_root: Path) -> None:
 def test_held_out_noises_never_train(tiny_root: Path) -> None:
     recs = records(tiny_root)
     lengths = {
-        f"music_a:{t}": read_wav(f"/usr/share/asterisk/moh/{t}.wav")[0].size
-        for t in CFG.music_train_tracks
+        f"music_a:{t}": read_wav(sources.moh_track(t))[0].size for t in CFG.music_train_tracks
     }
     lengths["babble"] = read_wav(tiny_root / "noise/babble.wav")[0].size
     for r in recs:
@@ -194,3 +194,18 @@ def test_resume_after_interruption_gives_the_same_corpus(
     all_tasks = {"noise:babble"} | {r["source"] for r in records(tiny_root)}
     # Exactly the unfinished items and the damaged one were rendered again.
     assert sorted(redone) == sorted(all_tasks - {e["task"] for e in progress[:-1]})
+
+
+def test_rebuild_repairs_a_damaged_finished_corpus(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tree_digest
+) -> None:
+    out = tmp_path / "damaged"
+    shutil.copytree(tiny_root, out)
+    rec = records(out)[-1]
+    (out / rec["noisy"]).unlink()
+    redone: list[str] = []
+    monkeypatch.setattr(build_mod, "_after_task", redone.append)
+    with pytest.warns(UserWarning, match="repairing"):
+        build_corpus("tiny", out, seed=0, progress=False)
+    assert redone == [rec["source"]]
+    assert tree_digest(out) == tree_digest(tiny_root)

@@ -83,23 +83,19 @@ def draw_spectrograms(root: str | Path, png: str | Path) -> Path:
                 shading="auto",
                 cmap="magma",
             )
-            kind = (
-                "clean"
-                if key == "clean"
-                else f"noisy: {r['noise']} (set {r['noise_set']}), {float(r['snr']):g} dB"
-            )
-            ax.set_title(f"{kind}  [{r['test_set']}]", fontsize=9, loc="left")
+            if key == "clean":
+                words = r["text"] if len(r["text"]) <= 48 else r["text"][:45] + "..."
+                title = f'clean [{r["test_set"]}] "{words}"'
+            else:
+                title = f"noisy: {r['noise']} (set {r['noise_set']}), {float(r['snr']):g} dB SNR"
+            ax.set_title(title, fontsize=9, loc="left")
             ax.set_ylabel("kHz", fontsize=8)
             ax.tick_params(labelsize=7)
             if row == len(examples) - 1:
                 ax.set_xlabel("seconds", fontsize=8)
     assert image is not None
     fig.colorbar(image, ax=axes, shrink=0.6, label="power (dB)")
-    first = examples[0]
-    fig.suptitle(
-        f'asr_se corpus: clean vs noisy, one example per noise type  (e.g. "{first["text"][:60]}")',
-        fontsize=10,
-    )
+    fig.suptitle("asr_se corpus: clean vs noisy, one example per noise type", fontsize=11)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)

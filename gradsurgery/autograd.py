@@ -1,22 +1,29 @@
 """From losses to ``.grad``: task gradients of the shared parameters, resolved, written back.
 
-:func:`backward` replaces ``sum(losses).backward()`` in a training loop. It finds, by walking
-the autograd graph (no computation), which parameters each task's loss reaches. Parameters
-that only one task reaches get that task's gradient directly; parameters that two or more
-tasks reach ("shared") get the resolver's direction. Each task's gradient is accumulated by
+:func:`backward` replaces ``sum(losses).backward()`` in a training loop; :class:`Accumulator`
+does the same over a gradient-accumulation window. They find, by walking the autograd
+graph (no computation), which parameters each task's loss reaches. Parameters that only
+one task reaches get that task's gradient directly; parameters that two or more tasks
+reach ("shared") get the resolver's direction. Each task's gradient is accumulated by
 autograd straight into its row of the ``T x P`` task-gradient matrix (the shared
 parameters' ``.grad`` temporarily point into it), so the matrix is the only extra copy.
+
+Under ``torch.distributed`` the task gradients are instead taken with
+:func:`torch.autograd.grad` (so that DDP's gradient hooks never fire), averaged over the
+ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from gradsurgery import distributed
 from gradsurgery._validation import (
     TaskKey,
     build_resolver,
@@ -28,9 +35,10 @@ from gradsurgery.diagnostics import cosine_from_gram, norm_ratio_from_gram
 from gradsurgery.resolve import run_resolver
 from gradsurgery.resolvers.base import GramResolver, Resolver, gram_of_blocks
 
-__all__ = ["BackwardResult", "backward"]
+__all__ = ["Accumulator", "BackwardResult", "backward"]
 
 Granularity = Literal["global", "tensor"]
+ResolutionMode = Literal["window", "micro_batch"]
 
 
 @dataclass(frozen=True)
@@ -42,17 +50,24 @@ class BackwardResult:
         gram: ``(B, T, T)`` float64 Gram matrices of the task gradients of the shared
             parameters, one per resolved block (``B = 1`` for global granularity, one per
             shared tensor for per-tensor granularity); ``None`` when no task gradients were
-            formed (a loss weighting such as ``sum`` without ``diagnostics=True``, or no
-            shared parameters).
+            formed (a loss weighting such as ``sum`` without ``diagnostics=True``, no
+            shared parameters, or a non-finite step left to the scaler).
         weights: ``(B, T)`` weights of the task gradients in the resolved direction (loss
             weights included), or ``None`` for resolvers that are not weightings.
         shared_parameters: how many scalar parameters were resolved (``P``).
+        finite: ``False`` when the step had non-finite losses or task gradients and a
+            ``scaler`` was given: it was not resolved, the shared parameters received the
+            plain (non-finite) sum, and ``GradScaler.step`` will skip it.
+        blocks: the shared parameters of each block, in the order of ``gram``'s first
+            dimension (for per-parameter-group diagnostics).
     """
 
     task_names: tuple[str, ...]
     gram: Tensor | None
     weights: Tensor | None
     shared_parameters: int
+    finite: bool = True
+    blocks: tuple[tuple[Tensor, ...], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def cosine(self) -> Tensor | None:
@@ -67,13 +82,16 @@ class BackwardResult:
 
 def backward(
     losses: Mapping[str, Tensor] | Sequence[Tensor],
-    params: Iterable[Tensor],
+    params: Iterable[Tensor] | nn.Module,
     *,
     resolver: str | Resolver,
     primary: TaskKey | None = None,
     weights: Any = None,
     granularity: Granularity = "global",
     diagnostics: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    process_group: distributed.ProcessGroup | None = None,
+    sync: bool = True,
 ) -> BackwardResult:
     r"""Back-propagate several task losses, resolving their gradients where they meet.
 
@@ -87,9 +105,10 @@ def backward(
 
     Args:
         losses: scalar loss tensors, as a mapping task name -> loss or a sequence.
-        params: the parameters to compute gradients for (e.g. ``model.parameters()``);
-            those not requiring grad are skipped, and tensors outside ``params`` are never
-            touched.
+        params: the parameters to compute gradients for (e.g. ``model.parameters()``), or
+            a module (its parameters; a :class:`~torch.nn.parallel.DistributedDataParallel`
+            module also gives its process group). Those not requiring grad are skipped,
+            and tensors outside ``params`` are never touched.
         resolver: a registered name or a resolver instance (keep one instance across
             steps for stateful resolvers).
         primary: the primary task, by index or name.
@@ -102,95 +121,466 @@ def backward(
             Loss weightings (``sum``, ``mean``) otherwise need one backward pass and no task
             gradients; with ``diagnostics=True`` they form them (``T`` backward passes) and
             their Gram, so that a baseline run can be monitored like the others.
+        scaler: the :class:`torch.amp.GradScaler` of a mixed-precision loop. The losses
+            are scaled by it, the task gradients are unscaled before resolution (so every
+            resolver sees true gradients) and the direction is scaled back into ``.grad``,
+            where ``scaler.step(optimizer)`` unscales it as usual. A step with non-finite
+            losses or task gradients is not resolved and does not raise: the shared
+            parameters get the plain, non-finite, sum and the scaler skips the step.
+        process_group: the ``torch.distributed`` group to average over (default: the
+            default group, or a DDP module's own group).
+        sync: when ``torch.distributed`` is initialised, average the task gradients over
+            ``process_group`` before resolving (see :mod:`gradsurgery.distributed`);
+            ``False`` keeps every rank's gradients local.
 
     Returns:
         A :class:`BackwardResult` with the Gram matrices and weights the resolver used.
 
     Each parameter's ``.grad`` is accumulated, as ``loss.backward()`` does: the resolved
     direction is added to an existing ``.grad``. Parameters no task reaches are untouched.
+    For gradient accumulation with resolution over the whole window, see
+    :class:`Accumulator`; calling :func:`backward` on each micro-batch resolves each one.
 
     Cost: for a loss weighting, one backward pass. Otherwise one backward pass per task,
     each through the part of the graph that task reaches (with an SE front end feeding a
     recogniser: one pass through both, plus one through the front end), and the ``T x P``
-    matrix of the shared parameters' task gradients.
+    matrix of the shared parameters' task gradients. Distributed: one all-reduce of that
+    matrix and one of the task-specific gradients, plus two tiny collectives.
 
     Raises:
         TypeError / ValueError: a loss that is not a scalar tensor, a non-finite loss (the
-        task is named), a loss that reaches none of ``params``, bad ``primary``, ``weights``
-        or ``granularity``, shared parameters of different dtypes or devices.
+        task is named; not with a ``scaler``), a loss that reaches none of ``params``, bad
+        ``primary``, ``weights`` or ``granularity``, shared parameters of different dtypes
+        or devices.
+        gradsurgery.distributed.DistributedMismatchError: ranks whose tasks reach
+        different parameters (raised on every rank).
     """
-    names, loss_list = _normalize_losses(losses)
-    T = len(loss_list)
-    label_names = names if names is not None else None
-    task_resolver = build_resolver(resolver, {})
-    if granularity not in ("global", "tensor"):
-        raise ValueError(f"Invalid granularity: {granularity!r} (expected 'global' or 'tensor')")
-    primary_index = normalize_primary(primary, names, T)
-    loss_weights = task_vector(weights, "weights", names, T, nonnegative=True)
-    loss_values = torch.stack(
-        [loss.detach().reshape(()).to("cpu", torch.float64) for loss in loss_list]
+    accumulator = Accumulator(
+        params,
+        resolver=resolver,
+        primary=primary,
+        weights=weights,
+        granularity=granularity,
+        resolution="micro_batch",
+        diagnostics=diagnostics,
+        scaler=scaler,
+        process_group=process_group,
+        sync=sync,
     )
-    for index in range(T):
-        if not torch.isfinite(loss_values[index]):
-            raise ValueError(
-                f"Invalid losses: {task_label(index, label_names)} is {float(loss_values[index])}"
-            )
-    parameters = _normalize_params(params)
-    reached = [_reached_parameters(loss, parameters) for loss in loss_list]
-    for index, task_params in enumerate(reached):
-        if not task_params:
-            raise ValueError(
-                f"Invalid losses: {task_label(index, label_names)} reaches none of params "
-                "(is it detached, or computed from other parameters?)"
-            )
-    scaled = [
-        loss if loss_weights is None else loss * float(loss_weights[index])
-        for index, loss in enumerate(loss_list)
-    ]
-    display_names = tuple(names) if names is not None else tuple(str(i) for i in range(T))
-    counts: dict[int, int] = {}
-    for task_params in reached:
-        for key in task_params:
-            counts[key] = counts.get(key, 0) + 1
-    shared = [p for p in parameters if counts.get(id(p), 0) >= 2]
+    result = accumulator.backward(losses)
+    assert result is not None
+    return result
 
-    loss_only = isinstance(task_resolver, GramResolver) and not task_resolver.uses_gram
-    if not shared or (loss_only and not diagnostics):
-        return _backward_weighted_sum(
-            task_resolver,
-            scaled,
-            reached,
-            parameters,
-            primary_index,
-            loss_values,
-            display_names,
-            loss_weights,
+
+class Accumulator:
+    r"""Task gradients accumulated over micro-batches, resolved once per window.
+
+    Gradient accumulation sums the gradients of several micro-batches before one optimizer
+    step. Resolution is non-linear, so resolving each micro-batch and summing (what GR's
+    authors' trainer does) differs from resolving the summed task gradients of the window.
+    The window is the sound choice, since it resolves the gradients the optimizer actually
+    steps on, and it is the default::
+
+        accumulator = gradsurgery.Accumulator(model.parameters(), resolver="gr", primary="asr")
+        for index, batch in enumerate(loader):
+            accumulator.backward(model.losses(batch))  # task gradients summed, no resolution
+            if (index + 1) % 4 == 0:
+                result = accumulator.resolve()  # resolve the window, write .grad
+                optimizer.step()
+                optimizer.zero_grad()
+
+    Args:
+        params, resolver, primary, weights, granularity, diagnostics, scaler,
+            process_group, sync: as for :func:`backward`; fixed for the accumulator's life.
+        resolution: ``"window"`` (default) holds the ``T x P`` task-gradient matrix of the
+            shared parameters across the window and resolves it in :meth:`resolve`;
+            under ``torch.distributed`` it is averaged once per window, like DDP's
+            ``no_sync()`` accumulation. ``"micro_batch"`` resolves in every
+            :meth:`backward` call (the reference trainer's choice; one all-reduce per
+            micro-batch under ``torch.distributed``).
+
+    In both modes the resolved direction is ADDED to ``.grad``, and the loss values handed
+    to loss-aware resolvers are the mean over the window's micro-batches. Parameters of
+    one task accumulate their gradient as ``loss.backward()`` would. A loss weighting
+    (``sum``, ``mean``) has no task gradients to hold: it back-propagates each micro-batch
+    with the weights of that micro-batch, in either mode. With a ``scaler``, keep its scale
+    fixed within a window (call ``scaler.update()`` only after ``scaler.step``), as usual.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | nn.Module,
+        *,
+        resolver: str | Resolver,
+        primary: TaskKey | None = None,
+        weights: Any = None,
+        granularity: Granularity = "global",
+        resolution: ResolutionMode = "window",
+        diagnostics: bool = False,
+        scaler: torch.amp.GradScaler | None = None,
+        process_group: distributed.ProcessGroup | None = None,
+        sync: bool = True,
+    ) -> None:
+        if granularity not in ("global", "tensor"):
+            raise ValueError(
+                f"Invalid granularity: {granularity!r} (expected 'global' or 'tensor')"
+            )
+        if resolution not in ("window", "micro_batch"):
+            raise ValueError(
+                f"Invalid resolution: {resolution!r} (expected 'window' or 'micro_batch')"
+            )
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise TypeError(f"Invalid scaler: {scaler!r} (expected a torch.amp.GradScaler or None)")
+        if not isinstance(sync, bool):
+            raise TypeError(f"Invalid sync: {sync!r} (expected True or False)")
+        if isinstance(params, nn.Module):
+            if process_group is None and isinstance(params, nn.parallel.DistributedDataParallel):
+                process_group = params.process_group
+            params = params.parameters()
+        self.resolver = build_resolver(resolver, {})
+        self.primary = primary
+        self.weights = weights
+        self.granularity: Granularity = granularity
+        self.resolution: ResolutionMode = resolution
+        self.diagnostics = diagnostics
+        self.scaler = scaler
+        self.process_group = process_group
+        self.sync = sync
+        self._parameters = _normalize_params(params)
+        self._position = {id(p): index for index, p in enumerate(self._parameters)}
+        self._window: _Window | None = None
+        self._last: BackwardResult | None = None
+
+    @property
+    def pending(self) -> int:
+        """How many micro-batches wait in the current window (0 after :meth:`resolve`)."""
+        return 0 if self._window is None else self._window.count
+
+    def backward(self, losses: Mapping[str, Tensor] | Sequence[Tensor]) -> BackwardResult | None:
+        """Back-propagate one micro-batch's task losses.
+
+        Returns:
+            With ``resolution="micro_batch"``, the micro-batch's :class:`BackwardResult`;
+            with ``"window"``, ``None`` (the window is resolved by :meth:`resolve`).
+        """
+        self._add(losses)
+        if self.resolution == "micro_batch":
+            return self._resolve()
+        return None
+
+    def resolve(self) -> BackwardResult:
+        """Resolve the window's task gradients into ``.grad`` and start a new window.
+
+        With ``resolution="micro_batch"`` every micro-batch is already resolved; this
+        returns the last one's result.
+
+        Raises:
+            RuntimeError: no micro-batch since the last :meth:`resolve`.
+        """
+        if self.resolution == "micro_batch":
+            if self._last is None:
+                raise RuntimeError("Accumulator.resolve: no micro-batch yet; call backward()")
+            return self._last
+        if self._window is None:
+            raise RuntimeError(
+                "Accumulator.resolve: the window is empty; call backward() on a micro-batch first"
+            )
+        return self._resolve()
+
+    # -- internals ---------------------------------------------------------------------
+
+    @property
+    def _distributed(self) -> bool:
+        """Whether task gradients are averaged over ranks."""
+        return self.sync and distributed.world_size(self.process_group) > 1
+
+    @property
+    def _leaves_nonfinite_to_scaler(self) -> bool:
+        return self.scaler is not None and self.scaler.is_enabled()
+
+    def _same_draws(self, device: torch.device) -> AbstractContextManager[None]:
+        """Random draws agree across ranks inside this context (see distributed)."""
+        if self._distributed:
+            return distributed.shared_random_state(self.process_group, device)
+        return nullcontext()
+
+    def _scale(self) -> float | None:
+        if self.scaler is None or not self.scaler.is_enabled():
+            return None
+        return float(self.scaler.get_scale())
+
+    def _add(self, losses: Mapping[str, Tensor] | Sequence[Tensor]) -> None:
+        names, loss_list = _normalize_losses(losses)
+        T = len(loss_list)
+        window = self._window
+        if window is not None and (names != window.names or T != window.T):
+            raise ValueError(
+                f"Invalid losses: the tasks changed within the accumulation window "
+                f"(from {window.display_names} to {names or T} tasks)"
+            )
+        primary_index = normalize_primary(self.primary, names, T)
+        loss_weights = task_vector(self.weights, "weights", names, T, nonnegative=True)
+        loss_values = torch.stack(
+            [loss.detach().reshape(()).to("cpu", torch.float64) for loss in loss_list]
         )
+        if not (self._leaves_nonfinite_to_scaler or self._distributed):
+            _raise_if_nonfinite_losses(loss_values, names)
+        reached = [_reached_parameters(loss, self._parameters) for loss in loss_list]
+        for index, task_params in enumerate(reached):
+            if not task_params:
+                raise ValueError(
+                    f"Invalid losses: {task_label(index, names)} reaches none of params "
+                    "(is it detached, or computed from other parameters?)"
+                )
+        scaled = [
+            loss if loss_weights is None else loss * float(loss_weights[index])
+            for index, loss in enumerate(loss_list)
+        ]
+        if self.scaler is not None:
+            scaled = [self.scaler.scale(loss) for loss in scaled]
+        counts: dict[int, int] = {}
+        for task_params in reached:
+            for key in task_params:
+                counts[key] = counts.get(key, 0) + 1
+        shared = [p for p in self._parameters if counts.get(id(p), 0) >= 2]
+        loss_only = isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram
+        weights_only = not shared or (loss_only and not self.diagnostics)
 
-    _check_same_kind(shared)
-    if granularity == "tensor":
-        shared.sort(key=lambda p: p.numel())  # stable: equal sizes become runs of one batch
-        block_sizes = [p.numel() for p in shared]
-    else:
-        block_sizes = [sum(p.numel() for p in shared)]
-    G = _task_gradient_matrix(scaled, reached, shared)
-    resolution = run_resolver(
-        task_resolver,
-        G,
-        block_sizes,
-        primary=primary_index,
-        losses=loss_values,
-        task_weights=None,
-        names=label_names,
-    )
-    _accumulate_into_grad(shared, resolution.direction)
-    gram = resolution.gram
-    if gram is None and diagnostics:
-        gram = gram_of_blocks(G, block_sizes)
-    weights_out = resolution.weights
-    if weights_out is not None and loss_weights is not None:
-        weights_out = weights_out * loss_weights.to(weights_out.device)
-    return BackwardResult(display_names, gram, weights_out, G.shape[1])
+        if window is None:
+            window = _Window(
+                names=names,
+                display_names=tuple(names) if names is not None else tuple(map(str, range(T))),
+                T=T,
+                primary=primary_index,
+                loss_weights=loss_weights,
+                weights_only=weights_only,
+                loss_sum=torch.zeros(T, dtype=torch.float64),
+            )
+            if not weights_only:
+                _check_same_kind(shared)
+                if self.granularity == "tensor":
+                    # stable: equal sizes become runs of one batch
+                    shared.sort(key=lambda p: p.numel())
+                    window.block_sizes = [p.numel() for p in shared]
+                else:
+                    window.block_sizes = [sum(p.numel() for p in shared)]
+                window.shared = shared
+                first = shared[0]
+                window.G = torch.zeros(
+                    T, sum(window.block_sizes), dtype=first.dtype, device=first.device
+                )
+            self._window = window
+        elif weights_only != window.weights_only or (
+            not weights_only and {id(p) for p in shared} != {id(p) for p in window.shared}
+        ):
+            raise ValueError(
+                "Invalid losses: the tasks reach different shared parameters than earlier in "
+                "the accumulation window; resolve() the window first"
+            )
+        window.loss_sum += loss_values
+        window.count += 1
+        capture = distributed.is_initialized()
+        if weights_only:
+            self._backward_weighted_sum(window, scaled, reached, loss_values, capture)
+        else:
+            _task_gradients(window, scaled, reached, capture)
+
+    def _backward_weighted_sum(
+        self,
+        window: _Window,
+        scaled: list[Tensor],
+        reached: list[dict[int, Tensor]],
+        loss_values: Tensor,
+        capture: bool,
+    ) -> None:
+        """One backward pass of :math:`\\sum_i w_i c_i L_i`, for loss weightings and unshared
+        tasks."""
+        T = len(scaled)
+        device = self._parameters[0].device
+        if self._distributed:
+            fingerprint = [T, 1, 0, 0, 0, 0]
+            loss_values = distributed.agree(loss_values, fingerprint, self.process_group, device)
+        if not self._leaves_nonfinite_to_scaler:
+            _raise_if_nonfinite_losses(loss_values, window.names, self._distributed)
+        finite = bool(torch.isfinite(loss_values).all())
+        if isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram and finite:
+            zeros = torch.zeros(1, T, T, dtype=torch.float64)
+            with self._same_draws(device):
+                weights = self.resolver.weights(zeros, primary=window.primary, losses=loss_values)
+        else:  # no shared parameters: every task's gradient goes where it belongs
+            weights = torch.ones(1, T, dtype=torch.float64)
+        window.finite = window.finite and finite
+        total = sum(float(weights[0, i]) * scaled[i] for i in range(T))
+        assert isinstance(total, Tensor)
+        reached_ids = set().union(*reached)
+        inputs = [p for p in self._parameters if id(p) in reached_ids]
+        if capture:
+            grads = torch.autograd.grad(total, inputs)
+            for param, grad in zip(inputs, grads):
+                window.add_plain(param, grad)
+        else:
+            torch.autograd.backward(total, inputs=inputs)
+        if window.loss_weights is not None:
+            weights = weights * window.loss_weights
+        window.last_weights = weights
+
+    def _resolve(self) -> BackwardResult:
+        window = self._window
+        assert window is not None
+        self._window = None
+        try:
+            result = self._resolve_window(window)
+        finally:
+            window.G = None  # free the matrix even when resolution raised
+        self._last = result
+        return result
+
+    def _resolve_window(self, window: _Window) -> BackwardResult:
+        group = self.process_group
+        losses = window.loss_sum / window.count
+        plain = window.plain_in_order(self._position)
+        if self._distributed:
+            device = self._parameters[0].device
+            shared_positions = [self._position[id(p)] for p in window.shared]
+            plain_positions = [self._position[id(p)] for p, _ in plain]
+            fingerprint = [
+                window.T,
+                int(window.weights_only),
+                len(shared_positions),
+                _layout_hash(shared_positions),
+                len(plain_positions),
+                _layout_hash(plain_positions),
+            ]
+            losses = distributed.agree(losses, fingerprint, group, device)
+            tensors = [] if window.G is None else [window.G]
+            distributed.all_reduce_mean_(tensors + [grad for _, grad in plain], group)
+        for param, grad in plain:
+            _add_into_grad(param, grad)
+        if window.weights_only:
+            return BackwardResult(
+                window.display_names, None, window.last_weights, 0, finite=window.finite
+            )
+        G = window.G
+        assert G is not None
+        scale = self._scale()
+        finite = bool(torch.isfinite(losses).all())
+        if scale is not None:
+            G.div_(scale)
+            finite = finite and bool(torch.isfinite(G).all())
+        if not (finite or self._leaves_nonfinite_to_scaler):
+            _raise_if_nonfinite_losses(losses, window.names, self._distributed)
+        blocks = _blocks(window.shared, window.block_sizes)
+        if not finite:  # left to the scaler: it sees the non-finite sum and skips the step
+            assert scale is not None
+            _accumulate_into_grad(window.shared, G.sum(dim=0) * scale)
+            return BackwardResult(
+                window.display_names, None, None, G.shape[1], finite=False, blocks=blocks
+            )
+        with self._same_draws(G.device):
+            resolution = run_resolver(
+                self.resolver,
+                G,
+                window.block_sizes,
+                primary=window.primary,
+                losses=losses,
+                task_weights=None,
+                names=window.names,
+            )
+        direction = resolution.direction if scale is None else resolution.direction * scale
+        _accumulate_into_grad(window.shared, direction)
+        gram = resolution.gram
+        if gram is None and self.diagnostics:
+            gram = gram_of_blocks(G, window.block_sizes)
+        weights_out = resolution.weights
+        if weights_out is not None and window.loss_weights is not None:
+            weights_out = weights_out * window.loss_weights.to(weights_out.device)
+        return BackwardResult(window.display_names, gram, weights_out, G.shape[1], blocks=blocks)
+
+
+@dataclass
+class _Window:
+    """The state of one accumulation window."""
+
+    names: list[str] | None
+    display_names: tuple[str, ...]
+    T: int
+    primary: int | None
+    loss_weights: Tensor | None
+    weights_only: bool
+    loss_sum: Tensor
+    count: int = 0
+    finite: bool = True
+    shared: list[Tensor] = field(default_factory=list)
+    block_sizes: list[int] = field(default_factory=list)
+    G: Tensor | None = None
+    plain: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    last_weights: Tensor | None = None
+    _offsets: dict[int, int] | None = None
+
+    def offsets(self) -> dict[int, int]:
+        """Column offset of each shared parameter in ``G``."""
+        if self._offsets is None:
+            self._offsets = {}
+            offset = 0
+            for param in self.shared:
+                self._offsets[id(param)] = offset
+                offset += param.numel()
+        return self._offsets
+
+    def add_plain(self, param: Tensor, grad: Tensor) -> None:
+        """Hold the gradient of a parameter that is not resolved (one task's own)."""
+        held = self.plain.get(id(param))
+        if held is None:
+            self.plain[id(param)] = (param, grad)
+        else:
+            held[1].add_(grad)
+
+    def plain_in_order(self, position: dict[int, int]) -> list[tuple[Tensor, Tensor]]:
+        """The held gradients in the order of ``params`` (identical on every rank)."""
+        return sorted(self.plain.values(), key=lambda item: position[id(item[0])])
+
+
+def _task_gradients(
+    window: _Window, scaled: list[Tensor], reached: list[dict[int, Tensor]], capture: bool
+) -> None:
+    """Back-propagate each task once; shared gradients are added to the rows of ``G``.
+
+    Without ``capture``, while task ``i`` runs every shared parameter's ``.grad`` is a view
+    into row ``i``, so autograd accumulates in place there; parameters of that task alone
+    accumulate into their own ``.grad`` as usual; the shared parameters' own ``.grad`` are
+    restored after. With ``capture`` (under ``torch.distributed``), the gradients are
+    taken with :func:`torch.autograd.grad`, which runs no gradient hooks (DDP's included),
+    and added to ``G`` and to the window's held gradients.
+    """
+    G = window.G
+    assert G is not None
+    shared = window.shared
+    last = len(scaled) - 1
+    if capture:
+        offsets = window.offsets()
+        for task, loss in enumerate(scaled):
+            inputs = list(reached[task].values())
+            grads = torch.autograd.grad(loss, inputs, retain_graph=task < last)
+            for param, grad in zip(inputs, grads):
+                offset = offsets.get(id(param))
+                if offset is None:
+                    window.add_plain(param, grad)
+                else:
+                    G[task, offset : offset + param.numel()].add_(grad.reshape(-1))
+        return
+    saved = [p.grad for p in shared]
+    try:
+        for task, loss in enumerate(scaled):
+            offset = 0
+            for param in shared:
+                size = param.numel()
+                param.grad = G[task, offset : offset + size].view_as(param)
+                offset += size
+            inputs = list(reached[task].values())
+            torch.autograd.backward(loss, inputs=inputs, retain_graph=task < last)
+    finally:
+        for param, old in zip(shared, saved):
+            param.grad = old
 
 
 def _normalize_losses(
@@ -222,6 +612,17 @@ def _normalize_losses(
         if not loss.requires_grad:
             raise ValueError(f"Invalid losses: {label} does not require grad (was it detached?)")
     return names, loss_list
+
+
+def _raise_if_nonfinite_losses(
+    values: Tensor, names: Sequence[str] | None, averaged: bool = False
+) -> None:
+    for index in range(values.shape[0]):
+        if not torch.isfinite(values[index]):
+            where = " (on at least one rank)" if averaged else ""
+            raise ValueError(
+                f"Invalid losses: {task_label(index, names)} is {float(values[index])}{where}"
+            )
 
 
 def _normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
@@ -275,32 +676,26 @@ def _check_same_kind(shared: list[Tensor]) -> None:
             )
 
 
-def _task_gradient_matrix(
-    scaled: list[Tensor], reached: list[dict[int, Tensor]], shared: list[Tensor]
-) -> Tensor:
-    """Back-propagate each task once; shared gradients land in the rows of ``G``.
+def _blocks(shared: list[Tensor], block_sizes: list[int]) -> tuple[tuple[Tensor, ...], ...]:
+    if len(block_sizes) == 1:
+        return (tuple(shared),)
+    return tuple((param,) for param in shared)
 
-    While task ``i`` runs, every shared parameter's ``.grad`` is a view into row ``i``, so
-    autograd accumulates in place there; parameters of that task alone accumulate into
-    their own ``.grad`` as usual. The shared parameters' own ``.grad`` are restored after.
-    """
-    first = shared[0]
-    total = sum(p.numel() for p in shared)
-    G = torch.zeros(len(scaled), total, dtype=first.dtype, device=first.device)
-    saved = [p.grad for p in shared]
-    try:
-        for task, loss in enumerate(scaled):
-            offset = 0
-            for param in shared:
-                size = param.numel()
-                param.grad = G[task, offset : offset + size].view_as(param)
-                offset += size
-            inputs = list(reached[task].values())
-            torch.autograd.backward(loss, inputs=inputs, retain_graph=task < len(scaled) - 1)
-    finally:
-        for param, grad in zip(shared, saved):
-            param.grad = grad
-    return G
+
+def _layout_hash(positions: list[int]) -> int:
+    """A small hash of parameter positions, below :math:`2^{20}` (for rank agreement)."""
+    value = 0
+    for position in positions:
+        value = (value * 1_000_003 + position + 1) % 1_048_573
+    return value
+
+
+def _add_into_grad(param: Tensor, grad: Tensor) -> None:
+    existing = param.grad
+    if existing is None:
+        param.grad = grad
+    else:
+        existing.add_(grad)
 
 
 def _accumulate_into_grad(shared: list[Tensor], direction: Tensor) -> None:
@@ -308,37 +703,5 @@ def _accumulate_into_grad(shared: list[Tensor], direction: Tensor) -> None:
     offset = 0
     for param in shared:
         size = param.numel()
-        piece = direction[offset : offset + size].view_as(param)
-        if param.grad is None:
-            param.grad = piece
-        else:
-            param.grad.add_(piece)
+        _add_into_grad(param, direction[offset : offset + size].view_as(param))
         offset += size
-
-
-def _backward_weighted_sum(
-    resolver: Resolver,
-    scaled: list[Tensor],
-    reached: list[dict[int, Tensor]],
-    parameters: list[Tensor],
-    primary: int | None,
-    loss_values: Tensor,
-    names: tuple[str, ...],
-    loss_weights: Tensor | None,
-) -> BackwardResult:
-    """One backward pass of :math:`\\sum_i w_i c_i L_i`, for loss weightings and unshared tasks."""
-    T = len(scaled)
-    if isinstance(resolver, GramResolver) and not resolver.uses_gram:
-        weights = resolver.weights(
-            torch.zeros(1, T, T, dtype=torch.float64), primary=primary, losses=loss_values
-        )
-    else:  # no shared parameters: every task's gradient goes where it belongs
-        weights = torch.ones(1, T, dtype=torch.float64)
-    total = sum(float(weights[0, i]) * scaled[i] for i in range(T))
-    reached_ids = set().union(*reached)
-    inputs = [p for p in parameters if id(p) in reached_ids]
-    assert isinstance(total, Tensor)
-    torch.autograd.backward(total, inputs=inputs)
-    if loss_weights is not None:
-        weights = weights * loss_weights
-    return BackwardResult(names, None, weights, 0)

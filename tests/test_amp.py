@@ -1,0 +1,153 @@
+"""Mixed precision: bf16 autocast, half-precision gradients, and GradScaler on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import gradsurgery
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.trunk = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4))
+        self.head_a = nn.Linear(4, 1)
+        self.head_b = nn.Linear(4, 1)
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = torch.tanh(self.trunk(x))
+        a, b = self.head_a(z).float(), self.head_b(z).float()
+        return {"a": a.pow(2).mean(), "b": (b + 3).pow(2).mean()}
+
+
+X = torch.randn(16, 5, generator=torch.Generator().manual_seed(6))
+
+
+def trunk_grads(model: TwoHeads) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.trunk.parameters()]
+
+
+@pytest.mark.parametrize("method", ["gr", "pcgrad"])
+def test_bf16_autocast_resolves_the_autocast_gradients(method):
+    model = TwoHeads()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.losses(X)
+    trunk = list(model.trunk.parameters())
+    G = torch.stack(
+        [
+            torch.cat([g.flatten() for g in torch.autograd.grad(loss, trunk, retain_graph=True)])
+            for loss in losses.values()
+        ]
+    )
+    assert G.dtype == torch.float32  # autocast keeps float32 parameters and gradients
+    resolver = gradsurgery.get_resolver(method)
+    expected = gradsurgery.resolve(G, method=resolver, primary=0)
+    gradsurgery.backward(losses, model.parameters(), resolver=resolver, primary="a")
+    torch.testing.assert_close(torch.cat([g.flatten() for g in trunk_grads(model)]), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("method", ["gr", "pcgrad", "sum"])
+def test_half_precision_gradients_are_resolved_in_float32(dtype, method):
+    J = torch.randn(2, 300, generator=torch.Generator().manual_seed(7))
+    J[1] = -0.5 * J[0] + 0.3 * J[1]  # conflicting
+    half = J.to(dtype)
+    actual = gradsurgery.resolve(half, method=method, primary=0)
+    expected = gradsurgery.resolve(half.float(), method=method, primary=0).to(dtype)
+    assert actual.dtype == dtype
+    assert torch.equal(actual, expected)
+
+
+def test_half_precision_parameters_through_backward():
+    model = TwoHeads().to(torch.bfloat16)
+    losses = model.losses(X.to(torch.bfloat16))
+    result = gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
+    assert result.gram.dtype == torch.float64
+    assert all(p.grad.dtype == torch.bfloat16 for p in model.trunk.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in model.trunk.parameters())
+
+
+def train(method, scaler: torch.amp.GradScaler | None, steps: int = 3) -> list[torch.Tensor]:
+    model = TwoHeads()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    resolver = gradsurgery.get_resolver(method)
+    for step in range(steps):
+        optimizer.zero_grad()
+        losses = model.losses(X[step::steps])
+        gradsurgery.backward(
+            losses, model.parameters(), resolver=resolver, primary="a", scaler=scaler
+        )
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("method", ["gr", "gradnorm", "sum"])
+def test_grad_scaler_loop_equals_the_unscaled_loop(method):
+    # A power-of-two scale commutes exactly with floating point (no overflow here), and the
+    # task gradients are unscaled before resolution: the steps are bitwise the same.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    for scaled, plain in zip(train(method, scaler), train(method, None)):
+        assert torch.equal(scaled, plain)
+    assert scaler.get_scale() == 2.0**12  # no step was skipped
+
+
+def infinite_gradient_losses(model: TwoHeads) -> dict[str, torch.Tensor]:
+    """Finite losses whose task 'b' has an infinite gradient: d sqrt(u)/du at u = 0."""
+    losses = model.losses(X)
+    out = model.trunk(X)
+    losses["b"] = losses["b"] + torch.sqrt(out - out.detach()).sum()
+    return losses
+
+
+@pytest.mark.parametrize("make", ["inf_gradient", "nan_loss"])
+def test_nonfinite_step_is_left_to_the_scaler(make):
+    model = TwoHeads()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    resolver = gradsurgery.get_resolver("gradnorm")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    if make == "inf_gradient":
+        losses = infinite_gradient_losses(model)
+    else:
+        losses = model.losses(X)
+        losses["b"] = losses["b"] * float("nan")
+    result = gradsurgery.backward(
+        losses, model.parameters(), resolver=resolver, primary="a", scaler=scaler
+    )
+    assert not result.finite and result.gram is None
+    assert resolver.state_dict().get("step", 0) == 0  # the resolver's state is untouched
+    scaler.step(optimizer)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**7  # the scaler saw the overflow and backed off
+    for param, old in zip(model.parameters(), before):
+        assert torch.equal(param.detach(), old)  # and skipped the step
+
+
+def test_without_scaler_nonfinite_gradients_raise():
+    model = TwoHeads()
+    with pytest.raises(ValueError, match="task 'b' has non-finite"):
+        gradsurgery.backward(
+            infinite_gradient_losses(model), model.parameters(), resolver="gr", primary="a"
+        )
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    with pytest.raises(ValueError, match="task 'b' has non-finite"):
+        gradsurgery.backward(
+            infinite_gradient_losses(model),
+            model.parameters(),
+            resolver="gr",
+            primary="a",
+            scaler=disabled,
+        )
+
+
+def test_bad_scaler():
+    model = TwoHeads()
+    with pytest.raises(TypeError, match="Invalid scaler"):
+        gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", scaler=2.0)

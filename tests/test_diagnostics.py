@@ -1,0 +1,206 @@
+"""The conflict monitor, checked against cosines, norms and angles computed directly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+import gradsurgery
+from gradsurgery.autograd import BackwardResult
+from gradsurgery.diagnostics import (
+    ConflictMonitor,
+    conflict_statistics,
+    direction_cosine_from_gram,
+)
+
+
+def cos(u: torch.Tensor, v: torch.Tensor) -> float:
+    return float(torch.dot(u, v) / (u.norm() * v.norm()))
+
+
+@given(
+    tasks=st.integers(1, 4),
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_direction_cosine_equals_direct_computation(tasks, sizes, seed):
+    generator = torch.Generator().manual_seed(seed)
+    J = torch.randn(tasks, sum(sizes), generator=generator, dtype=torch.float64)
+    weights = torch.randn(len(sizes), tasks, generator=generator, dtype=torch.float64)
+    blocks = J.split(sizes, dim=1)
+    d = torch.cat([w @ block for w, block in zip(weights, blocks)])
+    gram = torch.stack([block @ block.T for block in blocks])
+    actual = direction_cosine_from_gram(gram, weights)
+    expected = torch.tensor([cos(d, J[i]) for i in range(tasks)], dtype=torch.float64)
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_direction_cosine_of_zero_direction_is_zero():
+    J = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    assert direction_cosine_from_gram(J @ J.T, torch.ones(2)).tolist() == [0.0, 0.0]
+
+
+def test_statistics_by_hand():
+    # g_p = (1, 0), g_a = (-6, 1): conflicting, ||g_a|| / ||g_p|| = sqrt(37) > 5.
+    J = torch.tensor([[1.0, 0.0], [-6.0, 1.0]], dtype=torch.float64)
+    stats = conflict_statistics(J @ J.T, primary=0)
+    assert stats.conflict and stats.dominance and stats.conflict_blocks == 1.0
+    assert stats.norms.tolist() == pytest.approx([1.0, math.sqrt(37)])
+    assert float(stats.norm_ratio[1, 0]) == pytest.approx(math.sqrt(37))
+    assert float(stats.cosine[0, 1]) == pytest.approx(-6 / math.sqrt(37))
+    assert stats.angles is None
+    # K above the ratio: no dominance; a third task that only conflicts with the auxiliary
+    # counts without a primary, not with one.
+    J3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -1.0]], dtype=torch.float64)
+    assert not conflict_statistics(J3 @ J3.T, primary=0).conflict
+    assert conflict_statistics(J3 @ J3.T).conflict
+    assert not conflict_statistics(J @ J.T, k=7.0, primary=0).dominance
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.trunk = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4))
+        self.head_a = nn.Linear(4, 1)
+        self.head_b = nn.Linear(4, 1)
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = torch.tanh(self.trunk(x))
+        return {"a": self.head_a(z).pow(2).mean(), "b": (self.head_b(z) - 2).pow(2).mean()}
+
+
+X = torch.randn(12, 5, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("granularity", ["global", "tensor"])
+def test_monitor_matches_direct_gradients(granularity):
+    model = TwoHeads()
+    trunk = list(model.trunk.parameters())
+    losses = model.losses(X)
+    g = [
+        torch.cat([t.flatten() for t in torch.autograd.grad(loss, trunk, retain_graph=True)])
+        for loss in losses.values()
+    ]
+    result = gradsurgery.backward(
+        losses, model.parameters(), resolver="gr", primary="a", granularity=granularity
+    )
+    d = torch.cat([p.grad.flatten() for p in trunk])  # the resolved direction itself
+    monitor = ConflictMonitor(["a", "b"], k=5.0, primary="a")
+    monitor.update(result, step=7)
+    row = monitor.history()
+    assert row["step"] == [7.0]
+    assert row["cos_a_b"][0] == pytest.approx(cos(g[0], g[1]), rel=1e-5)
+    assert row["ratio_a_b"][0] == pytest.approx(float(g[0].norm() / g[1].norm()), rel=1e-5)
+    assert row["norm_b"][0] == pytest.approx(float(g[1].norm()), rel=1e-5)
+    for name, grad in zip("ab", g):
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, cos(d, grad)))))
+        assert row[f"angle_{name}"][0] == pytest.approx(angle, abs=1e-3)
+    assert row["conflict"][0] == float(cos(g[0], g[1]) < 0)
+
+
+def synthetic(pairs: list[tuple[float, float]]) -> list[BackwardResult]:
+    """Results whose two task gradients are g_a = (1, 0), g_b = (x, y)."""
+    results = []
+    for x, y in pairs:
+        J = torch.tensor([[1.0, 0.0], [x, y]], dtype=torch.float64)
+        gram = (J @ J.T).unsqueeze(0)
+        results.append(BackwardResult(("a", "b"), gram, torch.ones(1, 2, dtype=torch.float64), 2))
+    return results
+
+
+def test_summary_shares_and_quantiles():
+    pairs = [(-1.0, 1.0), (2.0, 0.0), (-10.0, 0.0), (0.0, 3.0)]
+    monitor = ConflictMonitor(["a", "b"], k=5.0, primary="a")
+    for result in synthetic(pairs):
+        monitor.update(result)
+    monitor.update(BackwardResult(("a", "b"), None, None, 2, finite=False))
+    summary = monitor.summary()
+    assert summary["steps"] == 4 and summary["skipped_steps"] == 1
+    assert monitor.skipped_steps == [4]
+    assert summary["conflict_share"] == 0.5  # steps 0 and 2
+    assert summary["dominance_share"] == 0.25  # step 2: ||g_b|| = 10 > 5
+    cosines = [x / math.hypot(x, y) for x, y in pairs]
+    assert summary["mean_cosine"]["a_b"] == pytest.approx(sum(cosines) / 4)
+    ratios = torch.tensor([1 / math.hypot(x, y) for x, y in pairs], dtype=torch.float64)
+    assert summary["norm_ratio_quantiles"]["a_b"]["q50"] == pytest.approx(
+        float(torch.quantile(ratios, 0.5))
+    )
+
+
+def test_csv_and_state_dict_round_trip(tmp_path):
+    monitor = ConflictMonitor(["a", "b"], primary=0)
+    for result in synthetic([(-1.0, 1.0), (2.0, 0.0)]):
+        monitor.update(result)
+    path = tmp_path / "conflicts.csv"
+    monitor.to_csv(path)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["0", "1"]
+    assert float(rows[0]["cos_a_b"]) == pytest.approx(-1 / math.sqrt(2))
+    assert rows[1]["conflict"] == "0.0" and rows[0]["group"] == "all"
+
+    buffer = io.BytesIO()
+    torch.save(monitor.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = ConflictMonitor(["a", "b"], primary=0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.history() == monitor.history()
+    resumed.update(synthetic([(0.0, 1.0)])[0])
+    assert resumed.history()["step"] == [0.0, 1.0, 2.0]  # step numbering resumes
+    with pytest.raises(ValueError, match="task_names"):
+        ConflictMonitor(["x", "b"]).load_state_dict(monitor.state_dict())
+
+
+def test_groups_need_tensor_granularity():
+    model = TwoHeads()
+    first = list(model.trunk[0].parameters())
+    monitor = ConflictMonitor(["a", "b"], groups={"first": first})
+    result = gradsurgery.backward(
+        model.losses(X), model.parameters(), resolver="pcgrad", granularity="tensor"
+    )
+    monitor.update(result)
+    losses = model.losses(X)
+    g = [
+        torch.cat([t.flatten() for t in torch.autograd.grad(loss, first, retain_graph=True)])
+        for loss in losses.values()
+    ]
+    assert monitor.history("first")["cos_a_b"][0] == pytest.approx(cos(g[0], g[1]), rel=1e-5)
+    assert monitor.groups == ("all", "first")
+    whole = gradsurgery.backward(model.losses(X), model.parameters(), resolver="pcgrad")
+    with pytest.raises(ValueError, match="straddles"):
+        monitor.update(whole)
+
+
+def test_plot_writes_an_image(tmp_path):
+    pytest.importorskip("matplotlib")
+    monitor = ConflictMonitor(["a", "b"], primary="a")
+    for result in synthetic([(-1.0, 1.0), (2.0, 0.0), (-10.0, 0.0)]):
+        monitor.update(result)
+    figure = monitor.plot(tmp_path / "conflicts.png")
+    assert (tmp_path / "conflicts.png").stat().st_size > 1000
+    assert len(figure.axes) == 4
+
+
+def test_bad_input():
+    model = TwoHeads()
+    no_gram = gradsurgery.backward(model.losses(X), model.parameters(), resolver="sum")
+    with pytest.raises(ValueError, match="diagnostics=True"):
+        ConflictMonitor(["a", "b"]).update(no_gram)
+    with pytest.raises(ValueError, match="tasks"):
+        ConflictMonitor(["x", "y"]).update(no_gram)
+    with pytest.raises(ValueError, match="Invalid k"):
+        ConflictMonitor(["a", "b"], k=0)
+    with pytest.raises(ValueError, match="Invalid primary"):
+        ConflictMonitor(["a", "b"], primary="c")
+    with pytest.raises(ValueError, match="distinct"):
+        ConflictMonitor(["a", "a"])
+    with pytest.raises(ValueError, match="Invalid group"):
+        ConflictMonitor(["a", "b"]).summary("trunk")

@@ -1,0 +1,189 @@
+"""``torch.distributed``: two CPU processes on gloo against one process seeing both batches.
+
+All scenarios run in ONE pair of spawned processes (starting them dominates the cost).
+Each rank gets half of every batch; a single process that sees the union must take the
+same steps (the losses are batch means, so the union's gradient is the ranks' average),
+and the two ranks must end with bitwise identical parameters. Rendezvous is through a
+file (no port to find), collectives time out, and the parent kills the workers if they
+do not finish in time, so a failing rank cannot hang the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import gradsurgery
+from gradsurgery.distributed import DistributedMismatchError
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="needs the gloo backend"
+)
+
+WORLD = 2
+STEPS = 4
+SCENARIOS = ["ddp_pcgrad", "plain_gradnorm", "ddp_window_gr", "ddp_sum", "plain_micro_pcgrad"]
+
+
+class ThreeHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 6))
+        self.heads = nn.ModuleList([nn.Linear(6, 1) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = torch.tanh(self.trunk(x))
+        return tuple(head(z) for head in self.heads)
+
+
+def make_model() -> ThreeHeads:
+    torch.manual_seed(0)
+    return ThreeHeads().double()
+
+
+def losses_of(outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    a, b, c = outputs
+    return {"a": a.pow(2).mean(), "b": (b - 1).pow(2).mean(), "c": (c + a.detach()).abs().mean()}
+
+
+def batch(step: int, micro: int, rank: int | None) -> torch.Tensor:
+    """The union batch (8 rows) of a step, or rank ``rank``'s half of it."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(100 * step + micro))
+    x = x.double()
+    return x if rank is None else x[rank::WORLD]
+
+
+def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
+    """Train a few steps; ``rank=None`` is the single process that sees the union."""
+    model = make_model()
+    module: nn.Module = model
+    if rank is not None and name.startswith("ddp"):
+        module = DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+    gradnorm = gradsurgery.get_resolver("gradnorm")
+    # Different global random states on the two ranks: PCGrad's random order must still
+    # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
+    torch.manual_seed(1234 if rank in (None, 0) else 77)
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        if name == "ddp_window_gr":
+            accumulator = gradsurgery.Accumulator(
+                module, resolver="gr", primary="a", granularity="tensor"
+            )
+            for micro in range(2):
+                accumulator.backward(losses_of(module(batch(step, micro, rank))))
+            accumulator.resolve()
+        else:
+            losses = losses_of(module(batch(step, 0, rank)))
+            if name == "ddp_pcgrad":
+                gradsurgery.backward(losses, module, resolver="pcgrad")
+            elif name == "plain_gradnorm":
+                gradsurgery.backward(
+                    losses, model.parameters(), resolver=gradnorm, granularity="tensor"
+                )
+            elif name == "ddp_sum":
+                gradsurgery.backward(
+                    losses, model.parameters(), resolver="sum", weights=[0.7, 0.2, 0.1]
+                )
+            elif name == "plain_micro_pcgrad":
+                gradsurgery.backward(losses, model.parameters(), resolver="pcgrad", primary=1)
+        optimizer.step()
+    result = {f"param{i}": p.detach().clone() for i, p in enumerate(model.parameters())}
+    if name == "plain_gradnorm":
+        result["task_weights"] = gradnorm.state_dict()["task_weights"].clone()
+    return result
+
+
+def mismatch_raises(rank: int) -> bool:
+    """On rank 1 only task 'a' reaches the trunk (shared on rank 0, not on rank 1): both
+    ranks must raise, neither may hang."""
+    model = make_model()
+    a, b, c = model(batch(0, 0, rank))
+    if rank == 1:
+        z = torch.tanh(model.trunk(batch(0, 0, rank))).detach()
+        b, c = model.heads[1](z), model.heads[2](z)
+    losses = {"a": a.pow(2).mean(), "b": b.pow(2).mean(), "c": c.pow(2).mean()}
+    try:
+        gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
+    except DistributedMismatchError:
+        return True
+    return False
+
+
+def worker(rank: int, directory: str) -> None:
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    results: dict[str, object] = {}
+    try:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{directory}/rendezvous",
+            rank=rank,
+            world_size=WORLD,
+            timeout=timedelta(seconds=30),
+        )
+        for name in SCENARIOS:
+            results[name] = run_scenario(name, rank)
+        results["mismatch"] = mismatch_raises(rank)
+        dist.barrier()
+        dist.destroy_process_group()
+    except BaseException:
+        results["error"] = traceback.format_exc()
+    torch.save(results, Path(directory) / f"rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, object]]:
+    directory = tmp_path_factory.mktemp("ddp")
+    context = mp.start_processes(
+        worker, args=(str(directory),), nprocs=WORLD, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 120.0  # a guard against hangs, not a timing assertion
+    try:
+        while not context.join(timeout=max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:  # pragma: no cover - only on a hang
+                pytest.fail("the ranks did not finish within 120 s")
+    except mp.ProcessExitedException as error:  # pragma: no cover - reports a crash
+        pytest.fail(f"a rank died: {error}")
+    finally:
+        for process in context.processes:
+            if process.is_alive():  # pragma: no cover - only on a hang
+                process.kill()
+    results = [torch.load(directory / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for rank, result in enumerate(results):
+        if "error" in result:
+            pytest.fail(f"rank {rank} failed:\n{result['error']}")
+    return results
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_ranks_identical_and_equal_to_union(ranks, name):
+    expected = run_scenario(name, None)
+    first, second = ranks[0][name], ranks[1][name]
+    for key, value in expected.items():
+        assert torch.equal(first[key], second[key]), f"{key} differs across ranks"
+        torch.testing.assert_close(first[key], value, rtol=1e-10, atol=1e-12)
+    # the run moved the parameters (a test of a no-op would pass trivially)
+    assert not torch.equal(first["param0"], make_model().trunk[0].weight)
+
+
+def test_mismatched_graphs_raise_on_every_rank(ranks):
+    assert ranks[0]["mismatch"] is True
+    assert ranks[1]["mismatch"] is True
+
+
+def test_fingerprint_check_single_process_is_skipped():
+    # Without an initialised process group nothing is exchanged: world size 1.
+    assert gradsurgery.distributed.world_size(None) == 1

@@ -1,0 +1,129 @@
+"""Command line of the flagship example.
+
+python -m examples.asr_se build-corpus --preset quick
+python -m examples.asr_se train --preset quick --system gr --seed 0 [--resume]
+python -m examples.asr_se evaluate --preset quick --system gr --seed 0
+python -m examples.asr_se compare --preset full [--systems sum gr] [--seeds 0 1 2]
+python -m examples.asr_se demo          # what `make demo` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from examples.asr_se.compare import collect, run_grid
+from examples.asr_se.config import PRESETS, get_preset
+from examples.asr_se.corpus import build_corpus, default_out_dir
+from examples.asr_se.evaluate import evaluate_run
+from examples.asr_se.report import print_table, write_report
+from examples.asr_se.train import Trainer, run_dir_for
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = REPO / "runs" / "asr_se"
+
+
+def _corpus(preset_name: str, corpus_dir: Path | None, progress: bool) -> Path:
+    preset = get_preset(preset_name)
+    out = corpus_dir or default_out_dir(preset.corpus)
+    return build_corpus(preset.corpus, out, seed=0, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.asr_se", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+        p.add_argument(
+            "--corpus-dir", type=Path, help="corpus folder (default data/asr_se/<corpus preset>)"
+        )
+        p.add_argument(
+            "--runs",
+            type=Path,
+            default=RUNS,
+            help=f"runs folder (default {RUNS.relative_to(REPO)})",
+        )
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    common(sub.add_parser("build-corpus", help="build (or finish building) the preset's corpus"))
+    for name in ("train", "evaluate"):
+        p = sub.add_parser(name, help=f"{name} one system with one seed")
+        common(p)
+        p.add_argument(
+            "--system", required=True, help="noisy_asr, frozen_se or a resolver name (sum, gr, ...)"
+        )
+        p.add_argument("--seed", type=int, default=0)
+        if name == "train":
+            p.add_argument(
+                "--resume", action="store_true", help="continue from the run's checkpoint"
+            )
+    p = sub.add_parser(
+        "compare", help="train and score a grid of systems x seeds, then write the report"
+    )
+    common(p)
+    p.add_argument("--systems", nargs="+", help="default: the preset's systems")
+    p.add_argument("--seeds", nargs="+", type=int, help="default: the preset's seeds")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report folder (default examples/asr_se for full, else the runs folder)",
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="only rewrite the report from finished runs"
+    )
+    common(
+        sub.add_parser(
+            "demo", help="the quick run: build the quick corpus, train and score sum and gr"
+        )
+    )
+
+    args = parser.parse_args(argv)
+    progress = not args.no_progress
+    preset = get_preset("quick" if args.command == "demo" else args.preset)
+    if args.command == "build-corpus":
+        print(_corpus(preset.name, args.corpus_dir, progress))
+        return 0
+    manifest = _corpus(preset.name, args.corpus_dir, progress)
+    if args.command == "train":
+        run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
+        trainer = Trainer(preset, args.system, args.seed, manifest, run_dir, progress=progress)
+        print(trainer.train(resume=args.resume))
+        return 0
+    if args.command == "evaluate":
+        run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
+        print(evaluate_run(preset, args.system, run_dir, manifest, progress=progress))
+        return 0
+    systems = preset.systems if args.command == "demo" or not args.systems else tuple(args.systems)
+    seeds = preset.seeds if args.command == "demo" or not args.seeds else tuple(args.seeds)
+    start = time.perf_counter()
+    if not getattr(args, "report_only", False):
+        run_grid(preset, systems, seeds, args.runs, manifest, progress=progress)
+    results = collect(preset, systems, seeds, args.runs)
+    out = getattr(args, "out", None) or (
+        Path(__file__).parent if preset.name == "full" else args.runs / preset.name
+    )
+    command = "python -m examples.asr_se " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    report = write_report(
+        preset,
+        systems,
+        seeds,
+        results,
+        out,
+        command=command,
+        grid_seconds=None if getattr(args, "report_only", False) else time.perf_counter() - start,
+    )
+    print_table(results, systems)
+    print(f"\nreport: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""The comparison grid (systems x seeds), and the gathering of its finished runs.
+
+The grid is resumable: a run with ``evaluation.json`` is kept and skipped, a run with a
+checkpoint resumes from it, so the grid can be completed across several sittings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from examples.asr_se.config import Preset
+from examples.asr_se.evaluate import evaluate_run
+from examples.asr_se.systems import get_system
+from examples.asr_se.train import Trainer, run_dir_for
+
+
+def run_grid(
+    preset: Preset,
+    systems: Sequence[str],
+    seeds: Sequence[int],
+    runs_root: Path,
+    manifest: Path,
+    *,
+    progress: bool = True,
+) -> None:
+    """Train and evaluate every (system, seed) not done yet; resume interrupted ones."""
+    for system in systems:
+        get_system(system)  # fail before any work on an unknown name
+    for system in systems:
+        for seed in seeds:
+            run_dir = run_dir_for(runs_root, preset.name, system, seed)
+            if (run_dir / "evaluation.json").exists():
+                print(f"[compare] {system} seed {seed}: done, kept")
+                continue
+            if not (run_dir / "final.pt").exists():
+                trainer = Trainer(preset, system, seed, manifest, run_dir, progress=progress)
+                resume = trainer.checkpoint_path.exists()
+                print(f"[compare] {system} seed {seed}: {'resuming' if resume else 'training'}")
+                trainer.train(resume=resume)
+            evaluate_run(preset, system, run_dir, manifest, progress=progress)
+
+
+def collect(
+    preset: Preset, systems: Sequence[str], seeds: Sequence[int], runs_root: Path
+) -> dict[str, Any]:
+    """Gather the finished runs' numbers: WER records, SE records, timings, conflicts."""
+    wer, se, runs = [], [], []
+    for system in systems:
+        for seed in seeds:
+            run_dir = run_dir_for(runs_root, preset.name, system, seed)
+            path = run_dir / "evaluation.json"
+            if not path.exists():
+                continue
+            evaluation = json.loads(path.read_text())
+            for record in evaluation["wer"]:
+                wer.append(
+                    {
+                        "system": system,
+                        "seed": seed,
+                        "test_set": record["test_set"],
+                        "noise": record["noise"],
+                        "snr": record["snr"],
+                        "wer": record["wer"],
+                        "words": record["words"],
+                    }
+                )
+            se.extend({"system": system, "seed": seed, **record} for record in evaluation["se"])
+            runs.append(
+                {
+                    "system": system,
+                    "seed": seed,
+                    **_run_statistics(run_dir),
+                    "examples": evaluation["examples"],
+                }
+            )
+    return {"wer": wer, "se": se, "runs": runs}
+
+
+def _run_statistics(run_dir: Path) -> dict[str, Any]:
+    with (run_dir / "train_log.csv").open(newline="") as handle:
+        steps = list(csv.DictReader(handle))
+    seconds = sum(float(row["seconds"]) for row in steps)
+    joint = [float(row["seconds"]) for row in steps if row["stage"] == "joint"]
+    statistics_: dict[str, Any] = {
+        "train_seconds": seconds,
+        "steps": len(steps),
+        "median_step_seconds": statistics.median(joint) if joint else None,
+        "final_loss_asr": _tail_mean([float(row["loss_asr"]) for row in steps]),
+        "skipped_steps": sum(int(row["skipped"]) for row in steps),
+    }
+    conflicts_path = run_dir / "conflicts.csv"
+    if conflicts_path.exists():
+        with conflicts_path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if rows:
+            statistics_["conflict"] = {
+                "monitored_steps": len(rows),
+                "conflicting_steps": sum(float(r["cosine"]) < 0 for r in rows) / len(rows),
+                "mean_cosine": statistics.fmean(float(r["cosine"]) for r in rows),
+                "median_norm_ratio": statistics.median(float(r["norm_ratio"]) for r in rows),
+                "mean_conflict_share": statistics.fmean(float(r["conflict_share"]) for r in rows),
+                "mean_dominance_share": statistics.fmean(float(r["dominance_share"]) for r in rows),
+                "trace": [
+                    (int(r["step"]), float(r["conflict_share"]), float(r["cosine"])) for r in rows
+                ],
+            }
+    return statistics_
+
+
+def _tail_mean(values: list[float], fraction: float = 0.1) -> float | None:
+    tail = values[-max(1, int(len(values) * fraction)) :] if values else []
+    return statistics.fmean(tail) if tail else None

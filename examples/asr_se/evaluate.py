@@ -1,0 +1,199 @@
+"""Scoring a trained system: WER by test condition, and the front end's SE quality.
+
+WER is computed by ``jiwer`` over all utterances of a condition (test set x noise x SNR);
+SE quality is the SI-SNR gain of the resynthesised enhanced signal (noisy phase) over the
+noisy input and, where ``pystoi`` is installed, STOI of both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import torch
+from torch import Tensor
+
+from examples.asr_se import vocabulary
+from examples.asr_se.config import Preset
+from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
+from examples.asr_se.model import JointModel
+from examples.asr_se.systems import get_system
+from examples.asr_se.train import build_model, progress_bar, read_checkpoint
+
+Condition = tuple[str, str, float | None]
+"""(test_set, noise, snr); ``snr`` is ``None`` for the clean condition."""
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float, int]:
+    """Corpus-level WER (a fraction) and the number of reference words, by ``jiwer``."""
+    output = jiwer.process_words(references, hypotheses)
+    words = output.hits + output.substitutions + output.deletions
+    return float(output.wer), int(words)
+
+
+def si_snr(estimate: Tensor, reference: Tensor) -> Tensor:
+    """Scale-invariant signal-to-noise ratio in dB, per row of ``(B, N)`` signals."""
+    estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+    reference = reference - reference.mean(dim=-1, keepdim=True)
+    scale = (estimate * reference).sum(-1, keepdim=True) / reference.pow(2).sum(
+        -1, keepdim=True
+    ).clamp(min=1e-12)
+    target = scale * reference
+    noise = estimate - target
+    return 10 * torch.log10(
+        target.pow(2).sum(-1).clamp(min=1e-12) / noise.pow(2).sum(-1).clamp(min=1e-12)
+    )
+
+
+def _stoi(clean: Tensor, signal: Tensor, sample_rate: int) -> float | None:
+    try:
+        from pystoi import stoi
+    except ImportError:
+        return None
+    return float(stoi(clean.numpy(), signal.numpy(), sample_rate, extended=False))
+
+
+def load_trained(preset: Preset, system_name: str, checkpoint: Path) -> JointModel:
+    """The model of a finished run (``final.pt``) or any checkpoint of it."""
+    model = build_model(preset, get_system(system_name))
+    state = read_checkpoint(checkpoint)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model
+
+
+def _condition(item_snr: float, test_set: str, noise: str) -> Condition:
+    return (test_set, noise, None if math.isinf(item_snr) else float(item_snr))
+
+
+@torch.no_grad()
+def evaluate(
+    model: JointModel,
+    manifest: Path,
+    *,
+    batch_size: int = 32,
+    test_sets: Iterable[str] | None = None,
+    progress: bool = True,
+    stoi: bool = True,
+) -> dict[str, Any]:
+    """Decode the test split and score it.
+
+    Returns:
+        ``{"wer": [...], "se": [...], "examples": [...]}``: one WER record per condition
+        (``test_set``, ``noise``, ``snr``, ``wer``, ``words``, ``utterances``), one SE record
+        per condition with noise (mean SI-SNR of noisy and enhanced, their difference and,
+        when available, mean STOI of both), and a few decoded examples per test set.
+    """
+    dataset = NoisySpeechDataset(
+        manifest, "test", test_set=None if test_sets is None else list(test_sets)
+    )
+    order = sorted(range(len(dataset)), key=lambda index: dataset.durations[index])
+    references: dict[Condition, list[str]] = defaultdict(list)
+    hypotheses: dict[Condition, list[str]] = defaultdict(list)
+    quality: dict[Condition, list[tuple[float, float, float | None, float | None]]] = defaultdict(
+        list
+    )
+    examples: list[dict[str, str]] = []
+    shown: dict[str, int] = defaultdict(int)
+    sample_rate = model.config.sample_rate
+    bar = progress_bar(len(order), 0, "evaluate", progress)
+    for start in range(0, len(order), batch_size):
+        items = [dataset[index] for index in order[start : start + batch_size]]
+        batch = collate_batch(items)
+        outputs = model(batch["noisy"], batch["lengths"])
+        texts = vocabulary.greedy_decode(outputs.log_probs, outputs.out_frames)
+        enhanced_wave = None
+        if outputs.enhanced is not None:
+            enhanced_wave = model.stft.inverse(
+                outputs.enhanced, outputs.phase, batch["noisy"].shape[1]
+            )
+        for row, item in enumerate(items):
+            condition = _condition(item["snr"], item["test_set"], item["noise"])
+            references[condition].append(item["text"])
+            hypotheses[condition].append(texts[row])
+            if shown[item["test_set"]] < 3 and condition[2] is None:
+                shown[item["test_set"]] += 1
+                examples.append(
+                    {
+                        "test_set": item["test_set"],
+                        "reference": item["text"],
+                        "hypothesis": texts[row],
+                    }
+                )
+            if enhanced_wave is not None and condition[2] is not None:
+                length = int(batch["lengths"][row])
+                clean = batch["clean"][row, :length]
+                noisy = batch["noisy"][row, :length]
+                enhanced = enhanced_wave[row, :length]
+                pair = si_snr(torch.stack([noisy, enhanced]), clean.expand(2, -1))
+                quality[condition].append(
+                    (
+                        float(pair[0]),
+                        float(pair[1]),
+                        _stoi(clean, noisy, sample_rate) if stoi else None,
+                        _stoi(clean, enhanced, sample_rate) if stoi else None,
+                    )
+                )
+        bar.update(len(items))
+    bar.close()
+    wer_records = []
+    for condition in sorted(references, key=_sort_key):
+        wer, words = word_error_rate(references[condition], hypotheses[condition])
+        test_set, noise, snr = condition
+        wer_records.append(
+            {
+                "test_set": test_set,
+                "noise": noise,
+                "snr": snr,
+                "wer": wer,
+                "words": words,
+                "utterances": len(references[condition]),
+            }
+        )
+    se_records = []
+    for condition in sorted(quality, key=_sort_key):
+        values = quality[condition]
+        test_set, noise, snr = condition
+        record: dict[str, Any] = {
+            "test_set": test_set,
+            "noise": noise,
+            "snr": snr,
+            "si_snr_noisy": _mean(v[0] for v in values),
+            "si_snr_enhanced": _mean(v[1] for v in values),
+        }
+        record["si_snr_gain"] = record["si_snr_enhanced"] - record["si_snr_noisy"]
+        if values and values[0][2] is not None:
+            record["stoi_noisy"] = _mean(v[2] for v in values)  # type: ignore[misc]
+            record["stoi_enhanced"] = _mean(v[3] for v in values)  # type: ignore[misc]
+        se_records.append(record)
+    return {"wer": wer_records, "se": se_records, "examples": examples}
+
+
+def _mean(values: Iterable[float]) -> float:
+    items = list(values)
+    return sum(items) / len(items) if items else float("nan")
+
+
+def _sort_key(condition: Condition) -> tuple[str, str, float]:
+    test_set, noise, snr = condition
+    return (test_set, noise, math.inf if snr is None else -snr)
+
+
+def evaluate_run(
+    preset: Preset, system_name: str, run_dir: Path, manifest: Path, *, progress: bool = True
+) -> Path:
+    """Evaluate a finished run and write ``evaluation.json`` in its folder (atomically)."""
+    final = run_dir / "final.pt"
+    model = load_trained(preset, system_name, final)
+    torch.set_num_threads(preset.train.threads)
+    results = evaluate(model, manifest, batch_size=preset.train.eval_batch_size, progress=progress)
+    path = run_dir / "evaluation.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(results, indent=1))
+    temporary.replace(path)
+    return path

@@ -1,0 +1,87 @@
+"""Short-time Fourier transform and log-mel features, in torch (differentiable)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class STFT(nn.Module):
+    """Magnitude and phase of a Hann-windowed STFT, and its inverse.
+
+    Args:
+        n_fft: FFT size (``n_fft // 2 + 1`` frequency bins).
+        hop: hop length in samples.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def frames(self, samples: Tensor) -> Tensor:
+        """Frame counts for sample counts (``center=True`` framing)."""
+        return samples // self.hop + 1
+
+    def forward(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, N)`` waveform to ``(B, frames, bins)`` magnitude and phase."""
+        spectrum = torch.stft(
+            waveform, self.n_fft, self.hop, window=self.window, center=True, return_complex=True
+        ).transpose(1, 2)
+        return spectrum.abs(), spectrum.angle()
+
+    def inverse(self, magnitude: Tensor, phase: Tensor, length: int) -> Tensor:
+        """Waveform from magnitude and phase, ``(B, frames, bins)`` to ``(B, length)``."""
+        spectrum = torch.polar(magnitude, phase).transpose(1, 2)
+        return torch.istft(spectrum, self.n_fft, self.hop, window=self.window, length=length)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> Tensor:
+    """Triangular mel filters (HTK mel scale), shape ``(n_fft // 2 + 1, n_mels)``."""
+
+    def to_mel(hz: Tensor) -> Tensor:
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+    def to_hz(mel: Tensor) -> Tensor:
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+    bins = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = to_hz(torch.linspace(0.0, float(to_mel(torch.tensor(sample_rate / 2))), n_mels + 2))
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (bins[:, None] - lower) / (centre - lower)
+    falling = (upper - bins[:, None]) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
+class LogMel(nn.Module):
+    """Log-mel features of a magnitude spectrogram, normalised per utterance.
+
+    Args:
+        n_mels: mel bands.
+        n_fft: the STFT's FFT size.
+        sample_rate: audio sample rate in Hz.
+    """
+
+    def __init__(self, n_mels: int, n_fft: int, sample_rate: int) -> None:
+        super().__init__()
+        self.register_buffer(
+            "filters", mel_filterbank(n_mels, n_fft, sample_rate), persistent=False
+        )
+
+    def forward(self, magnitude: Tensor, frames: Tensor) -> Tensor:
+        """``(B, T, bins)`` magnitude and valid frame counts to ``(B, T, n_mels)`` features.
+
+        Mean and variance are taken over each utterance's valid frames; padded frames are 0.
+        """
+        features = torch.log(magnitude.pow(2) @ self.filters + 1e-6)
+        mask = torch.arange(features.shape[1], device=features.device)[None, :] < frames[:, None]
+        mask = mask.unsqueeze(-1).to(features.dtype)
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+        mean = (features * mask).sum(dim=1, keepdim=True) / count
+        variance = ((features - mean).pow(2) * mask).sum(dim=1, keepdim=True) / count
+        return (features - mean) / torch.sqrt(variance + 1e-5) * mask
+
+
+def frame_mask(frames: Tensor, length: int) -> Tensor:
+    """``(B, length)`` boolean mask of valid frames."""
+    return torch.arange(length, device=frames.device)[None, :] < frames[:, None]

@@ -1,0 +1,85 @@
+"""The report's pictures: WER against SNR per system, and gradient conflict over training."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from examples.asr_se.report import TEST_SETS, mean_std, seed_wers, select
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_wer_vs_snr(systems: Sequence[str], wer: list[dict[str, Any]], out_dir: Path) -> str:
+    """One panel per test set: WER (mean over seeds) against SNR, a line per system."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(TEST_SETS), figsize=(5 * len(TEST_SETS), 4), sharey=True)
+    for axis, test_set in zip(axes, TEST_SETS, strict=True):
+        snrs = sorted({r["snr"] for r in select(wer, test_set=test_set) if r["snr"] is not None})
+        for system in systems:
+            seeds = sorted({r["seed"] for r in select(wer, system=system)})
+            means = [
+                100
+                * mean_std(
+                    seed_wers(
+                        wer,
+                        system,
+                        seeds,
+                        lambda r, s=snr, t=test_set: r["test_set"] == t and r["snr"] == s,
+                    )
+                )[0]
+                for snr in snrs
+            ]
+            axis.plot(snrs, means, marker="o", label=system)
+        axis.set_title(test_set)
+        axis.set_xlabel("SNR (dB)")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("WER (%)")
+    axes[-1].legend()
+    figure.tight_layout()
+    name = "wer_vs_snr.png"
+    figure.savefig(out_dir / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def plot_conflicts(systems: Sequence[str], runs: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """Share of conflicting front-end tensors and the whole-front-end cosine over training."""
+    traced = [run for run in runs if "conflict" in run]
+    if not traced:
+        return None
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for system in systems:
+        for run in select(traced, system=system)[:1]:
+            steps, share, cosine = zip(*run["conflict"]["trace"], strict=True)
+            window = max(1, len(share) // 30)
+            left.plot(steps[window - 1 :], _rolling(share, window), label=system)
+            right.plot(steps[window - 1 :], _rolling(cosine, window), label=system)
+    left.set_title("share of front-end tensors in conflict")
+    right.set_title("cosine(g_ASR, g_SE), whole front end")
+    for axis in (left, right):
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    right.axhline(0.0, color="black", linewidth=0.8)
+    left.legend()
+    figure.tight_layout()
+    name = "conflict_over_training.png"
+    figure.savefig(out_dir / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def _rolling(values: Sequence[float], window: int) -> list[float]:
+    return [
+        statistics.fmean(values[i - window + 1 : i + 1]) for i in range(window - 1, len(values))
+    ]

@@ -1,0 +1,314 @@
+"""The comparison report: ``RESULTS.md``, ``results/summary.json`` and the plots.
+
+Every number comes from the finished runs gathered by :func:`examples.asr_se.compare.collect`;
+``summary.json`` holds one record per system, seed and condition
+(``system, seed, test_set, noise, snr, wer, words``) so that any table can be recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from examples.asr_se.config import Preset
+from examples.asr_se.corpus.noise import SEEN_NOISES
+
+TEST_SETS = ("real_seen_text", "real_unseen_text", "synthetic")
+BASELINE = "sum"
+Records = list[dict[str, Any]]
+
+
+# -- arithmetic over records ---------------------------------------------------------------
+def pooled_wer(records: Records) -> float:
+    """Word-weighted WER over several conditions: total errors over total reference words."""
+    words = sum(r["words"] for r in records)
+    return sum(r["wer"] * r["words"] for r in records) / words if words else math.nan
+
+
+def select(records: Records, **match: Any) -> Records:
+    """The records whose fields equal ``match``."""
+    return [r for r in records if all(r[k] == v for k, v in match.items())]
+
+
+def noise_set(noise: str) -> str:
+    """``"A"`` for a noise seen in training, ``"B"`` for an unseen one."""
+    return "A" if noise in SEEN_NOISES else "B"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value, NaN for none)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def seed_wers(records: Records, system: str, seeds: Sequence[int], keep: Any) -> list[float]:
+    """One pooled WER per seed of ``system``, over the records that ``keep(record)`` accepts."""
+    values = []
+    for seed in seeds:
+        chosen = [r for r in select(records, system=system, seed=seed) if keep(r)]
+        if chosen:
+            values.append(pooled_wer(chosen))
+    return values
+
+
+def percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def relative(value: float, baseline: float) -> str:
+    if math.isnan(value) or math.isnan(baseline) or baseline == 0:
+        return "–"
+    return f"{100 * (value - baseline) / baseline:+.1f}%"
+
+
+# -- sections ------------------------------------------------------------------------------
+def _overview(wer: Records, systems: Sequence[str], seeds: Sequence[int]) -> list[str]:
+    def noisy_in(test_set: str) -> Any:
+        return lambda r: r["test_set"] == test_set and r["snr"] is not None
+
+    def clean_real(r: dict[str, Any]) -> bool:
+        return r["snr"] is None and r["test_set"] != "synthetic"
+
+    lines = [
+        "WER in percent (mean ± standard deviation over seeds), pooled over the noisy conditions "
+        "(every noise type and SNR, word-weighted); `rel.` is the relative change of the mean "
+        f"against the MTL baseline (`{BASELINE}`): negative is better.",
+        "",
+        "| system | " + " | ".join(f"{t} | rel." for t in TEST_SETS) + " | clean, real voice |",
+        "|" + " --- |" * (2 * len(TEST_SETS) + 2),
+    ]
+    baseline = {t: mean_std(seed_wers(wer, BASELINE, seeds, noisy_in(t)))[0] for t in TEST_SETS}
+    for system in systems:
+        cells = []
+        for test_set in TEST_SETS:
+            mean, std = mean_std(seed_wers(wer, system, seeds, noisy_in(test_set)))
+            cells.append(f"{percent(mean)} ± {percent(std)} | {relative(mean, baseline[test_set])}")
+        clean_mean, clean_std = mean_std(seed_wers(wer, system, seeds, clean_real))
+        lines.append(
+            f"| {system} | "
+            + " | ".join(cells)
+            + f" | {percent(clean_mean)} ± {percent(clean_std)} |"
+        )
+    return lines
+
+
+def _by_snr(wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set: str) -> list[str]:
+    snrs = sorted({r["snr"] for r in select(wer, test_set=test_set) if r["snr"] is not None})[::-1]
+    lines = [
+        f"## WER by SNR: `{test_set}` (set A: seen noises, set B: unseen noises)",
+        "",
+        "| system | clean | " + " | ".join(f"A {s:g} dB | B {s:g} dB" for s in snrs) + " |",
+        "|" + " --- |" * (2 + 2 * len(snrs)),
+    ]
+    for system in systems:
+        row = [system]
+        row.append(
+            percent(
+                mean_std(
+                    seed_wers(
+                        wer, system, seeds, lambda r: r["test_set"] == test_set and r["snr"] is None
+                    )
+                )[0]
+            )
+        )
+        for snr in snrs:
+            for group in ("A", "B"):
+
+                def keep(r: dict[str, Any], snr: float = snr, group: str = group) -> bool:
+                    return (
+                        r["test_set"] == test_set
+                        and r["snr"] == snr
+                        and noise_set(r["noise"]) == group
+                    )
+
+                row.append(percent(mean_std(seed_wers(wer, system, seeds, keep))[0]))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _enhancement(se: Records, systems: Sequence[str]) -> list[str]:
+    lines = [
+        "## Speech enhancement quality",
+        "",
+        "SI-SNR (dB) of the noisy input and of the enhanced signal (resynthesised with the "
+        "noisy phase) against the clean speech, and STOI, averaged over every noisy test "
+        "utterance and seed.",
+        "",
+        "| system | SI-SNR noisy | SI-SNR enhanced | gain | STOI noisy | STOI enhanced |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for system in systems:
+        records = select(se, system=system)
+
+        def average(key: str, records: Records = records) -> float:
+            values = [r[key] for r in records if key in r and not math.isnan(r[key])]
+            return statistics.fmean(values) if values else math.nan
+
+        if not records:
+            lines.append(f"| {system} | – | – | – | – | – |")
+            continue
+        lines.append(
+            f"| {system} | {average('si_snr_noisy'):.2f} | {average('si_snr_enhanced'):.2f} | "
+            f"{average('si_snr_gain'):+.2f} | {average('stoi_noisy'):.3f} | "
+            f"{average('stoi_enhanced'):.3f} |"
+        )
+    return lines
+
+
+def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> list[str]:
+    lines = [
+        "## Gradient conflict between ASR and SE on the front end",
+        "",
+        "From the Gram matrices the resolver saw (for `sum`, every "
+        f"{monitor_every}th step). *conflicting steps*: share of monitored steps where the whole "
+        "front-end gradients conflict (cosine < 0); *tensor conflicts*: mean share of front-end "
+        "tensors whose gradients conflict; *SE dominates*: mean share of tensors where "
+        "‖g_SE‖ > K ‖g_ASR‖ (K = 5); gradients are those of the weighted losses (0.7 ASR, 0.3 SE).",
+        "",
+        "| system | monitored steps | conflicting steps | tensor conflicts | mean cosine "
+        "| median ‖g_SE‖/‖g_ASR‖ | SE dominates | median step (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for system in systems:
+        chosen = select(runs, system=system)
+        conflicts = [run["conflict"] for run in chosen if "conflict" in run]
+        steps = [run["median_step_seconds"] for run in chosen if run["median_step_seconds"]]
+        step_cell = f"{statistics.fmean(steps):.2f}" if steps else "–"
+        if not conflicts:
+            lines.append(f"| {system} | – | – | – | – | – | – | {step_cell} |")
+            continue
+
+        def mean_of(key: str, conflicts: Records = conflicts) -> float:
+            return statistics.fmean(c[key] for c in conflicts)
+
+        lines.append(
+            f"| {system} | {sum(c['monitored_steps'] for c in conflicts)} "
+            f"| {100 * mean_of('conflicting_steps'):.1f}% "
+            f"| {100 * mean_of('mean_conflict_share'):.1f}% | {mean_of('mean_cosine'):+.3f} "
+            f"| {mean_of('median_norm_ratio'):.2f} | {100 * mean_of('mean_dominance_share'):.1f}% "
+            f"| {step_cell} |"
+        )
+    return lines
+
+
+def _examples(runs: Records, systems: Sequence[str]) -> list[str]:
+    lines = ["## Decoded examples (clean condition, first seed of each system)", ""]
+    for system in systems:
+        chosen = select(runs, system=system)
+        if not chosen:
+            continue
+        lines += [f"**{system}**", ""]
+        for example in chosen[0]["examples"][:6]:
+            lines.append(
+                f"- `{example['test_set']}` ref: *{example['reference']}* — "
+                f"hyp: *{example['hypothesis'] or '(empty)'}*"
+            )
+        lines.append("")
+    return lines
+
+
+def machine() -> str:
+    """Cores, CPU model, torch and Python versions, and the date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def write_report(
+    preset: Preset,
+    systems: Sequence[str],
+    seeds: Sequence[int],
+    results: dict[str, Any],
+    out_dir: Path,
+    *,
+    command: str,
+    grid_seconds: float | None = None,
+) -> Path:
+    """Write ``RESULTS.md`` and ``results/`` (summary.json, SE, runs, plots) under ``out_dir``."""
+    results_dir = out_dir / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "summary.json").write_text(json.dumps(results["wer"], indent=1))
+    (results_dir / "se_quality.json").write_text(json.dumps(results["se"], indent=1))
+    public_runs = [{k: v for k, v in run.items() if k != "examples"} for run in results["runs"]]
+    (results_dir / "runs.json").write_text(json.dumps(public_runs, indent=1))
+    present = [s for s in systems if select(results["wer"], system=s)]
+    from examples.asr_se.plots import plot_conflicts, plot_wer_vs_snr
+
+    plots = [plot_wer_vs_snr(present, results["wer"], results_dir)]
+    conflict_plot = plot_conflicts(present, results["runs"], results_dir)
+    if conflict_plot:
+        plots.append(conflict_plot)
+
+    train_hours = sum(run["train_seconds"] for run in results["runs"]) / 3600
+    sitting = (
+        f"; this sitting took {grid_seconds / 3600:.2f} h of wall time" if grid_seconds else ""
+    )
+    lines = [
+        f"# Results: preset `{preset.name}`",
+        "",
+        "Produced by",
+        "",
+        f"    {command}",
+        "",
+        f"on {machine()}. Systems: {', '.join(present)}; seeds: {', '.join(map(str, seeds))}. "
+        f"Finished runs: {len(results['runs'])} of {len(systems) * len(seeds)}. "
+        f"Training time summed over the finished runs: {train_hours:.2f} h{sitting}.",
+        "",
+        *_overview(results["wer"], present, seeds),
+    ]
+    for test_set in TEST_SETS:
+        lines += ["", *_by_snr(results["wer"], present, seeds, test_set)]
+    lines += ["", *_enhancement(results["se"], present)]
+    lines += ["", *_conflicts(results["runs"], present, preset.train.monitor_every)]
+    lines += ["", "## Plots", "", *[f"![{name}](results/{name})" for name in plots], ""]
+    lines += _examples(results["runs"], present)
+    lines += ["## Configuration", "", "```json", preset.to_json(), "```", ""]
+    path = out_dir / "RESULTS.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def print_table(results: dict[str, Any], systems: Sequence[str]) -> None:
+    """A short WER table on the terminal: per test set, pooled over noisy conditions and seeds."""
+    wer = results["wer"]
+    print(f"\n{'system':<12}" + "".join(f"{t:>18}" for t in TEST_SETS) + f"{'clean (real)':>14}")
+    for system in systems:
+        records = select(wer, system=system)
+        if not records:
+            continue
+        noisy = [r for r in records if r["snr"] is not None]
+        cells = "".join(f"{percent(pooled_wer(select(noisy, test_set=t))):>18}" for t in TEST_SETS)
+        clean = pooled_wer(
+            [r for r in records if r["snr"] is None and r["test_set"] != "synthetic"]
+        )
+        print(f"{system:<12}{cells}{percent(clean):>14}")
+    print("(WER in %, pooled over the noisy conditions and the seeds)")
+    snrs = sorted({r["snr"] for r in wer if r["snr"] is not None}, reverse=True)
+    print(
+        f"\nreal human voice, WER (%) by SNR\n{'system':<12}{'clean':>8}"
+        + "".join(f"{s:>8g}" for s in snrs)
+    )
+    for system in systems:
+        real = [r for r in select(wer, system=system) if r["test_set"] != "synthetic"]
+        if real:
+            cells = [pooled_wer([r for r in real if r["snr"] == snr]) for snr in [None, *snrs]]
+            print(f"{system:<12}" + "".join(f"{percent(c):>8}" for c in cells))

@@ -1,0 +1,398 @@
+"""Training one system: seeded, checkpointed, resumable exactly, logged to plain CSV files.
+
+A run lives in one folder::
+
+    config.json       the preset, system and seed it was started with
+    checkpoint.pt     model, optimizer, scheduler, resolver state, data position, RNG state
+    train_log.csv     one row per step: losses, gradient norm, learning rate, seconds
+    conflicts.csv     one row per monitored step: cosine and norm ratio of the task gradients
+    final.pt          the trained model (written last: its presence means "done")
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import gradsurgery
+from examples.asr_se.batching import epoch_batches
+from examples.asr_se.config import Preset
+from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
+from examples.asr_se.model import JointModel, asr_loss, se_loss
+from examples.asr_se.systems import System, get_system
+
+TRAIN_LOG_FIELDS = (
+    "step",
+    "epoch",
+    "stage",
+    "loss_asr",
+    "loss_se",
+    "grad_norm",
+    "lr",
+    "skipped",
+    "seconds",
+)
+CONFLICT_FIELDS = ("step", "cosine", "norm_ratio", "conflict_share", "dominance_share", "blocks")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not belong to this run."""
+
+
+@dataclass
+class Position:
+    """Where training stands: the next step to take and the data position of that step."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+def run_dir_for(root: Path, preset: str, system: str, seed: int) -> Path:
+    """The folder of one (preset, system, seed) run under ``root``."""
+    return root / preset / system / f"seed{seed}"
+
+
+def build_model(preset: Preset, system: System) -> JointModel:
+    """The joint model of ``system`` (without the front end for ``noisy_asr``)."""
+    return JointModel(preset.model, use_enhancer=system.use_enhancer)
+
+
+class Trainer:
+    """Trains one system of a preset with one seed, in ``run_dir``.
+
+    Args:
+        preset: the experiment preset.
+        system_name: a reference system or a registered resolver name (see ``systems.py``).
+        seed: seeds the model, dropout and the data order.
+        manifest: the corpus manifest.
+        run_dir: the run's folder (created).
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(
+        self,
+        preset: Preset,
+        system_name: str,
+        seed: int,
+        manifest: Path,
+        run_dir: Path,
+        *,
+        progress: bool = True,
+    ) -> None:
+        self.preset, self.seed, self.run_dir, self.progress = preset, seed, Path(run_dir), progress
+        self.system = get_system(system_name)
+        self.config = preset.train
+        torch.manual_seed(seed)
+        self.model = build_model(preset, self.system)
+        self.dataset = NoisySpeechDataset(manifest, "train")
+        self.durations = self.dataset.durations
+        self.batches_per_epoch = math.ceil(len(self.dataset) / self.config.batch_size)
+        self.se_steps = (
+            round(self.config.se_pretrain_fraction * self.config.steps)
+            if self.system.se_pretrain
+            else 0
+        )
+        self.total_steps = self.se_steps + self.config.steps
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.resolver = (
+            gradsurgery.get_resolver(self.system.resolver, **self.config.resolver_options)
+            if self.system.resolver is not None
+            else None
+        )
+        self.position = Position()
+        self._order: list[list[int]] = []
+        self._order_epoch = -1
+
+    # -- schedule -------------------------------------------------------------------------
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up then cosine decay, restarted for the ASR stage of ``frozen_se``."""
+        length = self.se_steps if step < self.se_steps else self.config.steps
+        local = step if step < self.se_steps else step - self.se_steps
+        warmup = min(self.config.warmup, max(1, length // 4))
+        if local < warmup:
+            return (local + 1) / warmup
+        progress = (local - warmup) / max(1, length - warmup)
+        floor = self.config.lr_floor
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def final_path(self) -> Path:
+        return self.run_dir / "final.pt"
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed by this trainer."""
+        return {"preset": self.preset.to_dict(), "system": self.system.name, "seed": self.seed}
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "identity": self.identity(),
+            "position": vars(self.position).copy(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "resolver": self.resolver.state_dict() if self.resolver is not None else {},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+        atomic_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        state = read_checkpoint(self.checkpoint_path)
+        if state.get("identity") != self.identity():
+            raise CheckpointError(
+                f"{self.checkpoint_path} belongs to another run (preset, system or seed differ); "
+                "start a fresh run folder or delete it"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.resolver is not None:
+            self.resolver.load_state_dict(state["resolver"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.position = Position(**state["position"])
+        for name in ("train_log.csv", "conflicts.csv"):
+            truncate_log(self.run_dir / name, self.position.step)
+
+    # -- data -----------------------------------------------------------------------------
+    def _next_batch(self) -> tuple[dict[str, Any], bool]:
+        """The batch at the current data position, and whether it ends an epoch."""
+        if self._order_epoch != self.position.epoch:
+            self._order = epoch_batches(
+                self.durations, self.config.batch_size, self.seed, self.position.epoch
+            )
+            self._order_epoch = self.position.epoch
+        index = self._order[self.position.batch]
+        self.position.batch += 1
+        epoch_end = self.position.batch == len(self._order)
+        if epoch_end:
+            self.position.epoch += 1
+            self.position.batch = 0
+        return collate_batch([self.dataset[i] for i in index]), epoch_end
+
+    # -- one step -------------------------------------------------------------------------
+    def _stage(self, step: int) -> str:
+        if self.system.se_pretrain:
+            return "se" if step < self.se_steps else "asr"
+        return "asr" if self.system.resolver is None else "joint"
+
+    def _step(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[dict[str, float], dict[str, float] | None]:
+        model = self.model
+        model.train()
+        if stage == "asr" and model.se is not None:
+            model.se.eval()  # frozen front end: no dropout, no grad
+        outputs = model(batch["noisy"], batch["lengths"])
+        clean_magnitude, _ = model.stft(batch["clean"])
+        losses: dict[str, Tensor] = {
+            "asr": asr_loss(outputs.log_probs, outputs.out_frames, batch["texts"])
+        }
+        if outputs.enhanced is not None:
+            losses["se"] = se_loss(outputs.enhanced, clean_magnitude, outputs.frames)
+        self.optimizer.zero_grad(set_to_none=True)
+        conflict = None
+        if stage == "se":
+            losses["se"].backward(inputs=list(model.se.parameters()))
+        elif stage == "asr":
+            losses["asr"].backward(inputs=list(model.asr.parameters()))
+        else:
+            assert self.resolver is not None
+            monitored = self.position.step % self.config.monitor_every == 0
+            result = gradsurgery.backward(
+                losses,
+                model.parameters(),
+                resolver=self.resolver,
+                primary="asr",
+                weights={"asr": self.config.asr_weight, "se": self.config.se_weight},
+                granularity=self.config.granularity,  # type: ignore[arg-type]
+                diagnostics=monitored,
+            )
+            if result.gram is not None:
+                conflict = conflict_statistics(
+                    result.gram, self.config.resolver_options.get("k", 5.0)
+                )
+        grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip))
+        skipped = not math.isfinite(grad_norm)
+        if not skipped:
+            self.optimizer.step()
+        self.scheduler.step()
+        row = {
+            "loss_asr": float(losses["asr"].detach()),
+            "loss_se": float(losses["se"].detach()) if "se" in losses else float("nan"),
+            "grad_norm": grad_norm,
+            "skipped": int(skipped),
+        }
+        return row, conflict
+
+    # -- the loop -------------------------------------------------------------------------
+    def train(self, *, resume: bool = False) -> Path:
+        """Train to the end (resuming from ``checkpoint.pt`` if asked) and return ``final.pt``.
+
+        Raises:
+            CheckpointError: ``resume`` with a missing, corrupt or foreign checkpoint.
+            FileExistsError: a fresh start in a folder that already holds a checkpoint.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(self.config.threads)
+        if resume:
+            self.load_checkpoint()
+        elif self.checkpoint_path.exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, "
+                "or choose another run folder"
+            )
+        else:
+            (self.run_dir / "config.json").write_text(
+                json.dumps(self.identity(), indent=2, sort_keys=True)
+            )
+        train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS)
+        conflict_log = CsvLog(self.run_dir / "conflicts.csv", CONFLICT_FIELDS)
+        bar = progress_bar(
+            self.total_steps,
+            self.position.step,
+            f"{self.system.name} seed {self.seed}",
+            self.progress,
+        )
+        try:
+            while self.position.step < self.total_steps:
+                start = time.perf_counter()
+                stage = self._stage(self.position.step)
+                lr = self.scheduler.get_last_lr()[0]
+                batch, epoch_end = self._next_batch()
+                row, conflict = self._step(batch, stage)
+                step = self.position.step
+                train_log.write(
+                    {
+                        "step": step,
+                        "epoch": self.position.epoch,
+                        "stage": stage,
+                        "lr": lr,
+                        "seconds": time.perf_counter() - start,
+                        **row,
+                    }
+                )
+                if conflict is not None:
+                    conflict_log.write({"step": step, **conflict})
+                self.position.step += 1
+                bar.update(1)
+                bar.set_postfix(asr=f"{row['loss_asr']:.3f}", se=f"{row['loss_se']:.4f}")
+                if epoch_end or self.position.step % self.config.checkpoint_every == 0:
+                    train_log.flush()
+                    conflict_log.flush()
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            train_log.close()
+            conflict_log.close()
+        self.save_checkpoint()
+        atomic_save(
+            {"identity": self.identity(), "model": self.model.state_dict()}, self.final_path
+        )
+        return self.final_path
+
+
+def conflict_statistics(gram: Tensor, k: float) -> dict[str, float]:
+    """Per-step conflict numbers from the ``(B, 2, 2)`` Gram matrices of (ASR, SE) gradients.
+
+    ``cosine`` and ``norm_ratio`` (||g_SE|| / ||g_ASR||) are over all shared parameters;
+    ``conflict_share`` and ``dominance_share`` are the fractions of blocks (tensors, for
+    per-tensor granularity) whose gradients conflict, or where SE dominates beyond ``k``.
+    """
+    cosine = gradsurgery.diagnostics.cosine_from_gram(gram)[:, 0, 1]
+    ratio = gradsurgery.diagnostics.norm_ratio_from_gram(gram)[:, 1, 0]
+    whole = gram.sum(dim=0, keepdim=True)
+    return {
+        "cosine": float(gradsurgery.diagnostics.cosine_from_gram(whole)[0, 0, 1]),
+        "norm_ratio": float(gradsurgery.diagnostics.norm_ratio_from_gram(whole)[0, 1, 0]),
+        "conflict_share": float((cosine < 0).double().mean()),
+        "dominance_share": float((ratio > k).double().mean()),
+        "blocks": int(gram.shape[0]),
+    }
+
+
+class CsvLog:
+    """Appends rows to a CSV file (header written once), flushed at checkpoints."""
+
+    def __init__(self, path: Path, fields: tuple[str, ...]) -> None:
+        new = not path.exists() or path.stat().st_size == 0
+        self.handle = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.handle, fieldnames=fields)
+        if new:
+            self.writer.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+
+    def flush(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop rows at or after ``step``: a resumed run rewrites them as it retakes those steps."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) < step]
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: an interruption never leaves half a file."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint, with a clear error for a missing or corrupt file."""
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for damaged files
+        raise CheckpointError(
+            f"{path} is corrupt or not a checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of this example")
+    return state
+
+
+def progress_bar(total: int, initial: int, description: str, enabled: bool) -> Any:
+    """A tqdm bar with ETA (or a silent stand-in when disabled)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=description, disable=not enabled, dynamic_ncols=True
+    )

@@ -1,0 +1,71 @@
+"""The flagship's pieces on their own: alphabet, CTC decoding, WER, SI-SNR, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from examples.asr_se import vocabulary
+from examples.asr_se.batching import epoch_batches
+from examples.asr_se.evaluate import si_snr, word_error_rate
+from examples.asr_se.features import STFT, mel_filterbank
+from examples.asr_se.systems import get_system
+
+
+def test_encode_round_trip_and_bad_character():
+    assert vocabulary.encode("a b'") == [3, 1, 4, 2]
+    with pytest.raises(ValueError, match="normalize_text"):
+        vocabulary.encode("A1")
+
+
+def test_greedy_decode_merges_repeats_and_drops_blanks():
+    # frames: h h <b> i <b> <b> i   (length 7; the 8th frame is padding)
+    path = [10, 10, 0, 11, 0, 0, 11, 5]
+    log_probs = torch.full((1, 8, vocabulary.SIZE), -10.0)
+    log_probs[0, torch.arange(8), torch.tensor(path)] = 0.0
+    assert vocabulary.greedy_decode(log_probs, torch.tensor([7])) == ["hii"]
+
+
+def test_wer_is_jiwer_on_a_hand_made_case():
+    # one substitution (b -> x) and one deletion (d) over four reference words
+    wer, words = word_error_rate(["a b c d"], ["a x c"])
+    assert (wer, words) == (0.5, 4)
+
+
+def test_si_snr_by_hand():
+    reference = torch.sin(torch.arange(800.0, dtype=torch.float64) * 0.1)
+    noise = torch.cos(torch.arange(800.0, dtype=torch.float64) * 0.37)
+    reference, noise = reference - reference.mean(), noise - noise.mean()  # SI-SNR is zero-mean
+    noise = noise - (noise @ reference) / (reference @ reference) * reference  # orthogonal
+    noise = noise * reference.norm() / noise.norm()  # equal power: 0 dB
+    value = si_snr(torch.stack([3.0 * reference + 3.0 * noise]), reference.unsqueeze(0))
+    assert value.item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_stft_inverse_reconstructs():
+    stft = STFT(256, 128)
+    wave = torch.randn(2, 4000)
+    magnitude, phase = stft(wave)
+    assert magnitude.shape[1] == int(stft.frames(torch.tensor(4000)))
+    torch.testing.assert_close(stft.inverse(magnitude, phase, 4000), wave, atol=1e-4, rtol=1e-4)
+
+
+def test_mel_filters_cover_the_band():
+    filters = mel_filterbank(40, 256, 8000)
+    assert filters.shape == (129, 40)
+    assert (filters.sum(dim=0) > 0).all()
+
+
+def test_epoch_batches_cover_every_utterance_once_and_are_seeded():
+    durations = [1.0 + (i % 7) * 0.3 for i in range(103)]
+    batches = epoch_batches(durations, 8, seed=3, epoch=1)
+    assert sorted(i for batch in batches for i in batch) == list(range(103))
+    assert batches == epoch_batches(durations, 8, seed=3, epoch=1)
+    assert batches != epoch_batches(durations, 8, seed=3, epoch=2)
+
+
+def test_unknown_system_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"noisy_asr, frozen_se, .*gr"):
+        get_system("grr")
+    assert get_system("gr").resolver == "gr"
+    assert not get_system("noisy_asr").use_enhancer

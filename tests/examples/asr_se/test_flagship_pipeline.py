@@ -1,0 +1,129 @@
+"""The whole flagship pipeline on the tiny corpus: train, resume, evaluate, compare."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from examples.asr_se.compare import collect, run_grid
+from examples.asr_se.config import get_preset
+from examples.asr_se.corpus import CorpusError
+from examples.asr_se.report import write_report
+from examples.asr_se.train import CheckpointError, Trainer
+
+TINY = get_preset("tiny")
+
+
+def trainer(manifest: Path, run_dir: Path, system: str = "gr", steps: int = 2) -> Trainer:
+    preset = replace(TINY, train=replace(TINY.train, steps=steps))
+    return Trainer(preset, system, 0, manifest, run_dir, progress=False)
+
+
+def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
+    runs = tmp_path / "runs"
+    run_grid(TINY, TINY.systems, TINY.seeds, runs, tiny_manifest, progress=False)
+    results = collect(TINY, TINY.systems, TINY.seeds, runs)
+    assert {r["system"] for r in results["wer"]} == set(TINY.systems)
+    for record in results["wer"]:
+        assert set(record) == {"system", "seed", "test_set", "noise", "snr", "wer", "words"}
+        assert record["words"] > 0 and record["wer"] >= 0
+    assert {r["test_set"] for r in results["wer"]} == {
+        "real_seen_text",
+        "real_unseen_text",
+        "synthetic",
+    }
+    assert {r["system"] for r in results["se"]} == set(TINY.systems) - {"noisy_asr"}
+    report = write_report(
+        TINY, TINY.systems, TINY.seeds, results, tmp_path / "report", command="test"
+    )
+    summary = json.loads((tmp_path / "report" / "results" / "summary.json").read_text())
+    assert summary == results["wer"]
+    text = report.read_text()
+    for system in TINY.systems:
+        assert f"| {system} |" in text
+    assert (tmp_path / "report" / "results" / "wer_vs_snr.png").stat().st_size > 0
+    joint_log = (runs / "tiny" / "gr" / "seed0" / "conflicts.csv").read_text().splitlines()
+    assert joint_log[0].startswith("step,cosine") and len(joint_log) == 1 + TINY.train.steps
+    # a second grid run keeps the finished runs
+    before = (runs / "tiny" / "gr" / "seed0" / "evaluation.json").stat().st_mtime_ns
+    run_grid(TINY, ("gr",), TINY.seeds, runs, tiny_manifest, progress=False)
+    assert (runs / "tiny" / "gr" / "seed0" / "evaluation.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("system", ["gr", "gradnorm", "frozen_se"])
+def test_resume_takes_the_same_steps_as_an_uninterrupted_run(
+    tiny_manifest, tmp_path, system, monkeypatch
+):
+    steps = 3
+    straight = trainer(tiny_manifest, tmp_path / "straight", system, steps)
+    straight.train()
+    expected = torch.load(straight.final_path, weights_only=False)["model"]
+
+    interrupted = trainer(tiny_manifest, tmp_path / "interrupted", system, steps)
+    original_step = Trainer._step
+    calls = {"n": 0}
+
+    def failing_step(self, batch, stage):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original_step(self, batch, stage)
+
+    monkeypatch.setattr(Trainer, "_step", failing_step)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    assert not interrupted.final_path.exists()
+    resumed = trainer(tiny_manifest, tmp_path / "interrupted", system, steps)
+    resumed.train(resume=True)
+    actual = torch.load(resumed.final_path, weights_only=False)["model"]
+    for name, tensor in expected.items():
+        assert torch.equal(actual[name], tensor), name
+    log = (tmp_path / "interrupted" / "train_log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in log[1:]] == [str(s) for s in range(resumed.total_steps)]
+
+
+def test_fresh_start_over_a_checkpoint_is_refused(tiny_manifest, tmp_path):
+    trainer(tiny_manifest, tmp_path, steps=1).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        trainer(tiny_manifest, tmp_path, steps=1).train()
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_loses_nothing(tiny_manifest, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        trainer(tiny_manifest, tmp_path / "none").train(resume=True)
+    run = trainer(tiny_manifest, tmp_path / "run", steps=1)
+    run.train()
+    log = (tmp_path / "run" / "train_log.csv").read_bytes()
+    run.checkpoint_path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        trainer(tiny_manifest, tmp_path / "run", steps=2).train(resume=True)
+    assert (tmp_path / "run" / "train_log.csv").read_bytes() == log
+    assert run.final_path.exists()
+
+
+def test_checkpoint_of_another_run_is_refused(tiny_manifest, tmp_path):
+    trainer(tiny_manifest, tmp_path, "gr", steps=1).train()
+    with pytest.raises(CheckpointError, match="another run"):
+        trainer(tiny_manifest, tmp_path, "pcgrad", steps=1).train(resume=True)
+
+
+def test_unknown_resolver_fails_before_any_work(tiny_manifest, tmp_path):
+    with pytest.raises(ValueError, match="unknown system 'grr'"):
+        run_grid(TINY, ("sum", "grr"), (0,), tmp_path, tiny_manifest, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_manifest_with_a_missing_file_is_named(tiny_root, tmp_path):
+    import shutil
+
+    copy = tmp_path / "corpus"
+    shutil.copytree(tiny_root, copy)
+    victim = next((copy / "noisy" / "train").iterdir())
+    victim.unlink()
+    with pytest.raises(CorpusError, match=victim.name):
+        trainer(copy / "manifest.jsonl", tmp_path / "run")

@@ -6,11 +6,22 @@ import inspect
 from typing import Any
 
 from gradsurgery.resolvers.base import Resolver
+from gradsurgery.resolvers.cosine_gate import CosineGate
+from gradsurgery.resolvers.db_mtl import DBMTL
+from gradsurgery.resolvers.dwa import DynamicWeightAverage
+from gradsurgery.resolvers.famo import FAMO
 from gradsurgery.resolvers.gr import GradientRemedy
+from gradsurgery.resolvers.gr_ablation import GradientRemedyProjection, GradientRemedyRescale
+from gradsurgery.resolvers.graddrop import GradDrop
 from gradsurgery.resolvers.gradnorm import GradNorm
 from gradsurgery.resolvers.mean import Mean
+from gradsurgery.resolvers.metabalance import MetaBalance
+from gradsurgery.resolvers.olaux import OLAux
 from gradsurgery.resolvers.pcgrad import PCGrad
+from gradsurgery.resolvers.pcgrad_onesided import OneSidedPCGrad
+from gradsurgery.resolvers.rlw import RandomLossWeighting
 from gradsurgery.resolvers.sum import Sum
+from gradsurgery.resolvers.uw import UncertaintyWeighting
 
 __all__ = ["available", "get_resolver", "register"]
 
@@ -20,6 +31,18 @@ _REGISTRY: dict[str, type[Resolver]] = {
     "gr": GradientRemedy,
     "pcgrad": PCGrad,
     "gradnorm": GradNorm,
+    "famo": FAMO,
+    "uw": UncertaintyWeighting,
+    "dwa": DynamicWeightAverage,
+    "rlw": RandomLossWeighting,
+    "db_mtl": DBMTL,
+    "graddrop": GradDrop,
+    "pcgrad_onesided": OneSidedPCGrad,
+    "cosine_gate": CosineGate,
+    "metabalance": MetaBalance,
+    "olaux": OLAux,
+    "gr_project": GradientRemedyProjection,
+    "gr_rescale": GradientRemedyRescale,
 }
 
 

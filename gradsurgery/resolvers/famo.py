@@ -66,8 +66,8 @@ class FAMO(GramResolver):
         The official code adds :math:`10^{-8}` inside every logarithm and lets a loss below
         its bound produce NaN. Here the weights are computed as a softmax in log space (no
         overflow for a loss close to its bound), and a loss at or below its bound is an error
-        naming the task. The official training scripts also clip the model's gradient norm
-        at 1; that is the user's optimizer loop, not part of the resolver.
+        naming the task. The official ``FAMO`` class also carries ``max_norm=1.0``, a clip of
+        the model's gradient norm; that belongs to the user's optimizer loop, not here.
 
     Example:
         >>> import torch, gradsurgery

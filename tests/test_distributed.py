@@ -182,8 +182,3 @@ def test_ranks_identical_and_equal_to_union(ranks, name):
 def test_mismatched_graphs_raise_on_every_rank(ranks):
     assert ranks[0]["mismatch"] is True
     assert ranks[1]["mismatch"] is True
-
-
-def test_fingerprint_check_single_process_is_skipped():
-    # Without an initialised process group nothing is exchanged: world size 1.
-    assert gradsurgery.distributed.world_size(None) == 1

@@ -27,9 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 import gradsurgery
 from gradsurgery.distributed import DistributedMismatchError
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="needs the gloo backend"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available()), reason="needs the gloo backend"
+    ),
+    pytest.mark.slow,  # two processes that each import torch: several seconds
+]
 
 WORLD = 2
 STEPS = 4

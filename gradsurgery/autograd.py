@@ -190,8 +190,8 @@ class Accumulator:
                 optimizer.zero_grad()
 
     Args:
-        params, resolver, primary, weights, granularity, diagnostics, scaler,
-            process_group, sync: as for :func:`backward`; fixed for the accumulator's life.
+        params, resolver, primary, weights, granularity, diagnostics, scaler, process_group, sync:
+            as for :func:`backward`; fixed for the accumulator's life.
         resolution: ``"window"`` (default) holds the ``T x P`` task-gradient matrix of the
             shared parameters across the window and resolves it in :meth:`resolve`;
             under ``torch.distributed`` it is averaged once per window, like DDP's

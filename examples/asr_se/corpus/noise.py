@@ -75,18 +75,27 @@ def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def crop(
-    track: np.ndarray, n: int, rng: np.random.Generator, *, tries: int = 8
+    track: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    tries: int = 8,
+    overall: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """A random ``n``-sample segment of ``track`` (looping within it if shorter), unit RMS.
 
     Near-silent segments (a pause in the music) are redrawn up to ``tries`` times.
+
+    Args:
+        overall: the RMS of ``track`` if already known (it is cached by :class:`NoiseBank`).
 
     Returns:
         ``(segment, start)``, ``start`` the segment's first sample in ``track``.
     """
     if track.size == 0:
         raise ValueError("cannot crop an empty noise recording")
-    overall = float(np.sqrt(np.mean(np.asarray(track, dtype=np.float64) ** 2)))
+    if overall is None:
+        overall = float(np.sqrt(np.mean(np.asarray(track, dtype=np.float64) ** 2)))
     seg, start = track, 0
     for _ in range(tries):
         start = int(rng.integers(track.size))
@@ -147,6 +156,7 @@ class NoiseBank:
         self.recordings = recordings
         self.test_fraction = test_fraction
         self.seen_names = seen_names
+        self._rms: dict[tuple[str, str], float] = {}
 
     @classmethod
     def load(
@@ -177,6 +187,14 @@ class NoiseBank:
             return 0, size
         cut = round(size * (1.0 - self.test_fraction))
         return (0, cut) if role == "train" else (cut, size)
+
+    def region_rms(self, name: str, role: str) -> float:
+        """RMS of :meth:`region` (cached: recordings are long and used for every mixture)."""
+        key = (name, role)
+        if key not in self._rms:
+            x = np.asarray(self.region(name, role), dtype=np.float64)
+            self._rms[key] = float(np.sqrt(np.mean(x**2)))
+        return self._rms[key]
 
     def names(self, prefix: str) -> list[str]:
         """Recording names starting with ``prefix`` (e.g. all ``music_a:`` tracks), sorted."""
@@ -211,5 +229,5 @@ def make_noise(
     else:
         raise ValueError(f"unknown noise type {noise!r}")
     offset, _ = bank.bounds(name, role)
-    segment, start = crop(bank.region(name, role), n, rng)
+    segment, start = crop(bank.region(name, role), n, rng, overall=bank.region_rms(name, role))
     return segment, f"{name}@{offset + start}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from gradsurgery.resolvers.aligned_mtl import AlignedMTL
 from gradsurgery.resolvers.base import Resolver
+from gradsurgery.resolvers.cagrad import CAGrad
 from gradsurgery.resolvers.cosine_gate import CosineGate
 from gradsurgery.resolvers.db_mtl import DBMTL
 from gradsurgery.resolvers.dwa import DynamicWeightAverage
@@ -14,13 +16,18 @@ from gradsurgery.resolvers.gr import GradientRemedy
 from gradsurgery.resolvers.gr_ablation import GradientRemedyProjection, GradientRemedyRescale
 from gradsurgery.resolvers.graddrop import GradDrop
 from gradsurgery.resolvers.gradnorm import GradNorm
+from gradsurgery.resolvers.gradvac import GradVac
+from gradsurgery.resolvers.imtl import IMTLG
 from gradsurgery.resolvers.mean import Mean
 from gradsurgery.resolvers.metabalance import MetaBalance
+from gradsurgery.resolvers.mgda import MGDA
+from gradsurgery.resolvers.nash_mtl import NashMTL
 from gradsurgery.resolvers.olaux import OLAux
 from gradsurgery.resolvers.pcgrad import PCGrad
 from gradsurgery.resolvers.pcgrad_onesided import OneSidedPCGrad
 from gradsurgery.resolvers.rlw import RandomLossWeighting
 from gradsurgery.resolvers.sum import Sum
+from gradsurgery.resolvers.upgrad import UPGrad
 from gradsurgery.resolvers.uw import UncertaintyWeighting
 
 __all__ = ["available", "get_resolver", "register"]
@@ -31,6 +38,13 @@ _REGISTRY: dict[str, type[Resolver]] = {
     "gr": GradientRemedy,
     "pcgrad": PCGrad,
     "gradnorm": GradNorm,
+    "mgda": MGDA,
+    "cagrad": CAGrad,
+    "gradvac": GradVac,
+    "imtl": IMTLG,
+    "nash_mtl": NashMTL,
+    "aligned_mtl": AlignedMTL,
+    "upgrad": UPGrad,
     "famo": FAMO,
     "uw": UncertaintyWeighting,
     "dwa": DynamicWeightAverage,

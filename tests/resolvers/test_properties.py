@@ -99,3 +99,12 @@ def test_state_dict_round_trips(method):
     torch.manual_seed(1)
     second = gradsurgery.resolve(G, method=restored, primary=0, losses=0.5 * losses)
     assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("method", promised("non_conflicting"))
+@given(G=gradient_matrices(min_tasks=2))
+def test_non_conflicting(method, G):
+    # J d >= 0 for every task, up to a regularisation-sized slack relative to tr(G G^T).
+    d = run(method, G)
+    slack = 1e-3 * float((G * G).sum())
+    assert (G @ d >= -slack - 1e-12).all()

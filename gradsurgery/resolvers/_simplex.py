@@ -1,0 +1,168 @@
+"""Small exact solvers on ``T x T`` Gram matrices, batched over blocks.
+
+Several resolvers (MGDA, CAGrad, UPGrad) reduce to a quadratic programme in the ``T`` task
+weights. They are solved here exactly (to rounding), not to a loose iteration cap: the
+Lawson-Hanson active-set method, written on the Gram matrix and run for all blocks at once.
+
+- :func:`nonnegative_quadratic`: :math:`\\min_{u \\ge 0} \\tfrac12 u^\\top A u - b^\\top u`.
+- :func:`min_norm_in_simplex`: :math:`\\min_{w \\in \\Delta} \\|w^\\top J\\|^2` from the Gram
+  :math:`J J^\\top`, via an equivalent non-negative problem.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["min_norm_in_simplex", "nonnegative_quadratic"]
+
+_OPTIMALITY_TOL = 1e-11
+"""A free variable enters the active set when its gradient exceeds this (relative) value."""
+_RCOND = 1e-13
+"""Eigenvalues below this fraction of the largest are treated as zero in the sub-solves."""
+
+
+def nonnegative_quadratic(A: Tensor, b: Tensor, max_iterations: int | None = None) -> Tensor:
+    r"""Solve :math:`\min_{u \ge 0} \tfrac12 u^\top A u - b^\top u` for each block.
+
+    The Lawson-Hanson active-set method (Lawson & Hanson, *Solving Least Squares Problems*,
+    1974, ch. 23) on the normal equations: starting from :math:`u = 0`, the variable with the
+    largest gradient :math:`(b - A u)_j > 0` is freed, the problem is solved exactly on the
+    free set, and a step that would make a free variable negative is cut short at the
+    boundary (that variable is fixed at zero again). It stops when the KKT conditions
+    :math:`u \ge 0`, :math:`b - A u \le 0`, :math:`u_i (b - A u)_i = 0` hold to rounding.
+
+    For a positive semi-definite :math:`A = M^\top M` the columns of :math:`M` in the free set
+    stay linearly independent (the method's invariant), so rank-deficient :math:`A`
+    (duplicate or zero tasks) is handled without regularisation. All blocks iterate
+    together; each iteration is one batched symmetric eigen-solve of size ``T``.
+
+    Args:
+        A: ``(..., T, T)`` symmetric positive semi-definite matrices.
+        b: ``(..., T)`` vectors.
+        max_iterations: a cap on the iterations (default ``5 T + 20``; the method usually
+            needs fewer than ``2 T``). At the cap the current feasible iterate is returned.
+
+    Returns:
+        ``(..., T)`` non-negative minimisers, in ``A``'s dtype.
+    """
+    T = A.shape[-1]
+    batch = A.shape[:-2]
+    A = A.reshape(-1, T, T)
+    b = b.reshape(-1, T)
+    n = A.shape[0]
+    cap = 5 * T + 20 if max_iterations is None else max_iterations
+    scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1)
+    filler = torch.where(scale > 0, scale, torch.ones_like(scale))
+    u = torch.zeros(n, T, dtype=A.dtype, device=A.device)
+    free = torch.zeros(n, T, dtype=torch.bool, device=A.device)
+    done = torch.zeros(n, dtype=torch.bool, device=A.device)
+    rows = torch.arange(n, device=A.device)
+    for _ in range(cap):
+        s = _solve_on_free_set(A, b, free, filler)
+        feasible = ((s > 0) | ~free).all(-1)
+        # Infeasible blocks: step from u toward s until the first free variable hits zero.
+        blocking = free & (s <= 0)
+        gap = u - s
+        ratio = torch.where(blocking & (gap > 0), u / torch.where(gap > 0, gap, 1.0), 0.0)
+        ratio = torch.where(blocking, ratio, torch.full_like(ratio, torch.inf))
+        first = ratio.argmin(-1)  # (``Tensor.min(dim)`` is far slower on CPU)
+        step = ratio.gather(-1, first[:, None]).squeeze(-1).clamp(0.0, 1.0)
+        stepped = u + step[:, None] * (s - u)
+        leaving = blocking & (stepped <= 0)
+        leaving[rows, first] |= blocking[rows, first]
+        stepped = torch.where(leaving, torch.zeros_like(stepped), stepped.clamp(min=0.0))
+        # Feasible blocks: accept s, then free the variable with the largest gradient.
+        accepted = torch.where(feasible[:, None], s, stepped)
+        gradient = b - (A @ accepted.unsqueeze(-1)).squeeze(-1)
+        tolerance = _OPTIMALITY_TOL * (
+            b.abs().amax(-1) + A.abs().amax((-2, -1)) * accepted.abs().sum(-1)
+        )
+        candidates = torch.where(~free, gradient, torch.full_like(gradient, -torch.inf))
+        entering = candidates.argmax(-1)
+        best = candidates.gather(-1, entering[:, None]).squeeze(-1)
+        optimal = feasible & ~(best > tolerance)
+        u = torch.where(done[:, None], u, accepted)
+        grow = feasible & ~optimal & ~done
+        new_free = torch.where(feasible[:, None], free, free & ~leaving)
+        new_free[rows[grow], entering[grow]] = True
+        free = torch.where(done[:, None], free, new_free)
+        done = done | optimal
+        if bool(done.all()):
+            break
+    return u.reshape(*batch, T)
+
+
+def _solve_on_free_set(A: Tensor, b: Tensor, free: Tensor, filler: Tensor) -> Tensor:
+    """Solve :math:`A_{FF} s_F = b_F`, :math:`s = 0` off the free set :math:`F`, per block.
+
+    The fixed variables get a decoupled diagonal entry of the size of :math:`A`, so every
+    block is one symmetric system; a pseudo-inverse guards against round-off singularity.
+    """
+    both = free.unsqueeze(-1) & free.unsqueeze(-2)
+    system = torch.where(both, A, torch.zeros_like(A))
+    system = system + torch.diag_embed(torch.where(free, 0.0, filler[:, None].expand_as(b)))
+    rhs = torch.where(free, b, torch.zeros_like(b))
+    values, vectors = torch.linalg.eigh(system)
+    largest = values.abs().amax(-1, keepdim=True)
+    keep = values > _RCOND * largest
+    inverse = torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
+    coefficients = inverse * (vectors.transpose(-2, -1) @ rhs.unsqueeze(-1)).squeeze(-1)
+    s = (vectors @ coefficients.unsqueeze(-1)).squeeze(-1)
+    return torch.where(free, s, torch.zeros_like(s))
+
+
+def min_norm_in_simplex(gram: Tensor) -> Tensor:
+    r"""The weights of the min-norm point of the convex hull of the task gradients.
+
+    Solves :math:`\min_{w \in \Delta} w^\top Q w` with :math:`Q = J J^\top` and
+    :math:`\Delta = \{w \ge 0, \sum_i w_i = 1\}`, exactly, through the equivalent
+    non-negative problem
+
+    .. math::
+
+        \min_{u \ge 0} u^\top \hat Q u + (\mathbf 1^\top u - 1)^2, \qquad
+        \hat Q = Q / \max_i Q_{ii},
+
+    whose solution is :math:`u^* = w^* / (1 + w^{*\top} \hat Q w^*)`: writing :math:`u = t w`
+    with :math:`w \in \Delta`, the optimal :math:`t` leaves
+    :math:`\hat q / (1 + \hat q)` with :math:`\hat q = w^\top \hat Q w`, increasing in
+    :math:`\hat q`. So :math:`w^* = u^* / \mathbf 1^\top u^*`, and
+    :func:`nonnegative_quadratic` solves it exactly for any rank of :math:`Q`.
+
+    The min-norm point :math:`w^{*\top} J` is unique; the weights are not when gradients are
+    affinely dependent (one solution is returned). A zero :math:`Q` gives uniform weights.
+
+    Args:
+        gram: ``(..., T, T)`` Gram matrices.
+
+    Returns:
+        ``(..., T)`` weights in the simplex.
+    """
+    T = gram.shape[-1]
+    if T == 1:
+        return torch.ones_like(gram[..., 0])
+    if T == 2:
+        return _min_norm_of_two(gram)
+    top = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1)
+    positive = top > 0
+    normalised = gram / torch.where(positive, top, 1.0)[..., None, None]
+    ones = torch.ones(T, T, dtype=gram.dtype, device=gram.device)
+    u = nonnegative_quadratic(
+        normalised + ones, torch.ones_like(top)[..., None].expand(*top.shape, T)
+    )
+    total = u.sum(-1, keepdim=True)
+    weights = u / torch.where(total > 0, total, 1.0)
+    uniform = torch.full_like(weights, 1.0 / T)
+    return torch.where((positive & (total.squeeze(-1) > 0))[..., None], weights, uniform)
+
+
+def _min_norm_of_two(gram: Tensor) -> Tensor:
+    r"""Two tasks in closed form: :math:`w_1 = \operatorname{clip}((g_2 - g_1) \cdot g_2 /
+    \|g_1 - g_2\|^2, 0, 1)`; equal gradients (a zero denominator) get :math:`w_1 = 1/2`."""
+    q11, q12, q22 = gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1]
+    denominator = q11 - 2.0 * q12 + q22
+    positive = denominator > 0
+    first = torch.where(positive, (q22 - q12) / torch.where(positive, denominator, 1.0), 0.5)
+    first = first.clamp(0.0, 1.0)
+    return torch.stack([first, 1.0 - first], dim=-1)

@@ -1,0 +1,150 @@
+"""CAGrad: the best worst-case improvement within a ball around the mean gradient."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from gradsurgery.resolvers._simplex import min_norm_in_simplex
+from gradsurgery.resolvers.base import GramResolver
+
+__all__ = ["CAGrad"]
+
+Rescale = Literal["1+c^2", "1+c", "none"]
+_RESCALES = ("1+c^2", "1+c", "none")
+_MAX_ITERATIONS = 100
+_TOLERANCE = 1e-13
+
+
+class CAGrad(GramResolver):
+    r"""CAGrad, conflict-averse gradient descent (Liu et al., NeurIPS 2021).
+
+    "Conflict-Averse Gradient Descent for Multi-task Learning",
+    https://arxiv.org/abs/2110.14048. With :math:`g_0 = \frac1T \sum_i g_i` the mean
+    gradient, CAGrad maximises the worst task's improvement in a ball around it,
+    :math:`\max_{\|d - g_0\| \le c \|g_0\|} \min_i g_i \cdot d`. Its dual, over the simplex,
+
+    .. math::
+
+        w^* = \operatorname*{arg\,min}_{w \in \Delta} g_w \cdot g_0 + c \|g_0\| \|g_w\|,
+        \qquad g_w = \sum_i w_i g_i,
+
+    gives :math:`d = \big(g_0 + \frac{c \|g_0\|}{\|g_w\|} g_w\big) / (1 + c^2)`.
+
+    **Solver** (no scipy at run time). The optimality conditions of the dual are those of
+    the min-norm point of the SHIFTED gradients :math:`g_i + \mu g_0` with
+    :math:`\mu = \|g_w\| / (c \|g_0\|)`; so each candidate :math:`\mu` costs one exact
+    min-norm solve on the shifted Gram
+    :math:`Q + \mu (b \mathbf 1^\top + \mathbf 1 b^\top) + \mu^2 \|g_0\|^2 \mathbf 1
+    \mathbf 1^\top` (:math:`b_i = g_i \cdot g_0`), and the scalar :math:`\mu` is found by a
+    safeguarded regula falsi (Illinois) on :math:`h(\mu) = \|g_{w(\mu)}\| - c\|g_0\|\mu`,
+    bracketed by :math:`0` and :math:`\max_i \|g_i\| / (c\|g_0\|)`, to a relative
+    :math:`10^{-13}`. When the optimum has :math:`g_w = 0` (or :math:`g_0 = 0`),
+    :math:`d = g_0 / (1 + c^2)`.
+
+    Args:
+        c: the radius :math:`c \ge 0` relative to :math:`\|g_0\|`; default 0.4 (the nyuv2
+            experiments of the authors and of Nash-MTL; LibMTL uses 0.5, the toy 0.5).
+            ``c = 0`` gives the mean gradient.
+        rescale: the final division: ``"1+c^2"`` (default, the authors' ``rescale=1`` on
+            nyuv2), ``"1+c"`` (the authors' toy, ``rescale=2``) or ``"none"``.
+
+    ``primary`` is ignored: CAGrad treats all tasks alike. Scale-equivariant and
+    permutation-invariant. Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, up to
+    100 batched min-norm solves of size ``T`` (typically 10 to 30), :math:`O(TP)` for the
+    sum.
+
+    .. note::
+        The authors, LibMTL and Nash-MTL solve the dual with scipy's SLSQP from the uniform
+        weights at its default tolerance, and add :math:`10^{-8}` to norms; TorchJD calls
+        cvxpy. This solve is exact to the stated tolerance and has no additive epsilons,
+        so it is scale-equivariant; results agree with SLSQP to its accuracy.
+
+    Example:
+        >>> import torch, gradsurgery
+        >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+        >>> gradsurgery.resolve(G, method="cagrad")
+        tensor([0.1724, 0.4310])
+    """
+
+    promises = frozenset({"scale_equivariant", "permutation_invariant"})
+
+    def __init__(self, c: float = 0.4, rescale: Rescale = "1+c^2") -> None:
+        if not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 0):
+            raise ValueError(f"Invalid c: {c!r} (expected a finite number >= 0; default 0.4)")
+        if rescale not in _RESCALES:
+            raise ValueError(f"Invalid rescale: {rescale!r} (expected one of {_RESCALES})")
+        self.c = float(c)
+        self.rescale: Rescale = rescale
+
+    def _options(self) -> dict[str, Any]:
+        return {"c": self.c, "rescale": self.rescale}
+
+    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        T = gram.shape[-1]
+        uniform = torch.full(gram.shape[:-1], 1.0 / T, dtype=gram.dtype, device=gram.device)
+        mean_dots = gram.mean(-1)  # b_i = g_i . g_0
+        mean_norm = torch.sqrt(mean_dots.mean(-1).clamp(min=0.0))  # ||g_0||
+        radius = self.c * mean_norm  # c ||g_0||
+        weights = uniform
+        if self.c > 0 and bool((radius > 0).any()):
+            w = self._dual_weights(gram, mean_dots, radius)
+            norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
+            scale = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1))
+            active = (radius > 0) & (norm_w > 1e-12 * scale)
+            step = torch.where(active, radius / torch.where(active, norm_w, 1.0), 0.0)
+            weights = uniform + step[..., None] * w
+        divisor = {"1+c^2": 1.0 + self.c**2, "1+c": 1.0 + self.c, "none": 1.0}[self.rescale]
+        return weights / divisor
+
+    def _dual_weights(self, gram: Tensor, mean_dots: Tensor, radius: Tensor) -> Tensor:
+        """The dual's minimiser :math:`w^*` per block, by a root search on :math:`\\mu`."""
+        ones = torch.ones_like(gram)
+        outer = mean_dots[..., :, None] + mean_dots[..., None, :]
+        mean_sq = mean_dots.mean(-1)[..., None, None]
+        safe_radius = torch.where(radius > 0, radius, 1.0)
+
+        def solve(mu: Tensor) -> tuple[Tensor, Tensor]:
+            m = mu[..., None, None]
+            w = min_norm_in_simplex(gram + m * outer + m * m * mean_sq * ones)
+            norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
+            return w, norm_w - radius * mu
+
+        top = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1))
+        tolerance = _TOLERANCE * top
+        # h(0) >= 0 (a norm) and h(hi) <= 0 since ||g_w|| <= max_i ||g_i||. When zero is in
+        # the hull, h(0) = 0 and h > 0 just right of 0, so mu = 0 is not the root: until lo
+        # has an h clearly above rounding (sqrt of the Gram's), bisect instead of regula falsi.
+        noise = 1e-7 * top
+        lo, hi = torch.zeros_like(radius), top / safe_radius
+        f_lo, (best_w, f_hi) = mean_sq.new_zeros(radius.shape), solve(hi)
+        f_lo = torch.where(radius > 0, solve(lo)[1], f_lo)
+        done = (radius <= 0) | (f_hi.abs() <= tolerance)
+        last_side = torch.zeros_like(radius)  # +1: the last point replaced lo; -1: hi
+        certified = f_lo > noise
+        for _ in range(_MAX_ITERATIONS):
+            if bool(done.all()):
+                break
+            width = hi - lo
+            denominator = f_lo - f_hi
+            secant = lo + width * f_lo / torch.where(denominator > 0, denominator, 1.0)
+            inside = certified & (denominator > 0) & (secant > lo) & (secant < hi)
+            mu = torch.where(inside, secant, 0.5 * (lo + hi))
+            w, h = solve(mu)
+            live = ~done
+            best_w = torch.where(live[..., None], w, best_w)
+            right = live & (h > 0)  # the root is right of mu
+            left = live & ~(h > 0)
+            # Illinois: an endpoint kept twice in a row has its value halved.
+            f_hi = torch.where(right & (last_side > 0), 0.5 * f_hi, f_hi)
+            f_lo = torch.where(left & (last_side < 0), 0.5 * f_lo, f_lo)
+            lo, f_lo = torch.where(right, mu, lo), torch.where(right, h, f_lo)
+            hi, f_hi = torch.where(left, mu, hi), torch.where(left, h, f_hi)
+            last_side = torch.where(right, 1.0, torch.where(left, -1.0, last_side))
+            certified = certified | (right & (h > noise))
+            converged = certified & (h.abs() <= tolerance)
+            done = done | converged | (hi - lo <= 1e-15 * top / safe_radius)
+        return best_w

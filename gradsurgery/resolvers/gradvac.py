@@ -1,0 +1,154 @@
+"""GradVac: pull each pair of task gradients toward a running target similarity."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from gradsurgery.resolvers.base import GramResolver
+
+__all__ = ["GradVac"]
+
+Order = Literal["random", "fixed"]
+
+
+class GradVac(GramResolver):
+    r"""GradVac, gradient vaccine (Wang et al., ICLR 2021).
+
+    "Gradient Vaccine: Investigating and Improving Multi-task Optimization in Massively
+    Multilingual Models", https://arxiv.org/abs/2010.05874. Each task pair :math:`(i, j)`
+    keeps a target cosine similarity :math:`\hat\phi_{ij}` (an exponential moving average,
+    starting at 0). For each task :math:`i`, visiting the other tasks :math:`j` in random
+    order, with :math:`\phi = \cos(g_i^{PC}, g_j)` for the (already modified)
+    :math:`g_i^{PC}`:
+
+    .. math::
+
+        \text{if } \phi < \hat\phi_{ij}: \quad g_i^{PC} \leftarrow g_i^{PC} +
+        \frac{\|g_i^{PC}\| \big(\hat\phi_{ij} \sqrt{1 - \phi^2} - \phi \sqrt{1 -
+        \hat\phi_{ij}^2}\big)}{\|g_j\| \sqrt{1 - \hat\phi_{ij}^2}}\, g_j, \qquad
+        \hat\phi_{ij} \leftarrow (1 - \beta) \hat\phi_{ij} + \beta \phi,
+
+    which raises the similarity to exactly :math:`\hat\phi_{ij}`; then
+    :math:`d = \sum_i g_i^{PC}`. The target is updated at every visit (as LibMTL), with the
+    similarity measured before the change. Each :math:`g_i^{PC}` stays a combination of the
+    original gradients, so the method runs on the Gram matrix; with per-tensor granularity
+    every parameter tensor keeps its own targets (LibMTL's finest grouping) and all tensors
+    are processed in one batch.
+
+    Args:
+        beta: the EMA rate :math:`\beta \in [0, 1]`; default 0.5 (LibMTL; the paper uses
+            1e-2 for its translation models).
+        order: ``"random"`` (a fresh order of the other tasks for each task, each step, as
+            the paper) or ``"fixed"`` (increasing index).
+        seed: seed of a private :class:`torch.Generator` for the random order; ``None``
+            draws from ``generator`` if given, else from torch's global generator.
+        generator: a generator to draw the random order from.
+
+    ``primary`` is ignored: GradVac treats all tasks alike. Scale-equivariant (cosines and
+    norm ratios only). Without conflict and with non-positive targets, :math:`d` is the sum.
+    Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, :math:`O(T^3)` per block for
+    the pairwise updates, :math:`O(TP)` for the sum. State: the targets, shape
+    ``(blocks, T, T)``, and the private generator's state, restored exactly; targets are
+    reset to zero if the number of tasks or blocks changes.
+
+    .. note::
+        LibMTL and TorchJD add ``1e-8`` to the denominators, which breaks scale
+        invariance for small gradients; here a zero :math:`g_i^{PC}` or :math:`g_j` makes
+        :math:`\phi = 0`, and a pair whose target is :math:`\pm 1` (where the update is
+        undefined) is left unchanged.
+
+    Example:
+        >>> import torch, gradsurgery
+        >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+        >>> gradsurgery.resolve(G, method="gradvac")  # first step: targets 0, as PCGrad
+        tensor([0.5000, 1.5000])
+    """
+
+    promises = frozenset({"scale_equivariant"})
+
+    def __init__(
+        self,
+        beta: float = 0.5,
+        order: Order = "random",
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and 0 <= beta <= 1):
+            raise ValueError(f"Invalid beta: {beta!r} (expected a number in [0, 1])")
+        if order not in ("random", "fixed"):
+            raise ValueError(f"Invalid order: {order!r} (expected 'random' or 'fixed')")
+        if seed is not None and generator is not None:
+            raise ValueError("Give either seed or generator to GradVac, not both")
+        if seed is not None and not isinstance(seed, int):
+            raise TypeError(f"Invalid seed: {seed!r} (expected an int)")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
+        self.beta = float(beta)
+        self.order: Order = order
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
+        self.targets: Tensor | None = None
+
+    def _options(self) -> dict[str, Any]:
+        return {"beta": self.beta, "order": self.order, "seed": self.seed}
+
+    def _visit_order(self, others: list[int]) -> list[int]:
+        if self.order == "fixed":
+            return others
+        permutation = torch.randperm(len(others), generator=self.generator).tolist()
+        return [others[index] for index in permutation]
+
+    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        T = gram.shape[-1]
+        targets = self.targets
+        if targets is None or targets.shape != gram.shape:
+            targets = torch.zeros_like(gram, device="cpu")
+        targets = targets.to(gram.device, gram.dtype).clone()
+        norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
+        total = torch.zeros_like(gram[..., 0])
+        for i in range(T):
+            coefficients = torch.zeros_like(total)
+            coefficients[..., i] = 1.0
+            for j in self._visit_order([j for j in range(T) if j != i]):
+                dot = (coefficients * gram[..., :, j]).sum(-1)
+                norm_i_sq = (coefficients * (gram @ coefficients.unsqueeze(-1)).squeeze(-1)).sum(-1)
+                norm_i = torch.sqrt(norm_i_sq.clamp(min=0.0))
+                both = (norm_i > 0) & (norms[..., j] > 0)
+                denominator = torch.where(both, norm_i * norms[..., j], 1.0)
+                phi = torch.where(both, (dot / denominator).clamp(-1.0, 1.0), 0.0)
+                target = targets[..., i, j]
+                room = torch.sqrt((1.0 - target * target).clamp(min=0.0))
+                change = both & (phi < target) & (room > 0)
+                numerator = norm_i * (target * torch.sqrt(1.0 - phi * phi) - phi * room)
+                safe = torch.where(change, norms[..., j] * room, 1.0)
+                coefficients[..., j] += torch.where(change, numerator / safe, 0.0)
+                targets[..., i, j] = (1.0 - self.beta) * target + self.beta * phi
+            total += coefficients
+        self.targets = targets.to("cpu")
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.targets is not None:
+            state["targets"] = self.targets.clone()
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        unknown = set(state_dict) - {"targets", "generator"}
+        if unknown:
+            raise ValueError(f"GradVac.load_state_dict: unexpected keys {sorted(unknown)}")
+        if "generator" in state_dict and self.generator is None:
+            raise ValueError(
+                "GradVac.load_state_dict: the state has a generator; build GradVac with seed="
+            )
+        targets = state_dict.get("targets")
+        self.targets = None if targets is None else targets.clone()
+        if "generator" in state_dict:
+            assert self.generator is not None
+            self.generator.set_state(state_dict["generator"])

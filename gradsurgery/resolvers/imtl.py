@@ -1,0 +1,73 @@
+"""IMTL-G: the update with equal projections on every task's unit gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gradsurgery.resolvers.base import GramResolver
+
+__all__ = ["IMTLG"]
+
+
+class IMTLG(GramResolver):
+    r"""IMTL-G, the gradient half of impartial multi-task learning (Liu et al., ICLR 2021).
+
+    "Towards Impartial Multi-task Learning", https://openreview.net/forum?id=IMPnRXEWpvr.
+    The update :math:`d = \sum_i \alpha_i g_i` has the SAME projection on every unit task
+    gradient :math:`u_i = g_i / \|g_i\|`, so no task is favoured:
+    :math:`d \cdot u_1 = \dots = d \cdot u_T`. On the Gram matrix :math:`Q = J J^\top` this
+    reads :math:`Q \alpha \propto s` with :math:`s_i = \sqrt{Q_{ii}} = \|g_i\|`, so
+
+    .. math::
+
+        v = Q^+ s, \qquad \alpha = v / \textstyle\sum_i v_i,
+
+    which equals the paper's closed form :math:`\alpha_{2:T} = g_1 U^\top (D U^\top)^{-1}`,
+    :math:`\alpha_1 = 1 - \sum_{i \ge 2} \alpha_i` (with :math:`D_i = g_1 - g_i`,
+    :math:`U_i = u_1 - u_i`) whenever that inverse exists, and extends it to rank-deficient
+    :math:`Q` (duplicate, zero or linearly dependent gradients) through the pseudo-inverse:
+    then :math:`Q\alpha` is the least-squares fit of :math:`s` in the range of :math:`Q`.
+    The common projection is :math:`d \cdot u_i = 1 / \sum_j v_j`.
+
+    ``primary`` is ignored: IMTL-G treats all tasks alike. Scale-equivariant and
+    permutation-invariant. Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, one
+    :math:`O(T^3)` symmetric eigen-solve per block (all blocks in one batch), :math:`O(TP)`
+    for the sum. No hyper-parameters.
+
+    .. note::
+        The normalisation :math:`\sum_i \alpha_i = 1` fixes the SIGN of the common
+        projection to that of :math:`\sum_j v_j`, which can be negative (for example, two
+        nearly parallel tasks beside a much smaller one): then the paper's update points
+        AGAINST every task. Here the weights are divided by :math:`|\sum_j v_j|` instead,
+        so the equal projections are always non-negative; this is the paper's update or
+        its opposite. When :math:`\sum_j v_j` vanishes (relative to :math:`\sum_j |v_j|`),
+        the weights are zero, as in TorchJD (which uses an absolute threshold of
+        :math:`10^{-12}`, so it is not scale-invariant).
+
+    Example:
+        >>> import torch, gradsurgery
+        >>> G = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> gradsurgery.resolve(G, method="imtl")  # equal projections on (1, 0) and (0, 1)
+        tensor([0.6667, 0.6667])
+    """
+
+    promises = frozenset({"scale_equivariant", "permutation_invariant"})
+
+    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        T = gram.shape[-1]
+        norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
+        values, vectors = torch.linalg.eigh(gram)
+        largest = values.abs().amax(-1, keepdim=True)
+        # Pseudo-inverse cut-off of torch.linalg.pinv (T machine epsilons, relative).
+        keep = values > T * torch.finfo(gram.dtype).eps * largest
+        inverse = torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
+        v = (
+            vectors
+            @ (inverse * (vectors.transpose(-2, -1) @ norms.unsqueeze(-1)).squeeze(-1)).unsqueeze(
+                -1
+            )
+        ).squeeze(-1)
+        total = v.sum(-1, keepdim=True)
+        significant = total.abs() > 1e-9 * v.abs().sum(-1, keepdim=True)
+        return torch.where(significant, v / torch.where(significant, total.abs(), 1.0), 0.0)

@@ -1,0 +1,96 @@
+"""CAGrad: a hand case, scipy's SLSQP as an oracle for the dual, the primal's guarantees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+import gradsurgery
+from gradsurgery.resolvers import CAGrad
+
+
+def dual_objective(w, Q, c):
+    b = Q.mean(1)
+    return w @ b + c * np.sqrt(max(b.mean(), 0.0)) * np.sqrt(max(w @ Q @ w, 0.0))
+
+
+def slsqp_minimum(Q, c):
+    """The best dual value scipy's SLSQP finds from the uniform and every vertex start."""
+    T = Q.shape[0]
+    best = np.inf
+    for start in [np.full(T, 1.0 / T), *np.eye(T)]:
+        result = minimize(
+            dual_objective,
+            start,
+            args=(Q, c),
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * T,
+            constraints=({"type": "eq", "fun": lambda x: 1.0 - x.sum()},),
+            options={"ftol": 1e-15, "maxiter": 500},
+        )
+        x = np.clip(result.x, 0.0, None)
+        best = min(best, dual_objective(x / x.sum(), Q, c))
+    return best
+
+
+def test_by_hand_when_zero_is_in_the_hull():
+    # g1 = (2, 0), g2 = (-1, 0): g0 = (0.5, 0), c |g0| = 0.2. The dual is minimised at
+    # w = e2, g_w = (-1, 0), so d = (g0 + 0.2 g_w) / (1 + c^2) = (0.3, 0) / 1.16.
+    G = torch.tensor([[2.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    d = gradsurgery.resolve(G, method="cagrad")
+    torch.testing.assert_close(d, torch.tensor([0.3 / 1.16, 0.0], dtype=torch.float64))
+
+
+def test_dual_is_solved_at_least_as_well_as_slsqp():
+    rng = np.random.default_rng(0)
+    for trial in range(25):
+        T, P = 2 + trial % 4, 1 + trial % 6
+        J = rng.standard_normal((T, P)) * rng.uniform(0.05, 1.0, (T, 1))
+        if trial % 3 == 0:
+            J[1] = -0.9 * J[0]
+        Q = J @ J.T
+        gram = torch.from_numpy(Q)[None]
+        radius = 0.4 * torch.sqrt(gram.mean((-1, -2)))
+        w = CAGrad()._dual_weights(gram, gram.mean(-1), radius)[0].numpy()
+        excess = dual_objective(w, Q, 0.4) - slsqp_minimum(Q, 0.4)
+        assert excess <= 1e-8 * np.sqrt(Q.diagonal().max())
+
+
+def test_primal_guarantees():
+    # (1 + c^2) d lies in the ball |x - g0| <= c |g0| and maximises min_i g_i . x there;
+    # in particular it beats g0 itself and the ball's best point for each single task.
+    generator = torch.Generator().manual_seed(1)
+    c = 0.4
+    for _ in range(15):
+        J = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+        x = (1 + c**2) * gradsurgery.resolve(J, method="cagrad")
+        g0 = J.mean(0)
+        assert (x - g0).norm() <= c * g0.norm() * (1 + 1e-9)
+        value = (J @ x).min()
+        for candidate in [g0, *(g0 + c * g0.norm() * g / g.norm() for g in J)]:
+            assert value >= (J @ candidate).min() - 1e-9
+
+
+def test_zero_radius_and_rescale_options():
+    G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(gradsurgery.resolve(G, method=CAGrad(c=0.0)), G.mean(0))
+    plain = gradsurgery.resolve(G, method=CAGrad(c=0.5, rescale="none"))
+    torch.testing.assert_close(gradsurgery.resolve(G, method=CAGrad(c=0.5)), plain / 1.25)
+    torch.testing.assert_close(
+        gradsurgery.resolve(G, method=CAGrad(c=0.5, rescale="1+c")), plain / 1.5
+    )
+
+
+def test_zero_mean_gradient_gives_zero():
+    G = torch.tensor([[1.0, 2.0], [-1.0, -2.0]], dtype=torch.float64)
+    assert torch.equal(gradsurgery.resolve(G, method="cagrad"), torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("options", "name"), [({"c": -0.1}, "c"), ({"rescale": "1+c^3"}, "rescale")]
+)
+def test_invalid_options(options, name):
+    with pytest.raises(ValueError, match=name):
+        CAGrad(**options)

@@ -1,0 +1,109 @@
+"""The exact small solvers: brute force over active sets, scipy's NNLS, and hand cases."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import nnls
+
+from gradsurgery.resolvers._simplex import min_norm_in_simplex, nonnegative_quadratic
+
+
+def brute_force_min_norm(Q: np.ndarray) -> float:
+    """min over the simplex of w^T Q w, by solving the KKT system on every support."""
+    T = Q.shape[0]
+    best = np.inf
+    for size in range(1, T + 1):
+        for support in itertools.combinations(range(T), size):
+            S = list(support)
+            K = np.zeros((size + 1, size + 1))
+            K[:size, :size] = Q[np.ix_(S, S)]
+            K[:size, size] = K[size, :size] = 1.0
+            rhs = np.zeros(size + 1)
+            rhs[size] = 1.0
+            solution = np.linalg.lstsq(K, rhs, rcond=None)[0][:size]
+            if (solution < -1e-12).any() or abs(solution.sum() - 1) > 1e-9:
+                continue
+            best = min(best, solution @ Q[np.ix_(S, S)] @ solution)
+    return best
+
+
+def hard_matrices(seed: int, count: int):
+    """Random task gradients with nearly opposed, duplicate and zero rows, T > P included."""
+    rng = np.random.default_rng(seed)
+    for trial in range(count):
+        T, P = rng.integers(2, 7), rng.integers(1, 8)
+        J = rng.standard_normal((T, P)) * rng.uniform(0.01, 10, (T, 1))
+        if trial % 3 == 0:
+            J[1] = -0.999 * J[0] + 1e-3 * rng.standard_normal(P)
+        if trial % 5 == 0:
+            J[-1] = J[0]
+        if trial % 7 == 0:
+            J[rng.integers(T)] = 0.0
+        yield J
+
+
+def test_min_norm_matches_brute_force():
+    for J in hard_matrices(0, 60):
+        Q = J @ J.T
+        w = min_norm_in_simplex(torch.from_numpy(Q)[None])[0].numpy()
+        assert (w >= 0).all()
+        assert w.sum() == pytest.approx(1.0, abs=1e-12)
+        excess = w @ Q @ w - brute_force_min_norm(Q)
+        assert excess <= 1e-12 * Q.diagonal().max()
+
+
+def test_min_norm_is_batched():
+    Qs = [J @ J.T for J in hard_matrices(1, 12) if J.shape[0] == 4]
+    batch = torch.from_numpy(np.stack(Qs))
+    together = min_norm_in_simplex(batch)
+    for index, Q in enumerate(batch):
+        alone = min_norm_in_simplex(Q[None])[0]
+        torch.testing.assert_close(together[index] @ Q @ together[index], alone @ Q @ alone)
+
+
+def test_two_tasks_closed_form_by_hand():
+    # g1 = (1, 0), g2 = (-1, 1): w1 = (g2 - g1).g2 / |g1 - g2|^2 = 3/5.
+    Q = torch.tensor([[[1.0, -1.0], [-1.0, 2.0]]], dtype=torch.float64)
+    torch.testing.assert_close(
+        min_norm_in_simplex(Q), torch.tensor([[0.6, 0.4]], dtype=torch.float64)
+    )
+
+
+def test_three_tasks_by_hand():
+    # e1, e2, (1, 1): the min-norm point (1/2, 1/2) is the midpoint of e1 and e2.
+    J = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    w = min_norm_in_simplex((J @ J.T)[None])[0]
+    torch.testing.assert_close(w, torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
+
+
+def test_zero_gram_gives_uniform_weights():
+    w = min_norm_in_simplex(torch.zeros(2, 3, 3, dtype=torch.float64))
+    torch.testing.assert_close(w, torch.full((2, 3), 1 / 3, dtype=torch.float64))
+
+
+def test_nonnegative_quadratic_matches_scipy_nnls():
+    rng = np.random.default_rng(2)
+    for _ in range(60):
+        T, rows = rng.integers(1, 7), rng.integers(1, 9)
+        M, y = rng.standard_normal((rows, T)), rng.standard_normal(rows)
+        u = nonnegative_quadratic(torch.from_numpy(M.T @ M)[None], torch.from_numpy(M.T @ y)[None])
+        u = u[0].numpy()
+        assert (u >= 0).all()
+        reference, _ = nnls(M, y)
+        assert np.linalg.norm(M @ u - y) <= np.linalg.norm(M @ reference - y) + 1e-9
+        # KKT: the gradient b - A u is <= 0 everywhere and 0 where u > 0.
+        gradient = M.T @ (y - M @ u)
+        assert (gradient <= 1e-9).all()
+        assert np.abs(gradient[u > 0]).max(initial=0.0) <= 1e-9
+
+
+def test_nonnegative_quadratic_keeps_leading_dimensions():
+    A = torch.eye(3, dtype=torch.float64).expand(2, 4, 3, 3)
+    b = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64).expand(2, 4, 3)
+    u = nonnegative_quadratic(A, b)
+    assert u.shape == (2, 4, 3)
+    torch.testing.assert_close(u[1, 2], torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))

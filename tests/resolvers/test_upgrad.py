@@ -1,0 +1,62 @@
+"""UPGrad: the hand case, TorchJD as an oracle, exact non-conflict without regularisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+
+import gradsurgery
+from gradsurgery.resolvers import UPGrad
+from tests.strategies import gradient_matrices, nonconflicting_matrices
+
+
+def test_two_tasks_by_hand():
+    # Dual cone of (1, 0), (-1, 1): {v1 >= 0, v2 >= v1}. (1, 0) projects to (1/2, 1/2),
+    # (-1, 1) to (0, 1); their mean is (1/4, 3/4).
+    G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    d = gradsurgery.resolve(G, method=UPGrad(reg_eps=0.0))
+    torch.testing.assert_close(d, torch.tensor([0.25, 0.75], dtype=torch.float64))
+
+
+def test_matches_torchjd_with_its_settings():
+    from torchjd.aggregation import UPGrad as TorchJDUPGrad
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        T, P = 1 + trial % 6, 1 + trial % 7
+        J = 3 * torch.randn(T, P, generator=generator, dtype=torch.float64)
+        expected = TorchJDUPGrad()(J)
+        actual = gradsurgery.resolve(J, method=UPGrad(norm_eps=1e-4))
+        torch.testing.assert_close(actual, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_tiny_gradients_are_not_averaged_unlike_torchjd():
+    # TorchJD zeroes a Gram whose trace is below 1e-4 and returns the mean; ours scales.
+    from torchjd.aggregation import UPGrad as TorchJDUPGrad
+
+    G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    small = 1e-3 * G
+    torch.testing.assert_close(TorchJDUPGrad()(small), small.mean(0))
+    torch.testing.assert_close(
+        gradsurgery.resolve(small, method="upgrad"), 1e-3 * gradsurgery.resolve(G, method="upgrad")
+    )
+
+
+@given(G=gradient_matrices(min_tasks=2))
+def test_exactly_non_conflicting_without_regularisation(G):
+    d = gradsurgery.resolve(G, method=UPGrad(reg_eps=0.0))
+    scale = float((G * G).sum())
+    assert (G @ d >= -1e-9 * scale).all()
+
+
+@given(G=nonconflicting_matrices())
+def test_mean_without_conflict(G):
+    d = gradsurgery.resolve(G, method=UPGrad(reg_eps=0.0))
+    torch.testing.assert_close(d, G.mean(0), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("options", [{"norm_eps": -1.0}, {"reg_eps": float("nan")}])
+def test_invalid_options(options):
+    with pytest.raises(ValueError):
+        UPGrad(**options)

@@ -133,6 +133,8 @@ class ConflictStatistics:
             condition).
         conflict_blocks: the share of blocks (parameter tensors, with per-tensor
             granularity) in which that conflict occurred.
+        dominance_blocks: the share of blocks in which that dominance occurred (what GR's
+            per-tensor rescale acts on).
     """
 
     cosine: Tensor
@@ -142,6 +144,7 @@ class ConflictStatistics:
     conflict: bool
     dominance: bool
     conflict_blocks: float
+    dominance_blocks: float
 
     @property
     def angles(self) -> Tensor | None:
@@ -188,6 +191,7 @@ def conflict_statistics(
         ratio_mask[:, primary] = True
         ratio_mask[primary, primary] = False
     block_conflicts = ((gram < 0) & pairs).flatten(1).any(dim=1)
+    block_dominance = ((norm_ratio_from_gram(gram) > k) & ratio_mask).flatten(1).any(dim=1)
     direction = None
     if weights is not None:
         direction = direction_cosine_from_gram(gram, weights.detach().to("cpu"))
@@ -199,6 +203,7 @@ def conflict_statistics(
         conflict=bool(((total < 0) & pairs).any()),
         dominance=bool(((ratio > k) & ratio_mask).any()),
         conflict_blocks=float(block_conflicts.to(torch.float64).mean()),
+        dominance_blocks=float(block_dominance.to(torch.float64).mean()),
     )
 
 
@@ -293,7 +298,7 @@ class ConflictMonitor:
         names = self.task_names
         T = len(names)
         pairs = [(i, j) for i in range(T) for j in range(i + 1, T)]
-        columns = ["conflict", "dominance", "conflict_blocks"]
+        columns = ["conflict", "dominance", "conflict_blocks", "dominance_blocks"]
         columns += [f"cos_{names[i]}_{names[j]}" for i, j in pairs]
         columns += [f"ratio_{names[i]}_{names[j]}" for i, j in pairs]
         columns += [f"norm_{name}" for name in names]
@@ -357,6 +362,7 @@ class ConflictMonitor:
             float(stats.conflict),
             float(stats.dominance),
             stats.conflict_blocks,
+            stats.dominance_blocks,
             *stats.cosine[upper[0], upper[1]].tolist(),
             *stats.norm_ratio[upper[0], upper[1]].tolist(),
             *stats.norms.tolist(),
@@ -380,7 +386,8 @@ class ConflictMonitor:
 
         Returns:
             ``steps`` (recorded), ``skipped_steps``, ``conflict_share`` and
-            ``dominance_share`` (shares of recorded steps), ``mean_conflict_blocks``,
+            ``dominance_share`` (shares of recorded steps), ``mean_conflict_blocks`` and
+            ``mean_dominance_blocks`` (mean shares of blocks),
             ``mean_cosine`` per pair, ``norm_ratio_quantiles`` per pair (5, 25, 50, 75 and
             95 %), ``mean_angle`` per task (degrees; NaN without weights). Shares and
             means are NaN before the first step.
@@ -407,6 +414,7 @@ class ConflictMonitor:
             "conflict_share": mean(history["conflict"]),
             "dominance_share": mean(history["dominance"]),
             "mean_conflict_blocks": mean(history["conflict_blocks"]),
+            "mean_dominance_blocks": mean(history["dominance_blocks"]),
             "mean_cosine": {pair: mean(history[f"cos_{pair}"]) for pair in pairs},
             "norm_ratio_quantiles": {pair: quantiles(history[f"ratio_{pair}"]) for pair in pairs},
             "mean_angle": {name: mean(history[f"angle_{name}"]) for name in names},

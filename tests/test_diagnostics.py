@@ -204,3 +204,16 @@ def test_bad_input():
         ConflictMonitor(["a", "a"])
     with pytest.raises(ValueError, match="Invalid group"):
         ConflictMonitor(["a", "b"]).summary("trunk")
+
+
+def test_dominance_blocks_is_the_share_of_dominated_blocks():
+    blocks = [
+        torch.tensor([[1.0, 0.0], [6.0, 0.0]]),  # ||a|| / ||p|| = 6 > 5
+        torch.tensor([[1.0, 0.0], [1.0, 1.0]]),  # ratio sqrt(2)
+        torch.tensor([[0.5, 0.0], [0.0, 4.0]]),  # ratio 8
+        torch.tensor([[2.0, 0.0], [-1.0, 0.0]]),  # conflict, ratio 0.5
+    ]
+    gram = torch.stack([J @ J.T for J in blocks]).double()
+    stats = conflict_statistics(gram, primary=0, k=5.0)
+    assert stats.dominance_blocks == 0.5
+    assert stats.conflict_blocks == 0.25

@@ -93,22 +93,23 @@ def _run_statistics(run_dir: Path) -> dict[str, Any]:
         "final_loss_asr": _tail_mean([float(row["loss_asr"]) for row in steps]),
         "skipped_steps": sum(int(row["skipped"]) for row in steps),
     }
-    conflicts_path = run_dir / "conflicts.csv"
+    conflicts_path = run_dir / "conflicts.json"  # gradsurgery.ConflictMonitor.summary()
     if conflicts_path.exists():
-        with conflicts_path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if rows:
-            statistics_["conflict"] = {
-                "monitored_steps": len(rows),
-                "conflicting_steps": sum(float(r["cosine"]) < 0 for r in rows) / len(rows),
-                "mean_cosine": statistics.fmean(float(r["cosine"]) for r in rows),
-                "median_norm_ratio": statistics.median(float(r["norm_ratio"]) for r in rows),
-                "mean_conflict_share": statistics.fmean(float(r["conflict_share"]) for r in rows),
-                "mean_dominance_share": statistics.fmean(float(r["dominance_share"]) for r in rows),
-                "trace": [
-                    (int(r["step"]), float(r["conflict_share"]), float(r["cosine"])) for r in rows
-                ],
-            }
+        summary = json.loads(conflicts_path.read_text())
+        trace = summary["trace"]
+        statistics_["conflict"] = {
+            "monitored_steps": summary["steps"],
+            "conflicting_steps": summary["conflict_share"],
+            "mean_cosine": summary["mean_cosine"]["asr_se"],
+            # the monitor's ratio is ||g_asr|| / ||g_se||; the median of its inverse is the
+            # inverse of its median
+            "median_norm_ratio": 1.0 / summary["norm_ratio_quantiles"]["asr_se"]["q50"],
+            "mean_conflict_share": summary["mean_conflict_blocks"],
+            "mean_dominance_share": summary["mean_dominance_blocks"],
+            "trace": list(
+                zip(trace["step"], trace["conflict_blocks"], trace["cos_asr_se"], strict=True)
+            ),
+        }
     return statistics_
 
 

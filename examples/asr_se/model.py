@@ -45,15 +45,15 @@ class MaskEnhancer(nn.Module):
         self.mask = nn.Linear(2 * hidden, bins)
 
     def forward(self, magnitude: Tensor, frames: Tensor) -> Tensor:
-        """Enhanced magnitude ``mask * magnitude``, ``(B, T, bins)``."""
+        """Enhanced magnitude ``mask * magnitude``, ``(B, T, bins)``.
+
+        The LSTM runs on the zero-padded batch, not a packed sequence: on CPU the backward
+        pass of a packed LSTM costs time quadratic in the batch's frames, and batches are
+        bucketed by length, so little padding is seen. Padded frames are masked out of the
+        loss and the recogniser.
+        """
         features = torch.log1p(magnitude * 100.0)
-        packed = nn.utils.rnn.pack_padded_sequence(
-            features, frames.cpu(), batch_first=True, enforce_sorted=False
-        )
-        hidden, _ = self.lstm(packed)
-        hidden, _ = nn.utils.rnn.pad_packed_sequence(
-            hidden, batch_first=True, total_length=magnitude.shape[1]
-        )
+        hidden, _ = self.lstm(features)
         return torch.sigmoid(self.mask(hidden)) * magnitude
 
 

@@ -5,7 +5,9 @@ A run lives in one folder::
     config.json       the preset, system and seed it was started with
     checkpoint.pt     model, optimizer, scheduler, resolver state, data position, RNG state
     train_log.csv     one row per step: losses, gradient norm, learning rate, seconds
-    conflicts.csv     one row per monitored step: cosine and norm ratio of the task gradients
+    conflicts.csv     gradsurgery's ConflictMonitor record: cosine, norm ratio, conflict and
+                      dominance of the ASR and SE gradients per monitored step
+    conflicts.json    its summary, and conflicts.png its picture
     final.pt          the trained model (written last: its presence means "done")
 """
 
@@ -43,7 +45,6 @@ TRAIN_LOG_FIELDS = (
     "skipped",
     "seconds",
 )
-CONFLICT_FIELDS = ("step", "cosine", "norm_ratio", "conflict_share", "dominance_share", "blocks")
 
 
 class CheckpointError(RuntimeError):
@@ -112,6 +113,13 @@ class Trainer:
             if self.system.resolver is not None
             else None
         )
+        self.monitor = (
+            gradsurgery.ConflictMonitor(
+                ["asr", "se"], k=float(self.config.resolver_options.get("k", 5.0)), primary="asr"
+            )
+            if self.resolver is not None
+            else None
+        )
         self.position = Position()
         self._order: list[list[int]] = []
         self._order_epoch = -1
@@ -149,6 +157,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "resolver": self.resolver.state_dict() if self.resolver is not None else {},
+            "monitor": self.monitor.state_dict() if self.monitor is not None else {},
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
@@ -169,12 +178,13 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.resolver is not None:
             self.resolver.load_state_dict(state["resolver"])
+        if self.monitor is not None:
+            self.monitor.load_state_dict(state["monitor"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         self.position = Position(**state["position"])
-        for name in ("train_log.csv", "conflicts.csv"):
-            truncate_log(self.run_dir / name, self.position.step)
+        truncate_log(self.run_dir / "train_log.csv", self.position.step)
 
     # -- data -----------------------------------------------------------------------------
     def _next_batch(self) -> tuple[dict[str, Any], bool]:
@@ -213,7 +223,6 @@ class Trainer:
         if outputs.enhanced is not None:
             losses["se"] = se_loss(outputs.enhanced, clean_magnitude, outputs.frames)
         self.optimizer.zero_grad(set_to_none=True)
-        conflict = None
         if stage == "se":
             losses["se"].backward(inputs=list(model.se.parameters()))
         elif stage == "asr":
@@ -230,10 +239,8 @@ class Trainer:
                 granularity=self.config.granularity,  # type: ignore[arg-type]
                 diagnostics=monitored,
             )
-            if result.gram is not None:
-                conflict = conflict_statistics(
-                    result.gram, self.config.resolver_options.get("k", 5.0)
-                )
+            if result.gram is not None and self.monitor is not None:
+                self.monitor.update(result, step=self.position.step)
         grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip))
         skipped = not math.isfinite(grad_norm)
         if not skipped:
@@ -245,7 +252,24 @@ class Trainer:
             "grad_norm": grad_norm,
             "skipped": int(skipped),
         }
-        return row, conflict
+        return row
+
+    def _write_conflicts(self) -> None:
+        """The conflict record as CSV, its summary as JSON and its picture as PNG."""
+        if self.monitor is None or not self.monitor.history()["step"]:
+            return
+        self.monitor.to_csv(self.run_dir / "conflicts.csv")
+        summary = self.monitor.summary()
+        history = self.monitor.history()
+        summary["trace"] = {key: history[key] for key in ("step", "conflict_blocks", "cos_asr_se")}
+        (self.run_dir / "conflicts.json").write_text(json.dumps(summary, indent=1))
+        import matplotlib
+
+        matplotlib.use("Agg")
+        figure = self.monitor.plot(self.run_dir / "conflicts.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
     # -- the loop -------------------------------------------------------------------------
     def train(self, *, resume: bool = False) -> Path:
@@ -269,7 +293,6 @@ class Trainer:
                 json.dumps(self.identity(), indent=2, sort_keys=True)
             )
         train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS)
-        conflict_log = CsvLog(self.run_dir / "conflicts.csv", CONFLICT_FIELDS)
         bar = progress_bar(
             self.total_steps,
             self.position.step,
@@ -282,7 +305,7 @@ class Trainer:
                 stage = self._stage(self.position.step)
                 lr = self.scheduler.get_last_lr()[0]
                 batch, epoch_end = self._next_batch()
-                row, conflict = self._step(batch, stage)
+                row = self._step(batch, stage)
                 step = self.position.step
                 train_log.write(
                     {
@@ -294,43 +317,21 @@ class Trainer:
                         **row,
                     }
                 )
-                if conflict is not None:
-                    conflict_log.write({"step": step, **conflict})
                 self.position.step += 1
                 bar.update(1)
                 bar.set_postfix(asr=f"{row['loss_asr']:.3f}", se=f"{row['loss_se']:.4f}")
                 if epoch_end or self.position.step % self.config.checkpoint_every == 0:
                     train_log.flush()
-                    conflict_log.flush()
                     self.save_checkpoint()
         finally:
             bar.close()
             train_log.close()
-            conflict_log.close()
         self.save_checkpoint()
+        self._write_conflicts()
         atomic_save(
             {"identity": self.identity(), "model": self.model.state_dict()}, self.final_path
         )
         return self.final_path
-
-
-def conflict_statistics(gram: Tensor, k: float) -> dict[str, float]:
-    """Per-step conflict numbers from the ``(B, 2, 2)`` Gram matrices of (ASR, SE) gradients.
-
-    ``cosine`` and ``norm_ratio`` (||g_SE|| / ||g_ASR||) are over all shared parameters;
-    ``conflict_share`` and ``dominance_share`` are the fractions of blocks (tensors, for
-    per-tensor granularity) whose gradients conflict, or where SE dominates beyond ``k``.
-    """
-    cosine = gradsurgery.diagnostics.cosine_from_gram(gram)[:, 0, 1]
-    ratio = gradsurgery.diagnostics.norm_ratio_from_gram(gram)[:, 1, 0]
-    whole = gram.sum(dim=0, keepdim=True)
-    return {
-        "cosine": float(gradsurgery.diagnostics.cosine_from_gram(whole)[0, 0, 1]),
-        "norm_ratio": float(gradsurgery.diagnostics.norm_ratio_from_gram(whole)[0, 1, 0]),
-        "conflict_share": float((cosine < 0).double().mean()),
-        "dominance_share": float((ratio > k).double().mean()),
-        "blocks": int(gram.shape[0]),
-    }
 
 
 class CsvLog:

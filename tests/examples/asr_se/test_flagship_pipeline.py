@@ -47,7 +47,7 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
         assert f"| {system} |" in text
     assert (tmp_path / "report" / "results" / "wer_vs_snr.png").stat().st_size > 0
     joint_log = (runs / "tiny" / "gr" / "seed0" / "conflicts.csv").read_text().splitlines()
-    assert joint_log[0].startswith("step,cosine") and len(joint_log) == 1 + TINY.train.steps
+    assert joint_log[0].startswith("step,group,conflict") and len(joint_log) == 1 + TINY.train.steps
     # a second grid run keeps the finished runs
     before = (runs / "tiny" / "gr" / "seed0" / "evaluation.json").stat().st_mtime_ns
     run_grid(TINY, ("gr",), TINY.seeds, runs, tiny_manifest, progress=False)

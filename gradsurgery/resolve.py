@@ -121,6 +121,10 @@ def run_resolver(
         ) from None
     if not gram_checked and not bool(torch.isfinite(resolution.direction).all()):
         _raise_if_nonfinite(G, names)
+        raise ValueError(
+            f"{type(resolver).__name__} gave a non-finite direction from finite task gradients "
+            f"(overflow in {G.dtype}?); scale the losses down"
+        )
     return resolution
 
 

@@ -106,3 +106,9 @@ def test_gram_overflow_is_explained():
     huge = torch.full((2, 4), 3e30, dtype=torch.float32)
     with pytest.raises(ValueError, match="overflows"):
         gradsurgery.resolve(huge, method="gr")
+
+
+def test_overflowing_direction_is_explained():
+    huge = torch.full((2, 3), 3e38, dtype=torch.float32)
+    with pytest.raises(ValueError, match="non-finite direction from finite"):
+        gradsurgery.resolve(huge, method="sum")

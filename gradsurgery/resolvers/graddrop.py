@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import Resolution, Resolver
 
 __all__ = ["GradDrop"]
 
 
-class GradDrop(Resolver):
+class GradDrop(SeededRandomness, Resolver):
     r"""Gradient sign dropout (Chen et al., NeurIPS 2020, https://arxiv.org/abs/2010.06808).
 
     Per coordinate :math:`j` of the task-gradient matrix, the positive sign purity
@@ -78,17 +79,8 @@ class GradDrop(Resolver):
     ) -> None:
         if not (isinstance(leak, (int, float)) and math.isfinite(leak) and 0.0 <= leak <= 1.0):
             raise ValueError(f"Invalid leak: {leak!r} (expected a number in [0, 1])")
-        if seed is not None and generator is not None:
-            raise ValueError("Give either seed or generator to GradDrop, not both")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"Invalid seed: {seed!r} (expected an int)")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
         self.leak = float(leak)
-        self.seed = seed
-        self.generator = generator
-        if seed is not None:
-            self.generator = torch.Generator().manual_seed(seed)
+        self._init_randomness(seed, generator)
 
     def _options(self) -> dict[str, Any]:
         return {"leak": self.leak, "seed": self.seed}
@@ -130,18 +122,3 @@ class GradDrop(Resolver):
         factors = leaks + (1.0 - leaks) * kept.to(work_dtype)
         direction = (factors * work).sum(dim=0)
         return Resolution(direction.to(G.dtype), None, None)
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.generator is None:
-            return {}
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict:
-            return
-        if self.generator is None or set(state_dict) != {"generator"}:
-            raise ValueError(
-                "GradDrop.load_state_dict: expected {'generator': ...} for one built with seed "
-                f"or generator; got keys {sorted(state_dict)}"
-            )
-        self.generator.set_state(state_dict["generator"])

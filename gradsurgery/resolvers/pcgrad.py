@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["PCGrad"]
@@ -14,7 +15,7 @@ __all__ = ["PCGrad"]
 Order = Literal["random", "fixed"]
 
 
-class PCGrad(GramResolver):
+class PCGrad(SeededRandomness, GramResolver):
     r"""PCGrad, "gradient surgery" (Yu et al., NeurIPS 2020, https://arxiv.org/abs/2001.06782).
 
     For each task :math:`i`, visit the other tasks :math:`j` in random order; whenever the
@@ -66,17 +67,8 @@ class PCGrad(GramResolver):
     ) -> None:
         if order not in ("random", "fixed"):
             raise ValueError(f"Invalid order: {order!r} (expected 'random' or 'fixed')")
-        if seed is not None and generator is not None:
-            raise ValueError("Give either seed or generator to PCGrad, not both")
-        if seed is not None and not isinstance(seed, int):
-            raise TypeError(f"Invalid seed: {seed!r} (expected an int)")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
         self.order: Order = order
-        self.seed = seed
-        self.generator = generator
-        if seed is not None:
-            self.generator = torch.Generator().manual_seed(seed)
+        self._init_randomness(seed, generator)
 
     def _options(self) -> dict[str, Any]:
         return {"order": self.order, "seed": self.seed}
@@ -107,19 +99,3 @@ class PCGrad(GramResolver):
                     coefficients[..., j] -= torch.where(project, dot / safe_norm, 0.0)
             total += coefficients
         return total
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.seed is None and self.generator is None:
-            return {}
-        assert self.generator is not None
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict:
-            return
-        if self.generator is None or set(state_dict) != {"generator"}:
-            raise ValueError(
-                "PCGrad.load_state_dict: expected {'generator': ...} for a PCGrad built with "
-                f"seed or generator; got keys {sorted(state_dict)}"
-            )
-        self.generator.set_state(state_dict["generator"])

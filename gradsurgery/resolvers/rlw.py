@@ -7,12 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["RandomLossWeighting"]
 
 
-class RandomLossWeighting(GramResolver):
+class RandomLossWeighting(SeededRandomness, GramResolver):
     r"""Random loss weighting (Lin et al., TMLR 2022, https://arxiv.org/abs/2111.10603).
 
     Every step draws :math:`\varepsilon \sim \mathcal{N}(0, I_T)` and weights the tasks by its
@@ -49,18 +50,7 @@ class RandomLossWeighting(GramResolver):
     uses_gram = False
 
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
-        if seed is not None and generator is not None:
-            raise ValueError("Give either seed or generator to RandomLossWeighting, not both")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"Invalid seed: {seed!r} (expected an int)")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError(f"Invalid generator: on {generator.device}, expected a CPU generator")
-        self.seed = seed
-        self.generator = generator
-        if seed is not None:
-            self.generator = torch.Generator().manual_seed(seed)
+        self._init_randomness(seed, generator, cpu_only=True)
 
     def _options(self) -> dict[str, Any]:
         return {"seed": self.seed}
@@ -70,18 +60,3 @@ class RandomLossWeighting(GramResolver):
         noise = torch.randn(T, generator=self.generator, dtype=torch.float64)
         weights = torch.softmax(noise, dim=0).to(gram.device)
         return weights.expand(gram.shape[:-1]).clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.generator is None:
-            return {}
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not state_dict:
-            return
-        if self.generator is None or set(state_dict) != {"generator"}:
-            raise ValueError(
-                "RandomLossWeighting.load_state_dict: expected {'generator': ...} for one built "
-                f"with seed or generator; got keys {sorted(state_dict)}"
-            )
-        self.generator.set_state(state_dict["generator"])

@@ -1,0 +1,178 @@
+"""What every benchmark shares: the machine record, output files, and resolvers by name.
+
+Every benchmark iterates over :func:`gradsurgery.available` at run time, so a resolver is
+benchmarked the moment it is registered. A resolver that fails is recorded with its error,
+never allowed to stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import gradsurgery
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+PRIMARY_METHODS = frozenset(
+    {
+        "gr",
+        "gr_project",
+        "gr_rescale",
+        "pcgrad",
+        "pcgrad_onesided",
+        "cosine_gate",
+        "metabalance",
+        "olaux",
+    }
+)
+"""Methods with a primary/auxiliary form, also run with ``primary=0``.
+
+Any registered method promising ``"primary_nonconflicting"`` is added at run time.
+"""
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (or ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(seed: int | None = None) -> dict[str, Any]:
+    """The facts a reader needs to weigh the numbers, recorded with every result."""
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gradsurgery": gradsurgery.__version__,
+        "git_commit": git_describe(),
+        "load_average_1_5_15_min_at_start": load,
+        "seed": seed,
+    }
+
+
+def _module_name() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return spec.name if spec is not None else Path(sys.argv[0]).stem
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def output_dir(path: str | os.PathLike[str] | None) -> Path:
+    """The results folder (``benchmarks/results`` unless ``--out`` says otherwise)."""
+    out = RESULTS if path is None else Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_json(path: Path, payload: Any, indent: int | None = 1) -> None:
+    path.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats get 3 significant digits."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_markdown(info: dict[str, Any]) -> str:
+    keys = [
+        "command",
+        "date",
+        "cpu",
+        "cores",
+        "torch",
+        "torch_threads",
+        "seed",
+        "load_average_1_5_15_min_at_start",
+        "load_average_1_5_15_min_at_end",
+    ]
+    return "\n".join(f"- {key}: `{info.get(key)}`" for key in keys if key in info)
+
+
+def methods(selected: Sequence[str] | None = None) -> list[str]:
+    """The registered resolvers (all of them, or those in ``selected`` that exist)."""
+    names = gradsurgery.available()
+    if selected:
+        unknown = sorted(set(selected) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown method(s) {unknown}; available: {names}")
+        return [name for name in names if name in selected]
+    return names
+
+
+def has_primary_form(name: str) -> bool:
+    """Whether ``name`` is a primary/auxiliary method (also run with ``primary=0``)."""
+    if name in PRIMARY_METHODS:
+        return True
+    try:
+        return "primary_nonconflicting" in gradsurgery.get_resolver(name).promises
+    except Exception:
+        return False
+
+
+def variants(selected: Sequence[str] | None = None) -> list[tuple[str, str, int | None]]:
+    """``(label, method, primary)`` for every registered method, plus ``label[p]`` with
+    ``primary=0`` for primary/auxiliary methods that are symmetric without it.
+
+    GR-like methods always take task 0 as primary, so they get one run only.
+    """
+    out: list[tuple[str, str, int | None]] = []
+    for name in methods(selected):
+        out.append((name, name, None))
+        if has_primary_form(name) and not (name == "gr" or name.startswith("gr_")):
+            out.append((f"{name}[p]", name, 0))
+    return out
+
+
+def error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def git_describe() -> str | None:
+    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            return (head.parent / ref[5:]).read_text().strip()[:12]
+        return ref[:12]
+    except OSError:
+        return None

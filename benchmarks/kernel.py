@@ -1,0 +1,328 @@
+"""``resolve()`` alone on large matrices: bytes of gradient read per second.
+
+For each ``(T, P)`` in the grid whose float32 matrix fits ``--max-gib``, and each registered
+resolver, ``gradsurgery.resolve(G, method=..., losses=...)`` is timed (median of
+``--repeats`` calls after one warm-up) and compared with the machine's own memory bandwidth
+measured in the same run on the same matrix: ``buffer.copy_(G)``, which reads the matrix
+once and writes a same-size buffer. ``ratio_to_copy`` = time of ``resolve`` / time of the
+copy. The goal for the cheap methods (``sum``, ``gr``, ``pcgrad`` with ``T = 2``, and the
+cosine gate) is a ratio of at most 3.
+
+``--profile`` adds, for the cheap methods at the largest size run, the top operators of
+``torch.profiler`` by self CPU time, to show where time goes when the goal is missed.
+
+Run: ``python -m benchmarks.kernel`` (full) or ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import gradsurgery
+from benchmarks import _common
+
+CHEAP = ("sum", "gr", "pcgrad", "cosine_gate")
+GOAL = 3.0
+
+
+def _median_seconds(call: Any, repeats: int) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _matrix(tasks: int, size: int, seed: int) -> torch.Tensor:
+    """A ``(T, P)`` float32 matrix with conflicting rows; large ones tile a random block."""
+    generator = torch.Generator().manual_seed(seed)
+    block = min(size, 1_000_000)
+    base = torch.randn(tasks, block, generator=generator)
+    base[1:] -= 0.5 * base[:1]  # some conflict with task 0, so the surgery branches run
+    if block == size:
+        return base
+    reps = -(-size // block)
+    return base.repeat(1, reps)[:, :size].contiguous()
+
+
+def is_cheap(method: str, tasks: int) -> bool:
+    return method in CHEAP and (method != "pcgrad" or tasks == 2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    info = _common.machine(args.seed)
+    selected = _common.methods(args.methods)
+    records: list[dict[str, Any]] = []
+    largest: tuple[int, int] | None = None
+    for size in args.sizes:
+        for tasks in args.tasks:
+            nbytes = tasks * size * 4
+            if nbytes > args.max_gib * 2**30:
+                continue
+            G = _matrix(tasks, size, args.seed)
+            losses = torch.ones(tasks)
+            buffer = torch.empty_like(G)
+            copy_seconds = _median_seconds(lambda b=buffer, g=G: b.copy_(g), args.repeats)
+            del buffer
+            largest = (tasks, size)
+            for method in selected:
+                record: dict[str, Any] = {
+                    "method": method,
+                    "tasks": tasks,
+                    "size": size,
+                    "bytes": nbytes,
+                    "copy_seconds": copy_seconds,
+                    "copy_gb_per_s": nbytes / copy_seconds / 1e9,
+                    "cheap": is_cheap(method, tasks),
+                }
+                try:
+                    torch.manual_seed(args.seed)
+                    resolver = gradsurgery.get_resolver(method)
+                    seconds = _median_seconds(
+                        lambda r=resolver, g=G, v=losses: gradsurgery.resolve(
+                            g, method=r, losses=v
+                        ),
+                        args.repeats,
+                    )
+                    record.update(
+                        seconds=seconds,
+                        gb_per_s=nbytes / seconds / 1e9,
+                        ratio_to_copy=seconds / copy_seconds,
+                    )
+                except Exception as error:
+                    record.update(seconds=None, gb_per_s=None, ratio_to_copy=None)
+                    record["error"] = _common.error_text(error)
+                records.append(record)
+                if args.verbose:
+                    print(_progress(record), flush=True)
+            del G
+    profiles = profile_cheap(largest, selected, args) if args.profile and largest else {}
+    info["load_average_1_5_15_min_at_end"] = _common.load_average()
+    return {
+        "machine": info,
+        "settings": {"repeats": args.repeats, "max_gib": args.max_gib, "dtype": "float32"},
+        "records": records,
+        "profiles": profiles,
+    }
+
+
+def _progress(record: dict[str, Any]) -> str:
+    if record.get("error"):
+        where = f"T={record['tasks']} P={record['size']:.0e}"
+        return f"{where} {record['method']} FAILED {record['error']}"
+    return (
+        f"T={record['tasks']:2d} P={record['size']:.0e} {record['method']:16s} "
+        f"{record['gb_per_s']:7.2f} GB/s  x{record['ratio_to_copy']:.2f} of a copy"
+    )
+
+
+def profile_cheap(
+    largest: tuple[int, int], selected: list[str], args: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    """Top operators by self CPU time for each cheap method at the largest size."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tasks, size = largest
+    out: dict[str, list[dict[str, Any]]] = {}
+    for T in sorted({2, tasks}):
+        G = _matrix(T, size, args.seed)
+        losses = torch.ones(T)
+        for method in selected:
+            if not is_cheap(method, T):
+                continue
+            try:
+                resolver = gradsurgery.get_resolver(method)
+                gradsurgery.resolve(G, method=resolver, losses=losses)
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    gradsurgery.resolve(G, method=resolver, losses=losses)
+            except Exception:
+                continue  # the failure is already in the records
+            events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+            out[f"{method} T={T} P={size:.0e}"] = [
+                {"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3}
+                for e in events[:6]
+            ]
+        del G
+    return out
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    _common.write_json(out / "kernel.json", result)
+    (out / "kernel.md").write_text(markdown(result))
+    plot(result["records"], out / "kernel.png")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    records = result["records"]
+    columns = sorted({(r["tasks"], r["size"]) for r in records}, key=lambda c: (c[1], c[0]))
+    methods = sorted({r["method"] for r in records})
+    lookup = {(r["method"], r["tasks"], r["size"]): r for r in records}
+
+    def cell(record: dict[str, Any] | None) -> str:
+        if record is None:
+            return "–"
+        if record.get("error"):
+            return "failed"
+        mark = " ✓" if record["cheap"] and record["ratio_to_copy"] <= GOAL else ""
+        mark = " ✗" if record["cheap"] and record["ratio_to_copy"] > GOAL else mark
+        return f"{record['ratio_to_copy']:.2f}{mark}"
+
+    header = ["method"] + [f"T={t} P={p:.0e}" for t, p in columns]
+    rows = [[m] + [cell(lookup.get((m, t, p))) for t, p in columns] for m in methods]
+    copy_rows = [
+        [
+            f"T={t} P={p:.0e}",
+            round(lookup_any["bytes"] / 2**20, 1),
+            round(lookup_any["copy_gb_per_s"], 2),
+        ]
+        for t, p in columns
+        for lookup_any in [next(r for r in records if r["tasks"] == t and r["size"] == p)]
+    ]
+    goal_rows = [
+        [
+            r["method"],
+            r["tasks"],
+            f"{r['size']:.0e}",
+            r.get("gb_per_s"),
+            r.get("ratio_to_copy"),
+            "met"
+            if r.get("ratio_to_copy") is not None and r["ratio_to_copy"] <= GOAL
+            else "MISSED",
+        ]
+        for r in records
+        if r["cheap"]
+    ]
+    failures = sorted({(r["method"], r["error"]) for r in records if r.get("error")})
+    parts = [
+        "# `resolve()` throughput on large matrices",
+        "",
+        "Produced by `python -m benchmarks.kernel` (see `benchmarks/README.md`). float32 "
+        "matrices; each cell is the time of `gradsurgery.resolve(G, method=...)` divided by "
+        "the time of `buffer.copy_(G)` on the same matrix in the same run (one read and one "
+        "write of the matrix). ✓/✗: a cheap method meets/misses the goal of at most "
+        f"{GOAL:g}x.",
+        "",
+        "## Machine",
+        "",
+        _common.machine_markdown(result["machine"]),
+        f"- settings: `{result['settings']}`",
+        "",
+        "## The copy reference",
+        "",
+        _common.markdown_table(["matrix", "MiB", "copy GB/s (bytes of G / time)"], copy_rows),
+        "",
+        "## Time of resolve / time of copy",
+        "",
+        _common.markdown_table(header, rows),
+        "",
+        f"## The goal for the cheap methods (at most {GOAL:g}x a copy)",
+        "",
+        _common.markdown_table(["method", "T", "P", "GB/s read", "x copy", "goal"], goal_rows),
+        "",
+    ]
+    if result["profiles"]:
+        parts += ["## Where the time goes (torch.profiler, top operators by self CPU time)", ""]
+        for name, rows_ in result["profiles"].items():
+            parts += [
+                f"**{name}**",
+                "",
+                _common.markdown_table(
+                    ["op", "calls", "self ms"], [[r["op"], r["calls"], r["self_ms"]] for r in rows_]
+                ),
+                "",
+            ]
+    if failures:
+        parts += ["## Failures", ""] + [f"- `{m}`: `{e}`" for m, e in failures] + [""]
+    return "\n".join(parts)
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task_counts = sorted({r["tasks"] for r in records})
+    fig, axes = plt.subplots(
+        1, len(task_counts), figsize=(3.6 * len(task_counts), 3.6), sharey=True, squeeze=False
+    )
+    for ax, tasks in zip(axes[0], task_counts):
+        subset = [r for r in records if r["tasks"] == tasks]
+        for method in sorted({r["method"] for r in subset}):
+            points = sorted(
+                (r["size"], r["ratio_to_copy"])
+                for r in subset
+                if r["method"] == method and r.get("ratio_to_copy") is not None
+            )
+            if points:
+                style = "-" if is_cheap(method, tasks) else ":"
+                ax.plot(*zip(*points), style, marker=".", label=method, linewidth=1)
+        ax.axhline(GOAL, color="k", linewidth=0.8, linestyle="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"T = {tasks}")
+        ax.set_xlabel("P")
+    axes[0][0].set_ylabel("time of resolve / time of copy")
+    axes[0][-1].legend(fontsize=5, ncol=2, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.kernel",
+        description="Throughput of resolve() on large matrices against a same-size copy.",
+    )
+    parser.add_argument("--smoke", action="store_true", help="small matrices only (seconds)")
+    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
+    parser.add_argument(
+        "--sizes",
+        nargs="*",
+        type=lambda s: int(float(s)),
+        default=None,
+        help="values of P (default 1e5 1e6 1e7 1e8)",
+    )
+    parser.add_argument(
+        "--tasks", nargs="*", type=int, default=None, help="values of T (default 2 4 8 16)"
+    )
+    parser.add_argument(
+        "--max-gib", type=float, default=2.0, help="skip matrices larger than this (default 2 GiB)"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3)")
+    parser.add_argument("--profile", action="store_true", help="profile the cheap methods")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [1000, 10_000] if args.smoke else [10**5, 10**6, 10**7, 10**8]
+    if args.tasks is None:
+        args.tasks = [2, 4] if args.smoke else [2, 4, 8, 16]
+    if args.repeats is None:
+        args.repeats = 1 if args.smoke else 3
+    if args.threads is None:
+        args.threads = 1 if args.smoke else torch.get_num_threads()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    write_outputs(result, _common.output_dir(args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()

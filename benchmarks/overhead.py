@@ -1,0 +1,574 @@
+"""What one training step costs with each resolver, against the plain summed-loss step.
+
+For every model of :data:`benchmarks.models.MODELS`, every registered resolver (both
+granularities) and every peer-library method (TorchJD, LibMTL), one training step is:
+forward, task gradients, resolution, ``optimizer.step()``. It is timed INTERLEAVED with the
+baseline step ``sum(losses).backward(); optimizer.step()`` on the same model and batch, in
+the same process: baseline and method alternate (in alternating order) for ``--repeats``
+pairs after ``--warmup`` steps of each. Reported: ``ratio_time`` = median(method) /
+median(baseline), with the 25th and 75th percentiles of the per-pair ratios.
+
+Peak memory is the peak increase of the process's resident set during one step: the
+kernel's high-water mark is reset (``/proc/self/clear_refs``, value 5), the step runs, and
+``VmHWM`` minus the ``VmRSS`` just before the step is read from ``/proc/self/status``.
+glibc's mmap threshold is pinned at 64 KiB (``mallopt``) so that every tensor of that size
+or more is its own mapping, returned to the system when freed: the resident set then
+follows the live tensors, the matrix of task gradients included. ``.grad`` is emptied
+before each measured step, so the step's own gradients count. ``ratio_memory`` is the
+median over ``--memory-repeats`` measurements of the method's peak over the baseline's.
+Linux only; elsewhere the memory fields are ``null``.
+
+Run: ``python -m benchmarks.overhead`` (full, about 15 minutes on 2 cores) or ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import gradsurgery
+from benchmarks import _common
+from benchmarks.models import MODELS, Workload
+from benchmarks.peers import PeerMethod, peer_methods
+
+GRANULARITIES = ("global", "tensor")
+Step = Callable[[], None]
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+def _pin_mmap_threshold() -> bool:
+    """Make glibc give every allocation of 64 KiB or more its own mapping (see module doc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD
+    except OSError:
+        return False
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_step_bytes(step: Step, before: Callable[[], None]) -> int | None:
+    """Peak resident-set increase during ``step()`` (``before()`` runs first, unmeasured)."""
+    before()
+    try:
+        start = _status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return None
+    step()
+    return (_status_kib("VmHWM") - start) * 1024
+
+
+# --- steps ------------------------------------------------------------------------------
+
+
+def baseline_step(workload: Workload, optimizer: torch.optim.Optimizer) -> Step:
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        _, losses = workload.forward()
+        torch.stack(losses).sum().backward()
+        optimizer.step()
+
+    return step
+
+
+def resolver_step(
+    workload: Workload, optimizer: torch.optim.Optimizer, method: str, granularity: str
+) -> Step:
+    resolver = gradsurgery.get_resolver(method)
+    parameters = list(workload.model.parameters())
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        _, losses = workload.forward()
+        gradsurgery.backward(losses, parameters, resolver=resolver, granularity=granularity)  # type: ignore[arg-type]
+        optimizer.step()
+
+    return step
+
+
+def peer_step(workload: Workload, optimizer: torch.optim.Optimizer, peer: PeerMethod) -> Step:
+    backward = peer.build(workload.shared_parameters(), workload.tasks)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        features, losses = workload.forward()
+        backward(features, losses)
+        optimizer.step()
+
+    return step
+
+
+# --- measurement ------------------------------------------------------------------------
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _timed(step: Step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def measure(
+    step: Step,
+    baseline: Step,
+    clear: Callable[[], None],
+    *,
+    warmup: int,
+    repeats: int,
+    memory_repeats: int,
+) -> dict[str, Any]:
+    """Time ``step`` interleaved with ``baseline``; then their peak memory, interleaved."""
+    for _ in range(warmup):
+        baseline()
+        step()
+    method_times: list[float] = []
+    baseline_times: list[float] = []
+    for index in range(repeats):
+        if index % 2:
+            baseline_times.append(_timed(baseline))
+            method_times.append(_timed(step))
+        else:
+            method_times.append(_timed(step))
+            baseline_times.append(_timed(baseline))
+    pair_ratios = [m / b for m, b in zip(method_times, baseline_times)]
+    record: dict[str, Any] = {
+        "ratio_time": statistics.median(method_times) / statistics.median(baseline_times),
+        "ratio_time_q25": _quantile(pair_ratios, 0.25),
+        "ratio_time_q75": _quantile(pair_ratios, 0.75),
+        "ms_method": 1e3 * statistics.median(method_times),
+        "ms_baseline": 1e3 * statistics.median(baseline_times),
+    }
+    method_peaks: list[int] = []
+    baseline_peaks: list[int] = []
+    for _ in range(memory_repeats):
+        b = peak_step_bytes(baseline, clear)
+        m = peak_step_bytes(step, clear)
+        if b is None or m is None:
+            break
+        baseline_peaks.append(b)
+        method_peaks.append(m)
+    if method_peaks:
+        # Below a few pages the resident set cannot resolve a ratio.
+        resolvable = min(baseline_peaks) >= 256 * 1024
+        ratios = [m / b for m, b in zip(method_peaks, baseline_peaks)] if resolvable else []
+        record.update(
+            ratio_memory=statistics.median(ratios) if ratios else None,
+            mib_method=statistics.median(method_peaks) / 2**20,
+            mib_baseline=statistics.median(baseline_peaks) / 2**20,
+        )
+    else:
+        record.update(ratio_memory=None, mib_method=None, mib_baseline=None)
+    return record
+
+
+def shared_direction(workload: Workload, backward: Callable[[], None]) -> Tensor:
+    """The ``.grad`` a backward leaves on the shared parameters, flattened."""
+    workload.model.zero_grad(set_to_none=True)
+    backward()
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+            for p in workload.shared_parameters()
+        ]
+    )
+
+
+def direction_agreement(
+    workload: Workload, peers: list[PeerMethod], registered: set[str]
+) -> list[dict[str, Any]]:
+    """Cosine between gradsurgery's direction and each peer's, same model state and batch."""
+    rows: list[dict[str, Any]] = []
+    parameters = list(workload.model.parameters())
+    for peer in peers:
+        if peer.method not in registered:
+            continue
+        row: dict[str, Any] = {
+            "model": workload.name,
+            "tasks": workload.tasks,
+            "method": peer.method,
+            "library": peer.library,
+        }
+        try:
+            torch.manual_seed(0)
+            resolver = gradsurgery.get_resolver(peer.method)
+
+            def ours(resolver: Any = resolver) -> None:
+                _, losses = workload.forward()
+                gradsurgery.backward(losses, parameters, resolver=resolver)
+
+            mine = shared_direction(workload, ours)
+            backward = peer.build(workload.shared_parameters(), workload.tasks)
+
+            def theirs(backward: Any = backward) -> None:
+                features, losses = workload.forward()
+                backward(features, losses)
+
+            torch.manual_seed(0)
+            other = shared_direction(workload, theirs)
+            cosine = torch.nn.functional.cosine_similarity(
+                mine.double(), other.double(), dim=0
+            ).item()
+            row.update(
+                cosine=cosine, norm_ratio=(mine.norm() / other.norm().clamp(min=1e-30)).item()
+            )
+        except Exception as error:
+            row.update(cosine=None, norm_ratio=None, error=_common.error_text(error))
+        rows.append(row)
+    workload.model.zero_grad(set_to_none=True)
+    return rows
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    pinned = _pin_mmap_threshold()
+    info = _common.machine(args.seed)
+    info["mmap_threshold_pinned"] = pinned
+    selected = _common.methods(args.methods)
+    peers: list[PeerMethod] = []
+    peer_missing: dict[str, str] = {}
+    if not args.no_peers:
+        peers, peer_missing = peer_methods()
+    configs = [
+        (name, tasks)
+        for name, (_, task_counts) in MODELS.items()
+        if not args.models or name in args.models
+        for tasks in (task_counts[:1] if args.smoke else task_counts)
+    ]
+    records: list[dict[str, Any]] = []
+    agreement: list[dict[str, Any]] = []
+    for model_name, tasks in configs:
+        builder, _ = MODELS[model_name]
+        workload = builder(tasks, args.seed, args.smoke)
+        shared, total = workload.parameter_count()
+        optimizer = torch.optim.SGD(workload.model.parameters(), lr=1e-4)
+        baseline = baseline_step(workload, optimizer)
+
+        def clear(optimizer: torch.optim.Optimizer = optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+
+        entries: list[tuple[str, str, str, Callable[[], Step]]] = []
+        for method in selected:
+            for granularity in GRANULARITIES:
+                entries.append(
+                    (
+                        "gradsurgery",
+                        method,
+                        granularity,
+                        lambda m=method, g=granularity, w=workload, o=optimizer: resolver_step(
+                            w, o, m, g
+                        ),
+                    )
+                )
+        for peer in peers:
+            entries.append(
+                (
+                    peer.library,
+                    peer.method,
+                    "global",
+                    lambda p=peer, w=workload, o=optimizer: peer_step(w, o, p),
+                )
+            )
+        for library, method, granularity, make in entries:
+            record: dict[str, Any] = {
+                "library": library,
+                "model": model_name,
+                "method": method,
+                "granularity": granularity,
+                "tasks": tasks,
+                "shared_parameters": shared,
+                "parameters": total,
+            }
+            try:
+                torch.manual_seed(args.seed)
+                step = make()
+                record.update(
+                    measure(
+                        step,
+                        baseline,
+                        clear,
+                        warmup=args.warmup,
+                        repeats=args.repeats,
+                        memory_repeats=args.memory_repeats,
+                    )
+                )
+            except Exception as error:
+                record.update(ratio_time=None, ratio_memory=None, error=_common.error_text(error))
+            records.append(record)
+            if args.verbose:
+                print(_progress(record), flush=True)
+        # Fresh model state for the direction check: same weights for everyone.
+        fresh = builder(tasks, args.seed, args.smoke)
+        agreement += direction_agreement(fresh, peers, set(selected))
+    info["load_average_1_5_15_min_at_end"] = _common.load_average()
+    return {
+        "machine": info,
+        "records": records,
+        "direction_agreement": agreement,
+        "peers_missing": peer_missing,
+        "settings": {
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "memory_repeats": args.memory_repeats,
+            "optimizer": "SGD(lr=1e-4)",
+        },
+    }
+
+
+def _progress(record: dict[str, Any]) -> str:
+    if record.get("error"):
+        where = f"{record['model']}-T{record['tasks']} {record['library']}"
+        return f"{where} {record['method']} FAILED {record['error']}"
+    memory = record["ratio_memory"]
+    return (
+        f"{record['model']}-T{record['tasks']} {record['library']:11s} {record['method']:14s} "
+        f"{record['granularity']:6s} time x{record['ratio_time']:.2f} "
+        f"memory x{memory if memory is None else round(memory, 2)}"
+    )
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    records = result["records"]
+    _common.write_json(out / "overhead.json", records)
+    _common.write_json(
+        out / "overhead_run.json", {k: v for k, v in result.items() if k != "records"}
+    )
+    (out / "overhead.md").write_text(markdown(result))
+    plot(records, out / "overhead.png")
+
+
+def _row_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    return record["library"], record["method"], record["granularity"]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    records = result["records"]
+    columns = sorted(
+        {(r["model"], r["tasks"]) for r in records}, key=lambda c: (c[0] != "mlp", c[0], c[1])
+    )
+    rows: dict[tuple[str, str, str], dict[tuple[str, int], dict[str, Any]]] = {}
+    for record in records:
+        rows.setdefault(_row_key(record), {})[(record["model"], record["tasks"])] = record
+    order = sorted(rows, key=lambda k: (k[1], k[0] != "gradsurgery", k[0], k[2]))
+    header = ["method", "library", "granularity"] + [f"{m} T={t}" for m, t in columns]
+
+    def cell(record: dict[str, Any] | None, key: str) -> str:
+        if record is None:
+            return "–"
+        if record.get("error"):
+            return "failed"
+        value = record.get(key)
+        if value is None:
+            return "–"
+        if key == "ratio_time":
+            return f"{value:.2f} [{record['ratio_time_q25']:.2f}, {record['ratio_time_q75']:.2f}]"
+        return f"{value:.2f}"
+
+    time_rows = [
+        [k[1], k[0], k[2]] + [cell(rows[k].get(c), "ratio_time") for c in columns] for k in order
+    ]
+    memory_rows = [
+        [k[1], k[0], k[2]] + [cell(rows[k].get(c), "ratio_memory") for c in columns] for k in order
+    ]
+    baseline = {(r["model"], r["tasks"]): r for r in records if r.get("ms_baseline") is not None}
+    base_rows = [
+        [
+            f"{m} T={t}",
+            baseline[(m, t)]["shared_parameters"],
+            baseline[(m, t)]["parameters"],
+            round(baseline[(m, t)]["ms_baseline"], 2),
+            None
+            if baseline[(m, t)].get("mib_baseline") is None
+            else round(baseline[(m, t)]["mib_baseline"], 1),
+        ]
+        for m, t in columns
+        if (m, t) in baseline
+    ]
+    failures = [
+        [r["library"], r["method"], r["granularity"], f"{r['model']} T={r['tasks']}", r["error"]]
+        for r in records
+        if r.get("error")
+    ]
+    seen_failures: dict[tuple[str, str, str], list[str]] = {}
+    for library, method, _granularity, where, error in failures:
+        seen_failures.setdefault((library, method, error), []).append(where)
+    agreement = result["direction_agreement"]
+    agreement_rows = [
+        [
+            a["method"],
+            a["library"],
+            f"{a['model']}",
+            a.get("cosine"),
+            a.get("norm_ratio"),
+            a.get("error", ""),
+        ]
+        for a in agreement
+    ]
+    parts = [
+        "# Overhead of one training step, relative to the summed-loss step",
+        "",
+        "Produced by `python -m benchmarks.overhead` (see `benchmarks/README.md`). "
+        "Each cell: median step time with the method / median summed-loss step time, "
+        "measured interleaved in the same process, with [25th, 75th] percentiles of the "
+        "per-pair ratios. Peers are called through their own APIs (TorchJD "
+        "`mtl_backward` + `jac_to_grad`; LibMTL weighting `.backward`), global granularity.",
+        "",
+        "## Machine",
+        "",
+        _common.machine_markdown(result["machine"]),
+        f"- settings: `{result['settings']}`",
+        "",
+        "## Baseline (summed-loss step) per model",
+        "",
+        _common.markdown_table(
+            ["model", "shared params", "params", "ms / step", "peak step MiB"], base_rows
+        ),
+        "",
+        "## Time ratio (median [q25, q75])",
+        "",
+        _common.markdown_table(header, time_rows),
+        "",
+        "## Peak memory ratio",
+        "",
+        "Peak resident-set increase during one step (method / summed-loss baseline); "
+        "method in the module docstring of `benchmarks/overhead.py`.",
+        "",
+        _common.markdown_table(header, memory_rows),
+        "",
+        "## Do the directions agree with the peers?",
+        "",
+        "Cosine between gradsurgery's direction (global granularity, default options) and "
+        "the peer's, on the shared parameters, same weights and batch. Methods with random "
+        "choices (PCGrad's order, for T > 2; RLW) or different defaults/variants need not "
+        "agree exactly.",
+        "",
+        _common.markdown_table(
+            ["method", "peer", "model", "cosine", "norm ours/theirs", "error"], agreement_rows
+        ),
+        "",
+        "## Peers that could not be run",
+        "",
+    ]
+    for library, reason in result["peers_missing"].items():
+        parts.append(f"- {library}: {reason}")
+    parts += ["", "## Failures", ""]
+    if not seen_failures:
+        parts.append("None.")
+    for (library, method, error), wheres in sorted(seen_failures.items()):
+        parts.append(f"- {library} `{method}` on {', '.join(sorted(set(wheres)))}: `{error}`")
+    return "\n".join(parts) + "\n"
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = sorted(
+        {(r["model"], r["tasks"]) for r in records}, key=lambda c: (c[0] != "mlp", c[0], c[1])
+    )
+    keys = sorted(
+        {_row_key(r) for r in records}, key=lambda k: (k[1], k[0] != "gradsurgery", k[0], k[2])
+    )
+    lookup = {(_row_key(r), (r["model"], r["tasks"])): r for r in records}
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(columns) * 2, 1.2 + 0.24 * len(keys)))
+    for ax, key, title in zip(axes, ("ratio_time", "ratio_memory"), ("time", "peak memory")):
+        data = np.full((len(keys), len(columns)), np.nan)
+        for i, row in enumerate(keys):
+            for j, column in enumerate(columns):
+                value = lookup.get((row, column), {}).get(key)
+                if value is not None:
+                    data[i, j] = value
+        image = ax.imshow(np.log2(data), cmap="RdYlGn_r", vmin=-1, vmax=4, aspect="auto")
+        for i in range(len(keys)):
+            for j in range(len(columns)):
+                text = "fail" if np.isnan(data[i, j]) else f"{data[i, j]:.2g}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(columns)), [f"{m}\nT={t}" for m, t in columns], fontsize=7)
+        ax.set_yticks(
+            range(len(keys)),
+            [f"{m} ({lib if lib != 'gradsurgery' else g})" for lib, m, g in keys],
+            fontsize=6,
+        )
+        ax.set_title(f"{title} / summed-loss step")
+        fig.colorbar(image, ax=ax, label="log2 ratio", shrink=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead",
+        description=(
+            "Time and peak memory of one training step with each resolver and each peer "
+            "method, as ratios to the summed-loss step measured interleaved with it."
+        ),
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny models, few steps (seconds)")
+    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
+    parser.add_argument("--models", nargs="*", help=f"only these models ({', '.join(MODELS)})")
+    parser.add_argument("--no-peers", action="store_true", help="skip TorchJD and LibMTL")
+    parser.add_argument("--repeats", type=int, default=None, help="timed pairs (default 30)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3)")
+    parser.add_argument("--memory-repeats", type=int, default=None, help="(default 3)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's; smoke: 1)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.smoke else torch.get_num_threads()
+    defaults = (2, 1, 1) if args.smoke else (30, 3, 3)
+    for name, default in zip(("repeats", "warmup", "memory_repeats"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    write_outputs(result, _common.output_dir(args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()

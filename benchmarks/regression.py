@@ -1,0 +1,273 @@
+"""GradNorm's synthetic regression, and a primary/auxiliary version of it.
+
+Targets (Chen et al. 2018, ALGORITHMS.md §3.2): :math:`f_i(x) = \\sigma_i \\tanh((B +
+\\varepsilon_i) x)` with :math:`x \\sim U(0, 1)^{250}`, 100 outputs per task,
+:math:`B \\sim N(0, 10^2)`, :math:`\\varepsilon_i \\sim N(0, 3.5^2)`. Model: a 4-layer
+100-unit ReLU trunk shared by all tasks and one affine head per task; Adam.
+
+- ``imbalanced``: two tasks with :math:`\\sigma = (1, 100)` on the same inputs; score: the
+  test MSE of each task divided by :math:`\\sigma_i^2`, averaged over the tasks (lower is
+  better).
+- ``primary``: task 0 (:math:`\\sigma = 1`) has a small training set (``--primary-train``
+  samples); a helpful auxiliary task shares :math:`B` (own :math:`\\varepsilon`), a
+  conflicting one uses :math:`-B`; both auxiliaries draw from a large training set. Score:
+  the primary test MSE. ``single_task`` trains on the primary task alone.
+
+Mean and standard deviation over ``--seeds`` seeds (data, model and batches all seeded).
+
+Run: ``python -m benchmarks.regression`` or ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks import _common
+from benchmarks._training import SINGLE_TASK, entries, summarise, train
+from benchmarks.models import MultiTaskModel
+
+INPUTS, OUTPUTS, WIDTH = 250, 100, 100
+
+
+def _targets(x: Tensor, matrix: Tensor, sigma: float) -> Tensor:
+    return sigma * torch.tanh(x @ matrix.T)
+
+
+def make_model(tasks: int, seed: int) -> MultiTaskModel:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    width_in = INPUTS
+    for _ in range(4):
+        layers += [nn.Linear(width_in, WIDTH), nn.ReLU()]
+        width_in = WIDTH
+    return MultiTaskModel(nn.Sequential(*layers), [nn.Linear(WIDTH, OUTPUTS) for _ in range(tasks)])
+
+
+def setting_data(setting: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(1000 + seed)
+    B = 10.0 * torch.randn(OUTPUTS, INPUTS, generator=g)
+    eps = [3.5 * torch.randn(OUTPUTS, INPUTS, generator=g) for _ in range(3)]
+
+    def sample(n: int) -> Tensor:
+        return torch.rand(n, INPUTS, generator=g)
+
+    if setting == "imbalanced":
+        sigmas = [1.0, 100.0]
+        matrices = [B + eps[0], B + eps[1]]
+        x_train, x_test = sample(args.train), sample(args.test)
+        return {
+            "sigmas": sigmas,
+            "train_x": [x_train, x_train],
+            "train_y": [_targets(x_train, m, s) for m, s in zip(matrices, sigmas)],
+            "test_x": x_test,
+            "test_y": [_targets(x_test, m, s) for m, s in zip(matrices, sigmas)],
+        }
+    sigmas = [1.0, 1.0, 1.0]
+    matrices = [B + eps[0], B + eps[1], -B + eps[2]]
+    x_primary, x_aux, x_test = sample(args.primary_train), sample(args.train), sample(args.test)
+    return {
+        "sigmas": sigmas,
+        "train_x": [x_primary, x_aux, x_aux],
+        "train_y": [_targets(x, m, 1.0) for x, m in zip([x_primary, x_aux, x_aux], matrices)],
+        "test_x": x_test,
+        "test_y": [_targets(x_test, m, 1.0) for m in matrices],
+    }
+
+
+def run_one(
+    setting: str, method: str | None, primary: int | None, seed: int, args: argparse.Namespace
+) -> dict[str, float]:
+    data = setting_data(setting, seed, args)
+    tasks = len(data["sigmas"])
+    model = make_model(tasks, seed)
+    g = torch.Generator().manual_seed(seed)
+
+    def losses_at(step: int) -> list[Tensor]:
+        out = []
+        for task in range(tasks):
+            x, y = data["train_x"][task], data["train_y"][task]
+            index = torch.randint(x.shape[0], (min(args.batch, x.shape[0]),), generator=g)
+            features = model.trunk(x[index])
+            out.append(nn.functional.mse_loss(model.heads[task](features), y[index]))
+        return out
+
+    torch.manual_seed(seed)
+    train(model, losses_at, method=method, primary=primary, steps=args.steps, lr=args.lr)
+    with torch.no_grad():
+        _, outputs = model(data["test_x"])
+        errors = [
+            float(nn.functional.mse_loss(out, y)) / s**2
+            for out, y, s in zip(outputs, data["test_y"], data["sigmas"])
+        ]
+    if setting == "imbalanced":
+        return {"score": sum(errors) / len(errors), **{f"task{i}": e for i, e in enumerate(errors)}}
+    return {"score": errors[0]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    info = _common.machine(args.seed)
+    results: dict[str, Any] = {}
+    for setting in ("imbalanced", "primary"):
+        table: dict[str, Any] = {}
+        for label, method, primary in entries(_common.variants(args.methods)):
+            if setting == "imbalanced" and label == SINGLE_TASK:
+                continue  # a single task does not answer the two-task question
+            start = time.perf_counter()
+            scores: dict[str, list[float]] = {}
+            try:
+                for seed in range(args.seed, args.seed + args.seeds):
+                    for key, value in run_one(setting, method, primary, seed, args).items():
+                        scores.setdefault(key, []).append(value)
+                table[label] = {"scores": scores, "summary": summarise(scores)}
+            except Exception as error:
+                table[label] = {"error": _common.error_text(error)}
+            table[label]["seconds"] = time.perf_counter() - start
+            if args.verbose:
+                summary = table[label].get("summary", {}).get("score", table[label].get("error"))
+                print(f"{setting} {label}: {summary}", flush=True)
+        results[setting] = table
+    info["load_average_1_5_15_min_at_end"] = _common.load_average()
+    settings = {
+        k: getattr(args, k)
+        for k in ("steps", "batch", "lr", "train", "primary_train", "test", "seeds")
+    }
+    return {"machine": info, "settings": settings, "results": results}
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    _common.write_json(out / "regression.json", result)
+    (out / "regression.md").write_text(markdown(result))
+    plot(result, out / "regression.png")
+
+
+def _rows(table: dict[str, Any], keys: Sequence[str]) -> list[list[Any]]:
+    rows = []
+    ranked = sorted(
+        table.items(),
+        key=lambda kv: kv[1].get("summary", {}).get("score", {}).get("mean", float("inf")),
+    )
+    for label, entry in ranked:
+        if "error" in entry:
+            rows.append([label] + ["failed"] * len(keys) + [entry["error"]])
+            continue
+        cells = [
+            f"{entry['summary'][k]['mean']:.4g} ± {entry['summary'][k]['std']:.2g}" for k in keys
+        ]
+        rows.append([label, *cells, ""])
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    return "\n".join(
+        [
+            "# GradNorm synthetic regression",
+            "",
+            "Produced by `python -m benchmarks.regression` (see `benchmarks/README.md`). "
+            f"Adam lr {s['lr']}, {s['steps']} steps, batch {s['batch']}, {s['train']} training "
+            f"and {s['test']} test samples; mean ± standard deviation over {s['seeds']} seeds. "
+            "Lower is better. `[p]`: run with `primary=0`.",
+            "",
+            "## Machine",
+            "",
+            _common.machine_markdown(result["machine"]),
+            "",
+            "## Scale-imbalanced tasks (sigma = 1, 100)",
+            "",
+            "Test MSE / sigma^2 per task, and their mean (the score).",
+            "",
+            _common.markdown_table(
+                ["method", "score", "task 0 (sigma 1)", "task 1 (sigma 100)", "error"],
+                _rows(result["results"]["imbalanced"], ["score", "task0", "task1"]),
+            ),
+            "",
+            "## Primary task with a helpful and a conflicting auxiliary task",
+            "",
+            f"Primary test MSE; the primary task has {s['primary_train']} training samples, "
+            f"the auxiliaries {s['train']}.",
+            "",
+            _common.markdown_table(
+                ["method", "primary test MSE", "error"],
+                _rows(result["results"]["primary"], ["score"]),
+            ),
+            "",
+        ]
+    )
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, 2, figsize=(11, 0.5 + 0.22 * max(len(t) for t in result["results"].values()))
+    )
+    for ax, (setting, table) in zip(axes, result["results"].items()):
+        items = [(k, v["summary"]["score"]) for k, v in table.items() if "summary" in v]
+        items.sort(key=lambda kv: kv[1]["mean"])
+        labels = [k for k, _ in items]
+        ax.barh(
+            range(len(items)),
+            [v["mean"] for _, v in items],
+            xerr=[v["std"] for _, v in items],
+            color=["tab:gray" if k in (SINGLE_TASK, "sum") else "tab:blue" for k in labels],
+        )
+        ax.set_yticks(range(len(items)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(
+            setting
+            + (": mean test MSE / sigma^2" if setting == "imbalanced" else ": primary test MSE"),
+            fontsize=9,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.regression",
+        description="GradNorm's synthetic regression and a primary/auxiliary version.",
+    )
+    parser.add_argument("--smoke", action="store_true", help="a few steps (seconds)")
+    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
+    parser.add_argument("--steps", type=int, default=None, help="(default 300)")
+    parser.add_argument("--seeds", type=int, default=None, help="(default 3)")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--primary-train", type=int, default=100)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 2 if args.smoke else 300
+    if args.seeds is None:
+        args.seeds = 1 if args.smoke else 3
+    if args.smoke:
+        args.train, args.test, args.batch = 64, 64, 16
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    write_outputs(result, _common.output_dir(args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""Every resolver on the 2-D two-task toy problem, with the Nash-MTL protocol.
+
+Five starts (:data:`benchmarks.toy_problem.NASH_MTL_STARTS`), balanced (``scale = 1``) and
+imbalanced (``scale = 0.1``: :math:`f_1` multiplied by 0.1) losses, Adam with lr 1e-3,
+``--steps`` steps (the Nash-MTL paper uses 35k). Each start has its own resolver instance
+(stateful resolvers keep their own state). Primary/auxiliary methods also run with
+``primary=0`` (task :math:`f_1`); ``single_task_f1`` is Adam on :math:`f_1` alone, the
+reference for the primary-task criterion: reach :math:`\\arg\\min f_1` (within
+``F1_TOLERANCE`` of its minimum) at least as reliably and as fast as single-task training.
+
+Writes ``toy.json``, ``toy.md``, ``toy.png`` (small multiples) and ``toy/<method>.png``.
+
+Run: ``python -m benchmarks.toy --steps 35000`` or ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import gradsurgery
+from benchmarks import _common
+from benchmarks.toy_problem import NASH_MTL_STARTS, toy_losses
+
+SCALES = (1.0, 0.1)
+F1_MIN = -19.99  # ALGORITHMS.md §3.1, checked by a grid search in _f1_minimum
+F1_TOLERANCE = 0.05
+PARETO_X2 = (-8.5, -8.3)
+
+
+def _f1_minimum() -> float:
+    """min f_1 by a fine grid around (7, -8.43): the reference for the primary criterion."""
+    x1 = torch.linspace(6.5, 7.5, 201, dtype=torch.float64)
+    x2 = torch.linspace(-8.8, -8.0, 201, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(x1, x2, indexing="ij"), dim=-1)
+    return float(toy_losses(grid)[0].min())
+
+
+LOSS_FLOOR = 21.0
+"""Loss-aware resolvers see :math:`f_i + 21 s_i` (FAMO's toy sets :math:`L^* = -21 s`):
+the toy losses are negative, and log-based methods need positive losses. A constant shift
+leaves every gradient unchanged."""
+
+
+def _is_stateless(method: str, primary: int | None) -> bool:
+    """Whether ``method`` can resolve all runs in one batched call (one block per run)."""
+    resolver = gradsurgery.get_resolver(method)
+    if resolver.needs_losses:
+        return False
+    probe = torch.tensor([[1.0, 0.5], [-0.5, 1.0]], dtype=torch.float64)
+    resolver(probe, primary=primary)
+    return not resolver.state_dict()
+
+
+def optimise(
+    method: str | None, primary: int | None, steps: int, record_every: int, seed: int
+) -> dict[str, Any]:
+    """Adam from every start at both scales; ``method=None`` is single-task Adam on f_1.
+
+    Stateless resolvers that need no losses resolve every run in ONE call, one block per
+    run (:meth:`~gradsurgery.resolvers.Resolver.resolve_blocks`); the others get one
+    instance per run, called on that run's 2 x 2 matrix and shifted losses.
+    """
+    starts = torch.tensor(NASH_MTL_STARTS, dtype=torch.float64)
+    scales = torch.tensor(SCALES, dtype=torch.float64).repeat_interleave(len(starts))
+    x = starts.repeat(len(SCALES), 1).clone().requires_grad_(True)
+    runs = x.shape[0]
+    optimizer = torch.optim.Adam([x], lr=1e-3)
+    torch.manual_seed(seed)
+    batched = method is not None and _is_stateless(method, primary)
+    torch.manual_seed(seed)
+    count = 1 if batched else runs
+    resolvers = [gradsurgery.get_resolver(method) for _ in range(count)] if method else []
+    f1_min = _f1_minimum()
+    paths = [[x[i].detach().tolist()] for i in range(runs)]
+    reached: list[int | None] = [None] * runs
+    for step in range(1, steps + 1):
+        f1, f2 = toy_losses(x)
+        f1 = f1 * scales
+        with torch.no_grad():
+            hit = (f1 / scales) <= f1_min + F1_TOLERANCE
+        if bool(hit.any()):
+            for i in range(runs):
+                if reached[i] is None and bool(hit[i]):
+                    reached[i] = step - 1
+        g1 = torch.autograd.grad(f1.sum(), x, retain_graph=method is not None)[0]
+        if method is None:
+            direction = g1
+        elif batched:
+            G = torch.stack([g1.reshape(-1), torch.autograd.grad(f2.sum(), x)[0].reshape(-1)])
+            resolution = resolvers[0].resolve_blocks(G, [2] * runs, primary=primary)
+            direction = resolution.direction.reshape(runs, 2)
+        else:
+            g2 = torch.autograd.grad(f2.sum(), x)[0]
+            shift = LOSS_FLOOR * torch.stack([scales, torch.ones_like(scales)], dim=1)
+            losses = torch.stack([f1, f2], dim=1).detach() + shift
+            direction = torch.stack(
+                [
+                    resolvers[i](torch.stack([g1[i], g2[i]]), primary=primary, losses=losses[i])
+                    for i in range(runs)
+                ]
+            )
+        if not bool(torch.isfinite(direction).all()):
+            raise FloatingPointError(f"non-finite direction at step {step}")
+        optimizer.zero_grad()
+        x.grad = direction
+        optimizer.step()
+        if step % record_every == 0 or step == steps:
+            for i in range(runs):
+                paths[i].append([round(v, 3) for v in x[i].detach().tolist()])
+    with torch.no_grad():
+        f1_end, f2_end = toy_losses(x)
+    return {
+        "batched": batched,
+        "runs": [
+            {
+                "start": list(NASH_MTL_STARTS[i % len(starts)]),
+                "scale": float(scales[i]),
+                "end": x[i].detach().tolist(),
+                "f1": float(f1_end[i]),
+                "f2": float(f2_end[i]),
+                "on_pareto_set": _on_pareto(x[i].detach()),
+                "reached_f1_min_at_step": reached[i],
+                "path": paths[i],
+            }
+            for i in range(runs)
+        ],
+    }
+
+
+def _on_pareto(x: torch.Tensor) -> bool:
+    return bool(-7.05 <= x[0] <= 7.05 and PARETO_X2[0] <= x[1] <= PARETO_X2[1])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    info = _common.machine(args.seed)
+    entries: list[tuple[str, str | None, int | None]] = [("single_task_f1", None, None)]
+    entries += _common.variants(args.methods)
+    if args.labels:
+        entries = [entry for entry in entries if entry[0] in args.labels]
+    results: dict[str, Any] = {}
+    record_every = max(1, args.steps // 100)
+    for label, method, primary in entries:
+        start = time.perf_counter()
+        try:
+            result = optimise(method, primary, args.steps, record_every, args.seed)
+        except Exception as error:
+            result = {"error": _common.error_text(error)}
+        result.update(method=method, primary=primary, seconds=time.perf_counter() - start)
+        results[label] = result
+        if args.verbose:
+            print(f"{label}: {result.get('error') or _summary(result)}", flush=True)
+    info["load_average_1_5_15_min_at_end"] = _common.load_average()
+    return {
+        "machine": info,
+        "settings": {
+            "steps": args.steps,
+            "lr": 1e-3,
+            "optimizer": "Adam",
+            "scales": SCALES,
+            "f1_min": _f1_minimum(),
+            "f1_tolerance": F1_TOLERANCE,
+        },
+        "results": results,
+    }
+
+
+def _summary(result: dict[str, Any]) -> str:
+    runs = result["runs"]
+    pareto = sum(r["on_pareto_set"] for r in runs)
+    primary = sum(r["reached_f1_min_at_step"] is not None for r in runs)
+    return f"{pareto}/{len(runs)} on the Pareto set, {primary}/{len(runs)} at argmin f1"
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def write_outputs(result: dict[str, Any], out: Path, *, per_method: bool = True) -> None:
+    _common.write_json(out / "toy.json", result, indent=None)
+    (out / "toy.md").write_text(markdown(result))
+    plot_all(result, out / "toy.png")
+    if per_method:
+        folder = out / "toy"
+        folder.mkdir(exist_ok=True)
+        for label, entry in result["results"].items():
+            if "runs" in entry:
+                plot_method(label, entry, folder / f"{label}.png")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    settings = result["settings"]
+    rows = []
+    for label, entry in result["results"].items():
+        if "error" in entry:
+            rows.append([label, "failed: " + entry["error"], "", "", ""])
+            continue
+        for scale in SCALES:
+            runs = [r for r in entry["runs"] if r["scale"] == scale]
+            ends = "; ".join(f"({r['end'][0]:.2f}, {r['end'][1]:.2f})" for r in runs)
+            rows.append(
+                [
+                    label,
+                    scale,
+                    ends,
+                    sum(r["on_pareto_set"] for r in runs),
+                    sum(r["reached_f1_min_at_step"] is not None for r in runs),
+                ]
+            )
+    reference = result["results"].get("single_task_f1", {})
+    primary_rows = []
+    for label, entry in result["results"].items():
+        if "runs" not in entry or (
+            entry["primary"] is None
+            and label != "single_task_f1"
+            and not (label == "gr" or label.startswith("gr_"))
+        ):
+            continue
+        for scale in SCALES:
+            runs = [r for r in entry["runs"] if r["scale"] == scale]
+            ref_runs = [r for r in reference.get("runs", []) if r["scale"] == scale]
+            steps = [r["reached_f1_min_at_step"] for r in runs]
+            ref_steps = [r["reached_f1_min_at_step"] for r in ref_runs]
+            primary_rows.append(
+                [
+                    label,
+                    scale,
+                    " ".join("–" if s is None else str(s) for s in steps),
+                    " ".join("–" if s is None else str(s) for s in ref_steps),
+                    _verdict(steps, ref_steps),
+                ]
+            )
+    parts = [
+        "# The 2-D toy problem (Nash-MTL protocol)",
+        "",
+        f"Produced by `python -m benchmarks.toy` (see `benchmarks/README.md`): Adam lr 1e-3, "
+        f"{settings['steps']} steps, from the five Nash-MTL starts "
+        f"{list(NASH_MTL_STARTS)}, with f1 scaled by 1 and by 0.1. Methods marked `[p]` run "
+        "with `primary=0` (f1); GR-type methods always take task 0 as primary.",
+        "",
+        "## Machine",
+        "",
+        _common.machine_markdown(result["machine"]),
+        "",
+        "## Where each run ends",
+        "",
+        f"On the Pareto set: -7.05 <= x1 <= 7.05 and {PARETO_X2[0]} <= x2 <= {PARETO_X2[1]}. "
+        f"At argmin f1: f1 within {settings['f1_tolerance']} of its minimum "
+        f"{settings['f1_min']:.4f} at some step.",
+        "",
+        _common.markdown_table(
+            [
+                "method",
+                "scale",
+                "end points (starts in order)",
+                "on Pareto (of 5)",
+                "reached argmin f1",
+            ],
+            rows,
+        ),
+        "",
+        "## Primary-task criterion: reach argmin f1 at least as reliably and as fast as "
+        "single-task Adam on f1",
+        "",
+        "Steps at which each start first reaches argmin f1 (– = never), against "
+        "single-task Adam on f1 from the same start.",
+        "",
+        _common.markdown_table(
+            ["method", "scale", "steps (method)", "steps (single task)", "verdict"], primary_rows
+        ),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _verdict(steps: list[int | None], reference: list[int | None]) -> str:
+    worse_reliability = sum(s is not None for s in steps) < sum(r is not None for r in reference)
+    if worse_reliability:
+        return "less reliable"
+    slower = [
+        s for s, r in zip(steps, reference) if r is not None and (s is None or s > 1.1 * r + 10)
+    ]
+    return "slower" if slower else "meets"
+
+
+def _contours(ax: Any, scale: float) -> None:
+    x1 = torch.linspace(-10, 10, 160, dtype=torch.float64)
+    x2 = torch.linspace(-10, 10, 160, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(x1, x2, indexing="xy"), dim=-1)
+    f1, f2 = toy_losses(grid, scale)
+    ax.contour(x1.numpy(), x2.numpy(), (f1 + f2).numpy(), levels=18, linewidths=0.4, cmap="Greys")
+    ax.plot([-7, 7], [-8.3552, -8.3552], color="tab:green", linewidth=2, alpha=0.6)
+
+
+def _pareto_front() -> tuple[list[float], list[float]]:
+    x1 = torch.linspace(-7, 7, 200, dtype=torch.float64)
+    x = torch.stack([x1, torch.full_like(x1, -8.3552)], dim=-1)
+    f1, f2 = toy_losses(x)
+    return f1.tolist(), f2.tolist()
+
+
+COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown")
+
+
+def _draw_paths(ax: Any, entry: dict[str, Any], scale: float, loss_space: bool) -> None:
+    runs = [r for r in entry["runs"] if r["scale"] == scale]
+    for colour, r in zip(COLOURS, runs):
+        path = torch.tensor(r["path"], dtype=torch.float64)
+        if loss_space:
+            f1, f2 = toy_losses(path)
+            ax.plot(f1.numpy(), f2.numpy(), color=colour, linewidth=1)
+            ax.plot(float(f1[-1]), float(f2[-1]), "o", color=colour, markersize=3)
+        else:
+            ax.plot(path[:, 0].numpy(), path[:, 1].numpy(), color=colour, linewidth=1)
+            ax.plot(path[0, 0], path[0, 1], "x", color=colour, markersize=4)
+            ax.plot(path[-1, 0], path[-1, 1], "o", color=colour, markersize=3)
+
+
+def plot_method(label: str, entry: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.1))
+    front = _pareto_front()
+    for column, scale in enumerate(SCALES):
+        ax = axes[2 * column]
+        _contours(ax, scale)
+        _draw_paths(ax, entry, scale, loss_space=False)
+        ax.set_title(f"{label}, scale {scale:g}: x space", fontsize=8)
+        ax.set_aspect("equal")
+        ax = axes[2 * column + 1]
+        ax.plot(front[0], front[1], color="tab:green", linewidth=2, alpha=0.6)
+        _draw_paths(ax, entry, 1.0 if scale == 1.0 else scale, loss_space=True)
+        ax.set_xlabel("f1 (unscaled)", fontsize=7)
+        ax.set_ylabel("f2", fontsize=7)
+        ax.set_title(f"scale {scale:g}: loss space", fontsize=8)
+    for ax in axes:
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def plot_all(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [(k, v) for k, v in result["results"].items() if "runs" in v]
+    columns = 6
+    rows = max(1, math.ceil(len(entries) / columns * 2))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.1 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    index = 0
+    for label, entry in entries:
+        for scale in SCALES:
+            ax = flat[index]
+            index += 1
+            _contours(ax, scale)
+            _draw_paths(ax, entry, scale, loss_space=False)
+            ax.set_title(f"{label} (scale {scale:g})", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax in flat[index:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.toy",
+        description="Every resolver on the 2-D two-task toy problem (Nash-MTL protocol).",
+    )
+    parser.add_argument("--smoke", action="store_true", help="a few steps (seconds)")
+    parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 35000)")
+    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
+    parser.add_argument(
+        "--labels", nargs="*", help="only these runs, e.g. single_task_f1 sum gr 'pcgrad[p]'"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 5 if args.smoke else 35_000
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    result = run(args)
+    write_outputs(result, _common.output_dir(args.out), per_method=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Every benchmark's ``--smoke`` mode runs and writes outputs of the documented structure.
+
+Timings are never checked, only the shape of what is written. Each benchmark runs in this
+process (one torch import for the whole file) into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+import gradsurgery
+from benchmarks import _common, digits, kernel, overhead, regression, toy
+from gradsurgery.resolvers.base import Resolver
+
+MODULES = [overhead, kernel, toy, regression, digits]
+LIBRARIES = {"gradsurgery", "torchjd", "libmtl"}
+
+
+def labels(methods: Sequence[str] | None = None) -> set[str]:
+    return {label for label, _, _ in _common.variants(methods)}
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_help_describes_the_benchmark(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "--smoke" in capsys.readouterr().out
+
+
+def test_overhead_smoke(tmp_path):
+    overhead.main(["--smoke", "--quiet", "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "overhead.json").read_text())
+    assert isinstance(records, list) and records
+    required = {"library", "model", "method", "granularity", "tasks", "ratio_time", "ratio_memory"}
+    for record in records:
+        assert required <= set(record)
+        assert record["library"] in LIBRARIES
+        assert record["granularity"] in ("global", "tensor")
+        if record.get("error"):
+            assert record["ratio_time"] is None
+        else:
+            assert record["ratio_time"] > 0
+            assert record["ratio_time_q25"] <= record["ratio_time_q75"]
+    ours = {
+        (r["method"], r["granularity"], r["model"])
+        for r in records
+        if r["library"] == "gradsurgery"
+    }
+    from benchmarks.models import MODELS
+
+    expected = {
+        (m, g, model)
+        for m in gradsurgery.available()
+        for g in ("global", "tensor")
+        for model in MODELS
+    }
+    assert ours == expected
+    run = json.loads((tmp_path / "overhead_run.json").read_text())
+    assert {"machine", "direction_agreement", "peers_missing", "settings"} <= set(run)
+    assert run["machine"]["torch"] == torch.__version__
+    for row in run["direction_agreement"]:
+        assert row["cosine"] is None or -1.0 - 1e-9 <= row["cosine"] <= 1.0 + 1e-9
+    # sum is the same method everywhere: its directions must agree with every peer's.
+    sums = [row for row in run["direction_agreement"] if row["method"] == "sum"]
+    assert all(row["cosine"] == pytest.approx(1.0, abs=1e-5) for row in sums)
+    assert (tmp_path / "overhead.md").read_text().startswith("# Overhead")
+    assert (tmp_path / "overhead.png").stat().st_size > 0
+
+
+def test_kernel_smoke(tmp_path):
+    kernel.main(["--smoke", "--quiet", "--profile", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "kernel.json").read_text())
+    records = result["records"]
+    configs = {(r["tasks"], r["size"]) for r in records}
+    assert configs == {(2, 1000), (2, 10_000), (4, 1000), (4, 10_000)}
+    for tasks, size in configs:
+        assert {r["method"] for r in records if (r["tasks"], r["size"]) == (tasks, size)} == set(
+            gradsurgery.available()
+        )
+    for record in records:
+        assert record["copy_gb_per_s"] > 0
+        assert record["cheap"] == kernel.is_cheap(record["method"], record["tasks"])
+        assert record.get("error") or record["ratio_to_copy"] > 0
+    assert "sum T=2 P=1e+04" in result["profiles"]
+    assert "goal" in (tmp_path / "kernel.md").read_text()
+    assert (tmp_path / "kernel.png").stat().st_size > 0
+
+
+def test_toy_smoke(tmp_path):
+    toy.main(["--smoke", "--quiet", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "toy.json").read_text())
+    assert set(result["results"]) == {"single_task_f1"} | labels()
+    for label, entry in result["results"].items():
+        if "error" in entry:
+            continue
+        assert len(entry["runs"]) == 2 * len(toy.NASH_MTL_STARTS)
+        assert {r["scale"] for r in entry["runs"]} == set(toy.SCALES)
+        for run_ in entry["runs"]:
+            assert len(run_["end"]) == 2 and len(run_["path"]) >= 2
+        assert (tmp_path / "toy" / f"{label}.png").stat().st_size > 0
+    assert (tmp_path / "toy.png").stat().st_size > 0
+    assert "Primary-task criterion" in (tmp_path / "toy.md").read_text()
+
+
+def test_toy_f1_minimum_matches_the_literature():
+    # ALGORITHMS.md §3.1: min f1 is about -19.99, near (7, -8.43).
+    assert toy._f1_minimum() == pytest.approx(toy.F1_MIN, abs=0.01)
+
+
+def test_regression_smoke(tmp_path):
+    regression.main(["--smoke", "--quiet", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "regression.json").read_text())
+    assert set(result["results"]["imbalanced"]) == labels()
+    assert set(result["results"]["primary"]) == {"single_task"} | labels()
+    for table in result["results"].values():
+        for entry in table.values():
+            assert "error" in entry or entry["summary"]["score"]["mean"] >= 0
+    assert (tmp_path / "regression.png").stat().st_size > 0
+
+
+def test_digits_smoke(tmp_path):
+    digits.main(["--smoke", "--quiet", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "digits.json").read_text())
+    assert set(result["results"]) == {"single_task"} | labels()
+    for entry in result["results"].values():
+        if "error" not in entry:
+            for key in ("left", "right", "mean"):
+                assert 0.0 <= entry["summary"][key]["mean"] <= 1.0
+    assert (tmp_path / "digits.png").stat().st_size > 0
+
+
+def test_digit_pairs_overlap_two_digits():
+    x, y = digits.load_pairs(4, seed=0, train=True)
+    assert x.shape == (4, 1, 8, 12) and y.shape == (4, 2)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    # columns 0-3 hold only the left digit, columns 8-11 only the right one
+    from sklearn.datasets import load_digits
+
+    images = torch.tensor(load_digits().images[:1200], dtype=torch.float32) / 16
+    for i in range(4):
+        left = [j for j in range(1200) if torch.equal(images[j][:, :4], x[i, 0, :, :4])]
+        assert left, "the left columns are a training digit"
+
+
+class _Broken(Resolver):
+    """A resolver that always fails, to check that benchmarks report instead of crashing."""
+
+    def resolve_blocks(self, G, block_sizes, *, primary=None, losses=None, task_weights=None):
+        raise RuntimeError("broken on purpose")
+
+
+def test_a_failing_resolver_is_reported_not_fatal(tmp_path, monkeypatch):
+    from gradsurgery import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "broken_on_purpose", _Broken)
+    result = overhead.run(
+        overhead.parse_args(
+            [
+                "--smoke",
+                "--quiet",
+                "--no-peers",
+                "--models",
+                "mlp",
+                "--methods",
+                "broken_on_purpose",
+                "sum",
+            ]
+        )
+    )
+    broken = [r for r in result["records"] if r["method"] == "broken_on_purpose"]
+    assert len(broken) == 2 and all("broken on purpose" in r["error"] for r in broken)
+    assert all(r.get("ratio_time") for r in result["records"] if r["method"] == "sum")
+    toy_result = toy.run(toy.parse_args(["--smoke", "--quiet", "--methods", "broken_on_purpose"]))
+    assert "broken on purpose" in toy_result["results"]["broken_on_purpose"]["error"]

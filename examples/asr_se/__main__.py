@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from examples.asr_se import launch
 from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import PRESETS, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
@@ -89,12 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build-corpus":
         print(_corpus(preset.name, args.corpus_dir, progress))
         return 0
-    manifest = _corpus(preset.name, args.corpus_dir, progress)
     if args.command == "train":
+        launch.init_from_environment()
+        rank = launch.rank_and_world()[0]
+        if rank == 0:  # one process builds the corpus; the others then find it finished
+            _corpus(preset.name, args.corpus_dir, progress)
+        launch.barrier()
+        manifest = _corpus(preset.name, args.corpus_dir, progress and rank == 0)
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         trainer = Trainer(preset, args.system, args.seed, manifest, run_dir, progress=progress)
         print(trainer.train(resume=args.resume))
         return 0
+    manifest = _corpus(preset.name, args.corpus_dir, progress)
     if args.command == "evaluate":
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         print(evaluate_run(preset, args.system, run_dir, manifest, progress=progress))

@@ -95,7 +95,7 @@ PRESETS: dict[str, Preset] = {
         name="full",
         corpus="full",
         model=ModelConfig(),
-        train=TrainConfig(steps=3000, batch_size=16, warmup=300),
+        train=TrainConfig(steps=2000, batch_size=16, warmup=200),
         systems=("noisy_asr", "frozen_se", "sum", "gr", "pcgrad", "gradnorm"),
         seeds=(0, 1, 2),
     ),

@@ -9,6 +9,11 @@ A run lives in one folder::
                       dominance of the ASR and SE gradients per monitored step
     conflicts.json    its summary, and conflicts.png its picture
     final.pt          the trained model (written last: its presence means "done")
+
+Under ``torchrun --nproc-per-node N`` each process takes every N-th utterance of each
+batch; gradients are averaged over the processes by :func:`gradsurgery.backward` (the task
+gradients BEFORE resolution, so every process takes the same step), and only rank 0
+writes files. See ``launch.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 import gradsurgery
+from examples.asr_se import launch
 from examples.asr_se.batching import epoch_batches
 from examples.asr_se.config import Preset
 from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
@@ -95,6 +101,11 @@ class Trainer:
         self.preset, self.seed, self.run_dir, self.progress = preset, seed, Path(run_dir), progress
         self.system = get_system(system_name)
         self.config = preset.train
+        self.rank, self.world = launch.rank_and_world()
+        if self.config.batch_size < self.world:
+            raise ValueError(
+                f"batch_size {self.config.batch_size} is smaller than the {self.world} processes"
+            )
         torch.manual_seed(seed)
         self.model = build_model(preset, self.system)
         self.dataset = NoisySpeechDataset(manifest, "train")
@@ -150,6 +161,15 @@ class Trainer:
         return {"preset": self.preset.to_dict(), "system": self.system.name, "seed": self.seed}
 
     def save_checkpoint(self) -> None:
+        rng = launch.gather(
+            {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            }
+        )
+        if self.rank != 0:
+            return
         state = {
             "identity": self.identity(),
             "position": vars(self.position).copy(),
@@ -158,11 +178,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "resolver": self.resolver.state_dict() if self.resolver is not None else {},
             "monitor": self.monitor.state_dict() if self.monitor is not None else {},
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rng,
         }
         atomic_save(state, self.checkpoint_path)
 
@@ -180,11 +196,18 @@ class Trainer:
             self.resolver.load_state_dict(state["resolver"])
         if self.monitor is not None:
             self.monitor.load_state_dict(state["monitor"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        if len(state["rng"]) != self.world:
+            raise CheckpointError(
+                f"{self.checkpoint_path} was written by {len(state['rng'])} process(es); resume "
+                f"it with the same number, not {self.world}"
+            )
+        rng = state["rng"][self.rank]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
         self.position = Position(**state["position"])
-        truncate_log(self.run_dir / "train_log.csv", self.position.step)
+        if self.rank == 0:
+            truncate_log(self.run_dir / "train_log.csv", self.position.step)
 
     # -- data -----------------------------------------------------------------------------
     def _next_batch(self) -> tuple[dict[str, Any], bool]:
@@ -200,7 +223,8 @@ class Trainer:
         if epoch_end:
             self.position.epoch += 1
             self.position.batch = 0
-        return collate_batch([self.dataset[i] for i in index]), epoch_end
+        shard = index[self.rank :: self.world]
+        return collate_batch([self.dataset[i] for i in shard]), epoch_end
 
     # -- one step -------------------------------------------------------------------------
     def _stage(self, step: int) -> str:
@@ -223,10 +247,10 @@ class Trainer:
         if outputs.enhanced is not None:
             losses["se"] = se_loss(outputs.enhanced, clean_magnitude, outputs.frames)
         self.optimizer.zero_grad(set_to_none=True)
-        if stage == "se":
-            losses["se"].backward(inputs=list(model.se.parameters()))
-        elif stage == "asr":
-            losses["asr"].backward(inputs=list(model.asr.parameters()))
+        if stage in ("se", "asr"):  # one task; backward() also averages over processes
+            assert model.se is not None or stage == "asr"
+            module = model.se if stage == "se" else model.asr
+            gradsurgery.backward({stage: losses[stage]}, module.parameters(), resolver="sum")
         else:
             assert self.resolver is not None
             monitored = self.position.step % self.config.monitor_every == 0
@@ -239,7 +263,7 @@ class Trainer:
                 granularity=self.config.granularity,  # type: ignore[arg-type]
                 diagnostics=monitored,
             )
-            if result.gram is not None and self.monitor is not None:
+            if result.gram is not None and self.monitor is not None and self.rank == 0:
                 self.monitor.update(result, step=self.position.step)
         grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip))
         skipped = not math.isfinite(grad_norm)
@@ -256,7 +280,7 @@ class Trainer:
 
     def _write_conflicts(self) -> None:
         """The conflict record as CSV, its summary as JSON and its picture as PNG."""
-        if self.monitor is None or not self.monitor.history()["step"]:
+        if self.rank != 0 or self.monitor is None or not self.monitor.history()["step"]:
             return
         self.monitor.to_csv(self.run_dir / "conflicts.csv")
         summary = self.monitor.summary()
@@ -288,16 +312,16 @@ class Trainer:
                 f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, "
                 "or choose another run folder"
             )
-        else:
+        elif self.rank == 0:
             (self.run_dir / "config.json").write_text(
                 json.dumps(self.identity(), indent=2, sort_keys=True)
             )
-        train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS)
+        train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS, self.rank == 0)
         bar = progress_bar(
             self.total_steps,
             self.position.step,
             f"{self.system.name} seed {self.seed}",
-            self.progress,
+            self.progress and self.rank == 0,
         )
         try:
             while self.position.step < self.total_steps:
@@ -326,18 +350,26 @@ class Trainer:
         finally:
             bar.close()
             train_log.close()
+        launch.check_same_parameters(self.model)
         self.save_checkpoint()
         self._write_conflicts()
-        atomic_save(
-            {"identity": self.identity(), "model": self.model.state_dict()}, self.final_path
-        )
+        if self.rank == 0:
+            final = {"identity": self.identity(), "model": self.model.state_dict()}
+            atomic_save(final, self.final_path)
+        launch.barrier()
         return self.final_path
 
 
 class CsvLog:
-    """Appends rows to a CSV file (header written once), flushed at checkpoints."""
+    """Appends rows to a CSV file (header written once), flushed at checkpoints.
 
-    def __init__(self, path: Path, fields: tuple[str, ...]) -> None:
+    A disabled log (processes other than rank 0) writes nothing.
+    """
+
+    def __init__(self, path: Path, fields: tuple[str, ...], enabled: bool = True) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
         new = not path.exists() or path.stat().st_size == 0
         self.handle = path.open("a", newline="")
         self.writer = csv.DictWriter(self.handle, fieldnames=fields)
@@ -345,14 +377,17 @@ class CsvLog:
             self.writer.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
+        if self.enabled:
+            self.writer.writerow(row)
 
     def flush(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        if self.enabled:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
 
     def close(self) -> None:
-        self.handle.close()
+        if self.enabled:
+            self.handle.close()
 
 
 def truncate_log(path: Path, step: int) -> None:

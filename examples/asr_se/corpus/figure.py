@@ -84,7 +84,7 @@ def draw_spectrograms(root: str | Path, png: str | Path) -> Path:
                 cmap="magma",
             )
             if key == "clean":
-                words = r["text"] if len(r["text"]) <= 48 else r["text"][:45] + "..."
+                words = r["text"] if len(r["text"]) <= 30 else r["text"][:27] + "..."
                 title = f'clean [{r["test_set"]}] "{words}"'
             else:
                 title = f"noisy: {r['noise']} (set {r['noise_set']}), {float(r['snr']):g} dB SNR"

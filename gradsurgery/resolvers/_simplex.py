@@ -22,7 +22,9 @@ _RCOND = 1e-13
 """Eigenvalues below this fraction of the largest are treated as zero in the sub-solves."""
 
 
-def nonnegative_quadratic(A: Tensor, b: Tensor, max_iterations: int | None = None) -> Tensor:
+def nonnegative_quadratic(
+    A: Tensor, b: Tensor, max_iterations: int | None = None, guess: Tensor | None = None
+) -> Tensor:
     r"""Solve :math:`\min_{u \ge 0} \tfrac12 u^\top A u - b^\top u` for each block.
 
     The Lawson-Hanson active-set method (Lawson & Hanson, *Solving Least Squares Problems*,
@@ -42,6 +44,9 @@ def nonnegative_quadratic(A: Tensor, b: Tensor, max_iterations: int | None = Non
         b: ``(..., T)`` vectors.
         max_iterations: a cap on the iterations (default ``5 T + 20``; the method usually
             needs fewer than ``2 T``). At the cap the current feasible iterate is returned.
+        guess: optional ``(..., T)`` boolean free set to start from (a warm start, e.g. the
+            support of a nearby problem's solution). Where the solution on that set is
+            positive it is the starting point; elsewhere the method starts from zero.
 
     Returns:
         ``(..., T)`` non-negative minimisers, in ``A``'s dtype.
@@ -56,6 +61,12 @@ def nonnegative_quadratic(A: Tensor, b: Tensor, max_iterations: int | None = Non
     filler = torch.where(scale > 0, scale, torch.ones_like(scale))
     u = torch.zeros(n, T, dtype=A.dtype, device=A.device)
     free = torch.zeros(n, T, dtype=torch.bool, device=A.device)
+    if guess is not None:
+        guess = guess.reshape(-1, T)
+        start = _solve_on_free_set(A, b, guess, filler)
+        usable = guess.any(-1) & ((start > 0) | ~guess).all(-1)
+        u = torch.where(usable[:, None], start, u)
+        free = torch.where(usable[:, None], guess, free)
     done = torch.zeros(n, dtype=torch.bool, device=A.device)
     rows = torch.arange(n, device=A.device)
     for _ in range(cap):
@@ -112,7 +123,7 @@ def _solve_on_free_set(A: Tensor, b: Tensor, free: Tensor, filler: Tensor) -> Te
     return torch.where(free, s, torch.zeros_like(s))
 
 
-def min_norm_in_simplex(gram: Tensor) -> Tensor:
+def min_norm_in_simplex(gram: Tensor, guess: Tensor | None = None) -> Tensor:
     r"""The weights of the min-norm point of the convex hull of the task gradients.
 
     Solves :math:`\min_{w \in \Delta} w^\top Q w` with :math:`Q = J J^\top` and
@@ -135,6 +146,8 @@ def min_norm_in_simplex(gram: Tensor) -> Tensor:
 
     Args:
         gram: ``(..., T, T)`` Gram matrices.
+        guess: optional ``(..., T)`` weights of a nearby problem's solution; their support
+            warm-starts the active set (the result does not depend on it).
 
     Returns:
         ``(..., T)`` weights in the simplex.
@@ -148,11 +161,21 @@ def min_norm_in_simplex(gram: Tensor) -> Tensor:
     positive = top > 0
     normalised = gram / torch.where(positive, top, 1.0)[..., None, None]
     ones = torch.ones(T, T, dtype=gram.dtype, device=gram.device)
-    u = nonnegative_quadratic(
-        normalised + ones, torch.ones_like(top)[..., None].expand(*top.shape, T)
-    )
-    total = u.sum(-1, keepdim=True)
-    weights = u / torch.where(total > 0, total, 1.0)
+    support = None if guess is None else guess > 0
+    weight_of_sum = torch.ones_like(top)
+    # Two passes: the second weighs the sum constraint by the first pass's min-norm value,
+    # so that small gradients' Gram entries are not swamped by the rank-one term (any
+    # positive weight gives the same solution in exact arithmetic).
+    for _ in range(2):
+        s = weight_of_sum[..., None, None]
+        u = nonnegative_quadratic(
+            normalised + s * ones, s[..., 0].expand(*top.shape, T), guess=support
+        )
+        total = u.sum(-1, keepdim=True)
+        weights = u / torch.where(total > 0, total, 1.0)
+        support = weights > 0
+        value = torch.einsum("...i,...ij,...j->...", weights, normalised, weights)
+        weight_of_sum = value.clamp(min=1e-6, max=1.0)
     uniform = torch.full_like(weights, 1.0 / T)
     return torch.where((positive & (total.squeeze(-1) > 0))[..., None], weights, uniform)
 

@@ -107,9 +107,13 @@ class CAGrad(GramResolver):
         mean_sq = mean_dots.mean(-1)[..., None, None]
         safe_radius = torch.where(radius > 0, radius, 1.0)
 
+        previous: list[Tensor] = []  # the last solution warm-starts the next solve
+
         def solve(mu: Tensor) -> tuple[Tensor, Tensor]:
             m = mu[..., None, None]
-            w = min_norm_in_simplex(gram + m * outer + m * m * mean_sq * ones)
+            shifted = gram + m * outer + m * m * mean_sq * ones
+            w = min_norm_in_simplex(shifted, previous[-1] if previous else None)
+            previous[:] = [w]
             norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
             return w, norm_w - radius * mu
 

@@ -107,3 +107,15 @@ def test_nonnegative_quadratic_keeps_leading_dimensions():
     u = nonnegative_quadratic(A, b)
     assert u.shape == (2, 4, 3)
     torch.testing.assert_close(u[1, 2], torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))
+
+
+def test_warm_start_does_not_change_the_solution():
+    rng = np.random.default_rng(3)
+    for J in hard_matrices(4, 30):
+        Q = torch.from_numpy(J @ J.T)[None]
+        cold = min_norm_in_simplex(Q)[0]
+        for guess in (cold, torch.from_numpy(rng.uniform(-1, 1, J.shape[0]))):
+            warm = min_norm_in_simplex(Q, guess[None])[0]
+            torch.testing.assert_close(
+                warm @ Q[0] @ warm, cold @ Q[0] @ cold, rtol=0, atol=1e-12 * float(Q.max())
+            )

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml tools/setup_env.sh
 	touch $@
 
 demo: $(STAMP)
-	$(PYTHON) -m examples.quickstart
+	$(PYTHON) -m examples.asr_se demo
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q

@@ -127,3 +127,12 @@ def test_manifest_with_a_missing_file_is_named(tiny_root, tmp_path):
     victim.unlink()
     with pytest.raises(CorpusError, match=victim.name):
         trainer(copy / "manifest.jsonl", tmp_path / "run")
+
+
+def test_speed_benchmark_reports_both_ratios(tiny_manifest):
+    from examples.asr_se.speed import measure
+
+    result = measure("tiny", steps=1, warmup=0, threads=1, manifest=tiny_manifest)
+    assert set(result["median_step_seconds"]) == {"sum", "gr"}
+    assert result["ratio_gr_to_sum"] > 0
+    assert 0 < result["resolver_share_of_gr_step"] < 1

@@ -18,7 +18,14 @@ from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver
 
-__all__ = ["GradientRemedy", "PairGram", "remedy_projection", "remedy_rescale"]
+__all__ = [
+    "GradientRemedy",
+    "PairGram",
+    "RescaleOptions",
+    "pair_gram",
+    "remedy_projection",
+    "remedy_rescale",
+]
 
 
 class PairGram(NamedTuple):
@@ -33,6 +40,15 @@ class PairGram(NamedTuple):
     """:math:`\\|a\\|^2`"""
     pa: Tensor
     """:math:`p \\cdot a`"""
+
+
+def pair_gram(gram: Tensor, primary: int, auxiliary: int) -> PairGram:
+    """The (primary, auxiliary) entries of ``(..., T, T)`` Gram matrices."""
+    return PairGram(
+        pp=gram[..., primary, primary],
+        aa=gram[..., auxiliary, auxiliary],
+        pa=gram[..., primary, auxiliary],
+    )
 
 
 class Projection(NamedTuple):
@@ -134,7 +150,28 @@ def _cosine(gram: PairGram) -> Tensor:
     return torch.where(both, (pa / denominator).clamp(-1.0, 1.0), torch.zeros_like(pa))
 
 
-class GradientRemedy(GramResolver):
+class RescaleOptions(GramResolver):
+    """The hyper-parameters of GR's rescale, shared by :class:`GradientRemedy` and the
+    rescale-only ablation: ``k`` (dominance threshold, > 0) and ``max_stretch`` (None or
+    >= 1)."""
+
+    def __init__(self, k: float = 5.0, max_stretch: float | None = None) -> None:
+        if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
+            raise ValueError(f"Invalid k: {k!r} (expected a finite number > 0; the paper uses 5)")
+        if max_stretch is not None and not (
+            isinstance(max_stretch, (int, float)) and max_stretch >= 1
+        ):
+            raise ValueError(
+                f"Invalid max_stretch: {max_stretch!r} (expected None or a number >= 1)"
+            )
+        self.k = float(k)
+        self.max_stretch = None if max_stretch is None else float(max_stretch)
+
+    def _options(self) -> dict[str, Any]:
+        return {"k": self.k, "max_stretch": self.max_stretch}
+
+
+class GradientRemedy(RescaleOptions):
     r"""Gradient Remedy (Hu et al., ICASSP 2023): acute-angle projection plus rescale.
 
     For the primary gradient :math:`p` and an auxiliary gradient :math:`a`:
@@ -188,21 +225,6 @@ class GradientRemedy(GramResolver):
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
 
-    def __init__(self, k: float = 5.0, max_stretch: float | None = None) -> None:
-        if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
-            raise ValueError(f"Invalid k: {k!r} (expected a finite number > 0; the paper uses 5)")
-        if max_stretch is not None and not (
-            isinstance(max_stretch, (int, float)) and max_stretch >= 1
-        ):
-            raise ValueError(
-                f"Invalid max_stretch: {max_stretch!r} (expected None or a number >= 1)"
-            )
-        self.k = float(k)
-        self.max_stretch = None if max_stretch is None else float(max_stretch)
-
-    def _options(self) -> dict[str, Any]:
-        return {"k": self.k, "max_stretch": self.max_stretch}
-
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         T = gram.shape[-1]
         p = 0 if primary is None else primary
@@ -212,8 +234,7 @@ class GradientRemedy(GramResolver):
         for a in range(T):
             if a == p:
                 continue
-            pair = PairGram(pp=gram[..., p, p], aa=gram[..., a, a], pa=gram[..., p, a])
-            projected = remedy_projection(pair)
+            projected = remedy_projection(pair_gram(gram, p, a))
             rescaled = remedy_rescale(projected.gram, self.k, self.max_stretch)
             # cos * (a + shift * p): the auxiliary's own weight and its share of p.
             weights[..., a] = rescaled.auxiliary_scale

@@ -12,25 +12,13 @@ run.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver
-from gradsurgery.resolvers.gr import PairGram, remedy_projection, remedy_rescale
+from gradsurgery.resolvers.gr import RescaleOptions, pair_gram, remedy_projection, remedy_rescale
 
 __all__ = ["GradientRemedyProjection", "GradientRemedyRescale"]
-
-
-def _pair(gram: Tensor, primary: int, auxiliary: int) -> PairGram:
-    """The 2 x 2 Gram matrix of (primary, auxiliary), one entry per block."""
-    return PairGram(
-        pp=gram[..., primary, primary],
-        aa=gram[..., auxiliary, auxiliary],
-        pa=gram[..., primary, auxiliary],
-    )
 
 
 class GradientRemedyProjection(GramResolver):
@@ -77,11 +65,11 @@ class GradientRemedyProjection(GramResolver):
         weights = torch.ones(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
         for a in range(T):
             if a != p:
-                weights[..., p] += remedy_projection(_pair(gram, p, a)).shift
+                weights[..., p] += remedy_projection(pair_gram(gram, p, a)).shift
         return weights
 
 
-class GradientRemedyRescale(GramResolver):
+class GradientRemedyRescale(RescaleOptions):
     r"""Gradient Remedy's rescale step alone (``"gr_rescale"``).
 
     For the primary gradient :math:`p` and each auxiliary gradient :math:`a_k`, with
@@ -129,28 +117,13 @@ class GradientRemedyRescale(GramResolver):
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict"})
 
-    def __init__(self, k: float = 5.0, max_stretch: float | None = None) -> None:
-        if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
-            raise ValueError(f"Invalid k: {k!r} (expected a finite number > 0; the paper uses 5)")
-        if max_stretch is not None and not (
-            isinstance(max_stretch, (int, float)) and max_stretch >= 1
-        ):
-            raise ValueError(
-                f"Invalid max_stretch: {max_stretch!r} (expected None or a number >= 1)"
-            )
-        self.k = float(k)
-        self.max_stretch = None if max_stretch is None else float(max_stretch)
-
-    def _options(self) -> dict[str, Any]:
-        return {"k": self.k, "max_stretch": self.max_stretch}
-
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         T = gram.shape[-1]
         p = 0 if primary is None else primary
         weights = torch.ones(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
         for a in range(T):
             if a != p:
-                rescaled = remedy_rescale(_pair(gram, p, a), self.k, self.max_stretch)
+                rescaled = remedy_rescale(pair_gram(gram, p, a), self.k, self.max_stretch)
                 weights[..., a] = rescaled.auxiliary_scale
                 weights[..., p] = torch.maximum(weights[..., p], rescaled.primary_scale)
         return weights

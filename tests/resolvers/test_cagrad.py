@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 import gradsurgery
 from gradsurgery.resolvers import CAGrad
+from tests.strategies import gradient_matrices
 
 
 def dual_objective(w, Q, c):
@@ -94,3 +97,13 @@ def test_zero_mean_gradient_gives_zero():
 def test_invalid_options(options, name):
     with pytest.raises(ValueError, match=name):
         CAGrad(**options)
+
+
+@given(G=gradient_matrices(min_tasks=2, max_tasks=4), data=st.data())
+def test_permutation_invariant_to_solver_accuracy(G, data):
+    order = list(data.draw(st.permutations(range(G.shape[0]))))
+    d = gradsurgery.resolve(G, method="cagrad")
+    scale = 1e-6 * float(G.norm(dim=1).max())
+    torch.testing.assert_close(
+        gradsurgery.resolve(G[order], method="cagrad"), d, rtol=1e-6, atol=scale
+    )

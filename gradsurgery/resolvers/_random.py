@@ -34,6 +34,11 @@ class SeededRandomness:
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
 
+    def _shuffled(self, items: list[int]) -> list[int]:
+        """``items`` in a random order drawn from the generator."""
+        permutation = torch.randperm(len(items), generator=self.generator).tolist()
+        return [items[index] for index in permutation]
+
     def state_dict(self) -> dict[str, Any]:
         """The private generator's state (empty when drawing from torch's global generator)."""
         if self.generator is None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["GradVac"]
@@ -15,7 +16,7 @@ __all__ = ["GradVac"]
 Order = Literal["random", "fixed"]
 
 
-class GradVac(GramResolver):
+class GradVac(SeededRandomness, GramResolver):
     r"""GradVac, gradient vaccine (Wang et al., ICLR 2021).
 
     "Gradient Vaccine: Investigating and Improving Multi-task Optimization in Massively
@@ -81,26 +82,16 @@ class GradVac(GramResolver):
             raise ValueError(f"Invalid beta: {beta!r} (expected a number in [0, 1])")
         if order not in ("random", "fixed"):
             raise ValueError(f"Invalid order: {order!r} (expected 'random' or 'fixed')")
-        if seed is not None and generator is not None:
-            raise ValueError("Give either seed or generator to GradVac, not both")
-        if seed is not None and not isinstance(seed, int):
-            raise TypeError(f"Invalid seed: {seed!r} (expected an int)")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
         self.beta = float(beta)
         self.order: Order = order
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
+        self._init_randomness(seed, generator)
         self.targets: Tensor | None = None
 
     def _options(self) -> dict[str, Any]:
         return {"beta": self.beta, "order": self.order, "seed": self.seed}
 
     def _visit_order(self, others: list[int]) -> list[int]:
-        if self.order == "fixed":
-            return others
-        permutation = torch.randperm(len(others), generator=self.generator).tolist()
-        return [others[index] for index in permutation]
+        return others if self.order == "fixed" else self._shuffled(others)
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         T = gram.shape[-1]
@@ -132,23 +123,15 @@ class GradVac(GramResolver):
         return total
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
+        state = super().state_dict()  # the generator's, if any
         if self.targets is not None:
             state["targets"] = self.targets.clone()
-        if self.generator is not None:
-            state["generator"] = self.generator.get_state()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         unknown = set(state_dict) - {"targets", "generator"}
         if unknown:
             raise ValueError(f"GradVac.load_state_dict: unexpected keys {sorted(unknown)}")
-        if "generator" in state_dict and self.generator is None:
-            raise ValueError(
-                "GradVac.load_state_dict: the state has a generator; build GradVac with seed="
-            )
+        super().load_state_dict({k: v for k, v in state_dict.items() if k == "generator"})
         targets = state_dict.get("targets")
         self.targets = None if targets is None else targets.clone()
-        if "generator" in state_dict:
-            assert self.generator is not None
-            self.generator.set_state(state_dict["generator"])

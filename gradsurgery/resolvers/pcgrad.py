@@ -76,8 +76,7 @@ class PCGrad(SeededRandomness, GramResolver):
     def _visit_order(self, others: list[int]) -> list[int]:
         if self.order == "fixed" or len(others) < 2:
             return others
-        permutation = torch.randperm(len(others), generator=self.generator).tolist()
-        return [others[index] for index in permutation]
+        return self._shuffled(others)
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         T = gram.shape[-1]

@@ -148,12 +148,13 @@ def backward(
     matrix and one of the task-specific gradients, plus two tiny collectives.
 
     Raises:
-        TypeError / ValueError: a loss that is not a scalar tensor, a non-finite loss (the
-        task is named; not with a ``scaler``), a loss that reaches none of ``params``, bad
-        ``primary``, ``weights`` or ``granularity``, shared parameters of different dtypes
-        or devices.
+        TypeError: a loss or parameter that is not a tensor, a mapping without task names.
+        ValueError: a loss that is not a scalar, a non-finite loss (the task is named; not
+            with a ``scaler``), a loss that reaches none of ``params``, bad ``primary``,
+            ``weights`` or ``granularity``, shared parameters of different dtypes or
+            devices.
         gradsurgery.distributed.DistributedMismatchError: ranks whose tasks reach
-        different parameters (raised on every rank).
+            different parameters (raised on every rank).
     """
     accumulator = Accumulator(
         params,

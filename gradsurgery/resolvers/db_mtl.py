@@ -56,9 +56,10 @@ class DBMTL(Resolver):
         LibMTL (``LibMTL/weighting/DB_MTL.py``) takes :math:`\log(L_i + 10^{-8})`, which is
         NaN for a negative loss and silently wrong for a loss near zero, and divides by
         :math:`\|\hat g_i\| + 10^{-8}`, which makes the result depend on the gradients' scale.
-        Here a non-positive loss is an error naming the task, a task with
-        :math:`\hat g_i = 0` contributes zero, and scaling every gradient by :math:`c > 0`
-        scales :math:`d` by :math:`c`.
+        Here a non-positive loss is an error naming the task; a task with
+        :math:`\|\hat g_i\|` below machine epsilon times the largest norm counts as zero
+        and contributes nothing (rather than being amplified some :math:`10^{16}` times);
+        and scaling every gradient by :math:`c > 0` scales :math:`d` by :math:`c`.
 
     Example:
         >>> import torch, gradsurgery
@@ -131,7 +132,9 @@ class DBMTL(Resolver):
         if not bool(torch.isfinite(norms).all()):
             raise ValueError(f"the averaged log-loss gradients' norms overflow {work_dtype}")
         largest = norms.max(dim=-1, keepdim=True).values
-        positive = norms > 0
+        # a task whose averaged gradient is below eps x the largest is numerically zero: it
+        # is not amplified (its norm may even have underflowed in the Gram)
+        positive = norms > largest * torch.finfo(work_dtype).eps
         alphas = torch.where(positive, largest / torch.where(positive, norms, 1.0), 0.0)
         direction = weighted_sum_of_blocks(average, alphas, block_sizes)
         if not bool(torch.isfinite(direction).all()):

@@ -119,3 +119,17 @@ def test_state_restores_exactly():
 def test_invalid_options(options, name):
     with pytest.raises(ValueError, match=name):
         DBMTL(**options)
+
+
+def test_numerically_zero_task_is_not_amplified():
+    # ||g_2|| is far below eps * ||g_1||: amplifying it to ||g_1|| would make the result
+    # jump when the gradients are rescaled (hypothesis found G = [[1], [3e-160]]).
+    G = torch.tensor([[1.0], [3.1259e-160]], dtype=torch.float64)
+    losses = torch.ones(2)
+    expected = gradsurgery.resolve(G, method="db_mtl", losses=losses)
+    torch.testing.assert_close(
+        gradsurgery.resolve(2.0 * G, method="db_mtl", losses=losses), 2.0 * expected
+    )
+    torch.testing.assert_close(
+        expected, gradsurgery.resolve(G[:1], method="db_mtl", losses=losses[:1])
+    )

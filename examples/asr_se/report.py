@@ -141,8 +141,9 @@ def _enhancement(se: Records, systems: Sequence[str]) -> list[str]:
         "## Speech enhancement quality",
         "",
         "SI-SNR (dB) of the noisy input and of the enhanced signal (resynthesised with the "
-        "noisy phase) against the clean speech, and STOI, averaged over every noisy test "
-        "utterance and seed.",
+        "noisy phase) against the clean speech, averaged over every noisy test utterance and "
+        "seed; STOI (pystoi) over a fixed subset of each noisy condition (20 utterances, "
+        "chosen by a hash of their ids).",
         "",
         "| system | SI-SNR noisy | SI-SNR enhanced | gain | STOI noisy | STOI enhanced |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -87,7 +87,7 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         corpus="quick",
         model=ModelConfig(se_hidden=96, d_model=128, blocks=3),
-        train=TrainConfig(steps=400, batch_size=16, warmup=100),
+        train=TrainConfig(steps=800, batch_size=16, warmup=100),
         systems=("sum", "gr"),
         seeds=(0,),
     ),

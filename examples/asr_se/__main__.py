@@ -13,11 +13,12 @@ import argparse
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from examples.asr_se import launch
 from examples.asr_se.compare import collect, run_grid
-from examples.asr_se.config import PRESETS, get_preset
+from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.evaluate import evaluate_run
 from examples.asr_se.report import print_table, write_report
@@ -27,8 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "asr_se"
 
 
-def _corpus(preset_name: str, corpus_dir: Path | None, progress: bool) -> Path:
-    preset = get_preset(preset_name)
+def _corpus(preset: Preset, corpus_dir: Path | None, progress: bool) -> Path:
     out = corpus_dir or default_out_dir(preset.corpus)
     return build_corpus(preset.corpus, out, seed=0, progress=progress)
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             help=f"runs folder (default {RUNS.relative_to(REPO)})",
         )
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--steps", type=int, help="override the preset's training steps")
 
     common(sub.add_parser("build-corpus", help="build (or finish building) the preset's corpus"))
     for name in ("train", "evaluate"):
@@ -87,21 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     progress = not args.no_progress
     preset = get_preset("quick" if args.command == "demo" else args.preset)
+    if args.steps is not None:
+        if args.steps < 1:
+            parser.error(f"--steps must be >= 1, got {args.steps}")
+        # a run folder of its own: runs of the preset's own length are not mixed with these
+        name = f"{preset.name}-{args.steps}steps"
+        preset = replace(preset, name=name, train=replace(preset.train, steps=args.steps))
     if args.command == "build-corpus":
-        print(_corpus(preset.name, args.corpus_dir, progress))
+        print(_corpus(preset, args.corpus_dir, progress))
         return 0
     if args.command == "train":
         launch.init_from_environment()
         rank = launch.rank_and_world()[0]
         if rank == 0:  # one process builds the corpus; the others then find it finished
-            _corpus(preset.name, args.corpus_dir, progress)
+            _corpus(preset, args.corpus_dir, progress)
         launch.barrier()
-        manifest = _corpus(preset.name, args.corpus_dir, progress and rank == 0)
+        manifest = _corpus(preset, args.corpus_dir, progress and rank == 0)
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         trainer = Trainer(preset, args.system, args.seed, manifest, run_dir, progress=progress)
         print(trainer.train(resume=args.resume))
         return 0
-    manifest = _corpus(preset.name, args.corpus_dir, progress)
+    manifest = _corpus(preset, args.corpus_dir, progress)
     if args.command == "evaluate":
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         print(evaluate_run(preset, args.system, run_dir, manifest, progress=progress))

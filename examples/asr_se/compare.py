@@ -16,7 +16,7 @@ from typing import Any
 from examples.asr_se.config import Preset
 from examples.asr_se.evaluate import evaluate_run
 from examples.asr_se.systems import get_system
-from examples.asr_se.train import Trainer, run_dir_for
+from examples.asr_se.train import Trainer, run_dir_for, run_identity
 
 
 def run_grid(
@@ -34,6 +34,7 @@ def run_grid(
     for system in systems:
         for seed in seeds:
             run_dir = run_dir_for(runs_root, preset.name, system, seed)
+            _check_settings(run_dir, run_identity(preset, system, seed))
             if (run_dir / "evaluation.json").exists():
                 print(f"[compare] {system} seed {seed}: done, kept")
                 continue
@@ -43,6 +44,19 @@ def run_grid(
                 print(f"[compare] {system} seed {seed}: {'resuming' if resume else 'training'}")
                 trainer.train(resume=resume)
             evaluate_run(preset, system, run_dir, manifest, progress=progress)
+
+
+def _check_settings(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to keep or resume a run folder trained with other settings."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    if stored != json.loads(json.dumps(identity)):
+        raise ValueError(
+            f"{run_dir} holds a run with other settings than the preset's now (see its "
+            "config.json); move it away, or pass --runs with another folder"
+        )
 
 
 def collect(

@@ -71,6 +71,11 @@ def run_dir_for(root: Path, preset: str, system: str, seed: int) -> Path:
     return root / preset / system / f"seed{seed}"
 
 
+def run_identity(preset: Preset, system: str, seed: int) -> dict[str, Any]:
+    """The settings that define a run (its ``config.json``)."""
+    return {"preset": preset.to_dict(), "system": system, "seed": seed}
+
+
 def build_model(preset: Preset, system: System) -> JointModel:
     """The joint model of ``system`` (without the front end for ``noisy_asr``)."""
     return JointModel(preset.model, use_enhancer=system.use_enhancer)
@@ -158,7 +163,7 @@ class Trainer:
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed by this trainer."""
-        return {"preset": self.preset.to_dict(), "system": self.system.name, "seed": self.seed}
+        return run_identity(self.preset, self.system.name, self.seed)
 
     def save_checkpoint(self) -> None:
         rng = launch.gather(

@@ -136,3 +136,10 @@ def test_speed_benchmark_reports_both_ratios(tiny_manifest):
     assert set(result["median_step_seconds"]) == {"sum", "gr"}
     assert result["ratio_gr_to_sum"] > 0
     assert 0 < result["resolver_share_of_gr_step"] < 1
+
+
+def test_grid_refuses_a_finished_run_of_other_settings(tiny_manifest, tmp_path):
+    run_grid(TINY, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+    longer = replace(TINY, train=replace(TINY.train, steps=3))
+    with pytest.raises(ValueError, match="other settings"):
+        run_grid(longer, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)

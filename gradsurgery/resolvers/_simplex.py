@@ -16,7 +16,7 @@ from torch import Tensor
 
 __all__ = ["min_norm_in_simplex", "nonnegative_quadratic"]
 
-_OPTIMALITY_TOL = 1e-11
+_OPTIMALITY_TOL = 1e-15
 """A free variable enters the active set when its gradient exceeds this (relative) value."""
 _RCOND = 1e-13
 """Eigenvalues below this fraction of the largest are treated as zero in the sub-solves."""
@@ -57,20 +57,18 @@ def nonnegative_quadratic(
     b = b.reshape(-1, T)
     n = A.shape[0]
     cap = 5 * T + 20 if max_iterations is None else max_iterations
-    scale = torch.diagonal(A, dim1=-2, dim2=-1).amax(-1)
-    filler = torch.where(scale > 0, scale, torch.ones_like(scale))
     u = torch.zeros(n, T, dtype=A.dtype, device=A.device)
     free = torch.zeros(n, T, dtype=torch.bool, device=A.device)
     if guess is not None:
         guess = guess.reshape(-1, T)
-        start = _solve_on_free_set(A, b, guess, filler)
+        start = _solve_on_free_set(A, b, guess)
         usable = guess.any(-1) & ((start > 0) | ~guess).all(-1)
         u = torch.where(usable[:, None], start, u)
         free = torch.where(usable[:, None], guess, free)
     done = torch.zeros(n, dtype=torch.bool, device=A.device)
     rows = torch.arange(n, device=A.device)
     for _ in range(cap):
-        s = _solve_on_free_set(A, b, free, filler)
+        s = _solve_on_free_set(A, b, free)
         feasible = ((s > 0) | ~free).all(-1)
         # Infeasible blocks: step from u toward s until the first free variable hits zero.
         blocking = free & (s <= 0)
@@ -104,12 +102,18 @@ def nonnegative_quadratic(
     return u.reshape(*batch, T)
 
 
-def _solve_on_free_set(A: Tensor, b: Tensor, free: Tensor, filler: Tensor) -> Tensor:
+def _solve_on_free_set(A: Tensor, b: Tensor, free: Tensor) -> Tensor:
     """Solve :math:`A_{FF} s_F = b_F`, :math:`s = 0` off the free set :math:`F`, per block.
 
-    The fixed variables get a decoupled diagonal entry of the size of :math:`A`, so every
-    block is one symmetric system; a pseudo-inverse guards against round-off singularity.
+    The fixed variables get a decoupled diagonal entry (the free block's largest diagonal
+    entry), so every block is one symmetric system; a pseudo-inverse guards against
+    round-off singularity.
     """
+    # The filler is the largest FREE diagonal entry, so that the fixed variables never set
+    # the scale of the pseudo-inverse's cut-off (a tiny free block must still be solved).
+    diagonal = torch.diagonal(A, dim1=-2, dim2=-1)
+    largest_free = torch.where(free, diagonal, torch.zeros_like(diagonal)).amax(-1)
+    filler = torch.where(largest_free > 0, largest_free, torch.ones_like(largest_free))
     both = free.unsqueeze(-1) & free.unsqueeze(-2)
     system = torch.where(both, A, torch.zeros_like(A))
     system = system + torch.diag_embed(torch.where(free, 0.0, filler[:, None].expand_as(b)))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers.base import Resolution, Resolver, gram_of_blocks, weighted_sum_of_blocks
 
 __all__ = ["DBMTL"]
@@ -99,14 +100,12 @@ class DBMTL(Resolver):
         if losses is None:
             raise ValueError(f"DBMTL needs losses=: the {G.shape[0]} loss values")
         T, P = G.shape
-        values = losses.detach().to("cpu", torch.float64)
-        bad = torch.nonzero(~(values > 0)).flatten()
-        if bad.numel():
-            index = int(bad[0])
-            raise ValueError(
-                f"Invalid losses: task {index} is {float(values[index])}; DB-MTL takes the "
-                "logarithm of each loss, so every loss must be > 0 (shift it by a constant)"
-            )
+        values = checked_losses(
+            losses,
+            "DB-MTL takes the logarithm of each loss, so every loss must be > 0 (shift it by "
+            "a constant)",
+            strictly_positive=True,
+        )
         if self.average is not None and self.average.shape != (T, P):
             raise ValueError(
                 f"DBMTL keeps a running average of shape {tuple(self.average.shape)} (tasks x "

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["DynamicWeightAverage"]
@@ -125,14 +126,11 @@ class DynamicWeightAverage(GramResolver):
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         assert losses is not None  # the front door checks needs_losses
         T = gram.shape[-1]
-        values = losses.to("cpu", torch.float64)
-        negative = torch.nonzero(values < 0).flatten()
-        if negative.numel():
-            index = int(negative[0])
-            raise ValueError(
-                f"Invalid losses: task {index} is {float(values[index])}; DynamicWeightAverage "
-                "needs losses >= 0 (shift the losses by a constant first)"
-            )
+        values = checked_losses(
+            losses,
+            "DynamicWeightAverage needs losses >= 0 (shift the losses by a constant first)",
+            strictly_positive=False,
+        )
         if self._loss_sum is not None and self._loss_sum.shape[0] != T:
             raise ValueError(
                 f"DynamicWeightAverage is averaging {self._loss_sum.shape[0]} losses, got {T}"

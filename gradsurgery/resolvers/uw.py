@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["UncertaintyWeighting"]
@@ -86,14 +87,11 @@ class UncertaintyWeighting(GramResolver):
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         assert losses is not None  # the front door checks needs_losses
         T = gram.shape[-1]
-        values = losses.to("cpu", torch.float64)
-        negative = torch.nonzero(values < 0).flatten()
-        if negative.numel():
-            index = int(negative[0])
-            raise ValueError(
-                f"Invalid losses: task {index} is {float(values[index])}; UncertaintyWeighting "
-                "needs losses >= 0 (shift the losses by a constant first)"
-            )
+        values = checked_losses(
+            losses,
+            "UncertaintyWeighting needs losses >= 0 (shift the losses by a constant first)",
+            strictly_positive=False,
+        )
         if self.log_variances is None or self.log_variances.shape[0] != T:
             self._start(torch.full((T,), self.initial_log_variance, dtype=torch.float64))
         assert self.log_variances is not None and self._optimizer is not None

@@ -7,6 +7,7 @@ never allowed to stop the run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -176,3 +177,19 @@ def git_describe() -> str | None:
         return ref[:12]
     except OSError:
         return None
+
+
+def benchmark_parser(name: str, description: str, smoke_help: str) -> argparse.ArgumentParser:
+    """The arguments every benchmark has: ``--smoke`` and ``--methods`` (add the rest, then
+    :func:`add_output_arguments`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
+    return parser
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--seed``, ``--out`` and ``--quiet``, shared by every benchmark."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--quiet", dest="verbose", action="store_false")

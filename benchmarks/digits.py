@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import _common
+from benchmarks._common import add_output_arguments, benchmark_parser
 from benchmarks._training import entries, summarise, train
 from benchmarks.models import MultiTaskModel
 
@@ -185,12 +186,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.digits",
-        description="Per-task accuracy on two overlapping 8x8 digits (sklearn, no download).",
+    parser = benchmark_parser(
+        "digits",
+        "Per-task accuracy on two overlapping 8x8 digits (sklearn, no download).",
+        "a few steps (seconds)",
     )
-    parser.add_argument("--smoke", action="store_true", help="a few steps (seconds)")
-    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
     parser.add_argument("--steps", type=int, default=None, help="(default 300)")
     parser.add_argument("--seeds", type=int, default=None, help="(default 3)")
     parser.add_argument("--batch", type=int, default=128)
@@ -198,9 +198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-pairs", type=int, default=None, help="(default 6000)")
     parser.add_argument("--test-pairs", type=int, default=None, help="(default 2000)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     smoke = {"steps": 2, "seeds": 1, "train_pairs": 64, "test_pairs": 32}
     full = {"steps": 300, "seeds": 3, "train_pairs": 6000, "test_pairs": 2000}

@@ -27,6 +27,7 @@ import torch
 
 import gradsurgery
 from benchmarks import _common
+from benchmarks._common import add_output_arguments, benchmark_parser
 
 CHEAP = ("sum", "gr", "pcgrad", "cosine_gate")
 GOAL = 3.0
@@ -280,12 +281,11 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.kernel",
-        description="Throughput of resolve() on large matrices against a same-size copy.",
+    parser = benchmark_parser(
+        "kernel",
+        "Throughput of resolve() on large matrices against a same-size copy.",
+        "small matrices only (seconds)",
     )
-    parser.add_argument("--smoke", action="store_true", help="small matrices only (seconds)")
-    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
     parser.add_argument(
         "--sizes",
         nargs="*",
@@ -302,9 +302,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3)")
     parser.add_argument("--profile", action="store_true", help="profile the cheap methods")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = [1000, 10_000] if args.smoke else [10**5, 10**6, 10**7, 10**8]

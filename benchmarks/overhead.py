@@ -533,15 +533,14 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.overhead",
-        description=(
+    parser = _common.benchmark_parser(
+        "overhead",
+        (
             "Time and peak memory of one training step with each resolver and each peer "
             "method, as ratios to the summed-loss step measured interleaved with it."
         ),
+        "tiny models, few steps (seconds)",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny models, few steps (seconds)")
-    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
     parser.add_argument("--models", nargs="*", help=f"only these models ({', '.join(MODELS)})")
     parser.add_argument("--no-peers", action="store_true", help="skip TorchJD and LibMTL")
     parser.add_argument("--repeats", type=int, default=None, help="timed pairs (default 30)")
@@ -550,9 +549,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's; smoke: 1)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    _common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads is None:
         args.threads = 1 if args.smoke else torch.get_num_threads()

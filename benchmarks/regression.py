@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import _common
+from benchmarks._common import add_output_arguments, benchmark_parser
 from benchmarks._training import SINGLE_TASK, entries, summarise, train
 from benchmarks.models import MultiTaskModel
 
@@ -235,12 +236,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.regression",
-        description="GradNorm's synthetic regression and a primary/auxiliary version.",
+    parser = benchmark_parser(
+        "regression",
+        "GradNorm's synthetic regression and a primary/auxiliary version.",
+        "a few steps (seconds)",
     )
-    parser.add_argument("--smoke", action="store_true", help="a few steps (seconds)")
-    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
     parser.add_argument("--steps", type=int, default=None, help="(default 300)")
     parser.add_argument("--seeds", type=int, default=None, help="(default 3)")
     parser.add_argument("--batch", type=int, default=100)
@@ -249,9 +249,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--primary-train", type=int, default=100)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 2 if args.smoke else 300

@@ -384,19 +384,16 @@ def plot_all(result: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.toy",
-        description="Every resolver on the 2-D two-task toy problem (Nash-MTL protocol).",
+    parser = _common.benchmark_parser(
+        "toy",
+        "Every resolver on the 2-D two-task toy problem (Nash-MTL protocol).",
+        "a few steps (seconds)",
     )
-    parser.add_argument("--smoke", action="store_true", help="a few steps (seconds)")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 35000)")
-    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
     parser.add_argument(
         "--labels", nargs="*", help="only these runs, e.g. single_task_f1 sum gr 'pcgrad[p]'"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    _common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 5 if args.smoke else 35_000

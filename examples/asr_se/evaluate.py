@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -52,11 +53,19 @@ def si_snr(estimate: Tensor, reference: Tensor) -> Tensor:
 
 
 def _stoi(clean: Tensor, signal: Tensor, sample_rate: int) -> float | None:
+    """STOI, or ``None`` without pystoi or for an utterance too short to score.
+
+    pystoi returns a placeholder 1e-5 (with a warning) when too few frames remain after
+    removing silence; such utterances are left out rather than averaged in.
+    """
     try:
         from pystoi import stoi
     except ImportError:
         return None
-    return float(stoi(clean.numpy(), signal.numpy(), sample_rate, extended=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(stoi(clean.numpy(), signal.numpy(), sample_rate, extended=False))
+    return None if caught else value
 
 
 def load_trained(preset: Preset, system_name: str, checkpoint: Path) -> JointModel:

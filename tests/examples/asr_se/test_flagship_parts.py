@@ -69,3 +69,12 @@ def test_unknown_system_lists_the_known_ones():
         get_system("grr")
     assert get_system("gr").resolver == "gr"
     assert not get_system("noisy_asr").use_enhancer
+
+
+def test_stoi_leaves_out_utterances_too_short_to_score():
+    from examples.asr_se.evaluate import _stoi
+
+    short = torch.randn(400) * 0.01  # 50 ms: pystoi would return its 1e-5 placeholder
+    assert _stoi(short, short, 8000) is None
+    tone = torch.sin(torch.arange(16000.0) * 0.05) * torch.linspace(0.2, 1.0, 16000)
+    assert 0.5 < _stoi(tone, tone + 0.01 * torch.randn(16000), 8000) <= 1.0

@@ -18,7 +18,9 @@ before each measured step, so the step's own gradients count. ``ratio_memory`` i
 median over ``--memory-repeats`` measurements of the method's peak over the baseline's.
 Linux only; elsewhere the memory fields are ``null``.
 
-Run: ``python -m benchmarks.overhead`` (full, about 15 minutes on 2 cores) or ``--smoke``.
+Run: ``python -m benchmarks.overhead`` (full: about 15 minutes on 2 cores for ``mlp`` and
+``conv``, an estimated 20-25 more for ``se_asr``, whose summed-loss step takes about 0.25 s
+on one thread) or ``--smoke``.
 """
 
 from __future__ import annotations
@@ -541,7 +543,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ),
         "tiny models, few steps (seconds)",
     )
-    parser.add_argument("--models", nargs="*", help=f"only these models ({', '.join(MODELS)})")
+    parser.add_argument(
+        "--models", nargs="*", choices=list(MODELS), help=f"only these models ({', '.join(MODELS)})"
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip TorchJD and LibMTL")
     parser.add_argument("--repeats", type=int, default=None, help="timed pairs (default 30)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3)")

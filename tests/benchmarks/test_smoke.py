@@ -60,6 +60,11 @@ def test_overhead_smoke(tmp_path):
         for model in MODELS
     }
     assert ours == expected
+    # The flagship's SE+ASR model is timed too, and the plain sum runs on it.
+    flagship = [r for r in records if r["model"] == "se_asr"]
+    assert flagship and all(r["tasks"] == 2 for r in flagship)
+    sums = [r for r in flagship if r["method"] == "sum" and r["library"] == "gradsurgery"]
+    assert len(sums) == 2 and all(r["ratio_time"] > 0 for r in sums)
     run = json.loads((tmp_path / "overhead_run.json").read_text())
     assert {"machine", "direction_agreement", "peers_missing", "settings"} <= set(run)
     assert run["machine"]["torch"] == torch.__version__

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             buffer = torch.empty_like(G)
             copy_seconds = _median_seconds(lambda b=buffer, g=G: b.copy_(g), args.repeats)
             del buffer
+            new_direction_seconds = _median_seconds(lambda p=size: torch.zeros(p), args.repeats)
             largest = (tasks, size)
             for method in selected:
                 record: dict[str, Any] = {
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "bytes": nbytes,
                     "copy_seconds": copy_seconds,
                     "copy_gb_per_s": nbytes / copy_seconds / 1e9,
+                    "new_direction_ratio": new_direction_seconds / copy_seconds,
                     "cheap": is_cheap(method, tasks),
                 }
                 try:
@@ -185,6 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"T={t} P={p:.0e}",
             round(lookup_any["bytes"] / 2**20, 1),
             round(lookup_any["copy_gb_per_s"], 2),
+            round(lookup_any["new_direction_ratio"], 2),
         ]
         for t, p in columns
         for lookup_any in [next(r for r in records if r["tasks"] == t and r["size"] == p)]
@@ -220,7 +223,14 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## The copy reference",
         "",
-        _common.markdown_table(["matrix", "MiB", "copy GB/s (bytes of G / time)"], copy_rows),
+        "A method returns a new `(P,)` direction: the last column is the time of "
+        "`torch.zeros(P)` over the copy's, the floor that allocating (and, above glibc's "
+        "mmap threshold, faulting in fresh pages for) the result costs any method.",
+        "",
+        _common.markdown_table(
+            ["matrix", "MiB", "copy GB/s (bytes of G / time)", "new (P,) tensor, x copy"],
+            copy_rows,
+        ),
         "",
         "## Time of resolve / time of copy",
         "",

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from gradsurgery._validation import (
     TaskKey,
+    all_finite,
     build_resolver,
     first_nonfinite_task,
     normalize_primary,
@@ -119,7 +120,7 @@ def run_resolver(
             "the task gradients are finite but their Gram matrix overflows "
             f"{G.dtype}; scale the losses down"
         ) from None
-    if not gram_checked and not bool(torch.isfinite(resolution.direction).all()):
+    if not gram_checked and not all_finite(resolution.direction):
         _raise_if_nonfinite(G, names)
         raise ValueError(
             f"{type(resolver).__name__} gave a non-finite direction from finite task gradients "
@@ -129,6 +130,8 @@ def run_resolver(
 
 
 def _raise_if_nonfinite(G: Tensor, names: Sequence[str] | None) -> None:
+    if all_finite(G):
+        return
     bad = first_nonfinite_task(G)
     if bad is not None:
         raise ValueError(

@@ -151,6 +151,30 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+_AXPY_MAX_TASKS = 8
+"""Up to this many tasks, ``w^T G`` on the CPU is formed by scaled row additions (below)."""
+
+
+def _axpy_sum(work: Tensor, w: Tensor) -> Tensor:
+    """``w^T work`` for a ``(T, P)`` matrix as ``T`` scaled row additions (axpy).
+
+    On the CPU a matrix-vector product with very few rows and millions of columns runs
+    several times slower than streaming the rows through ``add_`` (measured in
+    ``benchmarks/kernel.py``); the sums are the same up to rounding. A leading weight of
+    exactly one, as for the plain sum, saves the first scaling pass.
+    """
+    coefficients = w.tolist()
+    if len(coefficients) >= 2 and coefficients[0] == 1.0:
+        direction = torch.add(work[0], work[1], alpha=coefficients[1])
+        rest = zip(work[2:], coefficients[2:])
+    else:
+        direction = torch.mul(work[0], coefficients[0])
+        rest = zip(work[1:], coefficients[1:])
+    for row, coefficient in rest:
+        direction.add_(row, alpha=coefficient)
+    return direction
+
+
 def gram_of_blocks(G: Tensor, block_sizes: Sequence[int]) -> Tensor:
     """The Gram matrix of each column block of ``G``, shape ``(B, T, T)``, in float64.
 
@@ -163,12 +187,44 @@ def gram_of_blocks(G: Tensor, block_sizes: Sequence[int]) -> Tensor:
     for offset, count, size in _runs(block_sizes):
         if count == 1:
             block = work[:, offset : offset + size]
-            grams.append((block @ block.T).unsqueeze(0))
+            gram = _gram_of_wide_block(block) if _is_wide(block) else block @ block.T
+            grams.append(gram.to(torch.float64).unsqueeze(0))
         else:
             stacked = work[:, offset : offset + count * size].reshape(T, count, size)
             stacked = stacked.transpose(0, 1)  # (count, T, size)
-            grams.append(torch.bmm(stacked, stacked.transpose(1, 2)))
-    return torch.cat(grams).to(torch.float64)
+            grams.append(torch.bmm(stacked, stacked.transpose(1, 2)).to(torch.float64))
+    return torch.cat(grams)
+
+
+_WIDE_MIN_COLUMNS = 1 << 20
+_WIDE_CHUNK_COLUMNS = 1 << 17
+
+
+def _is_wide(block: Tensor) -> bool:
+    """A block whose Gram the CPU's ``block @ block.T`` computes slowly: few rows, >= 1M columns."""
+    return block.device.type == "cpu" and block.shape[0] <= 8 and block.shape[1] >= _WIDE_MIN_COLUMNS
+
+
+def _gram_of_wide_block(block: Tensor) -> Tensor:
+    """``block @ block.T`` for a ``(T, P)`` block with ``T <= 8`` and large ``P``, on the CPU.
+
+    The CPU's matrix product is several times slower than a read of the block for such
+    shapes (``benchmarks/kernel.py``). Up to three rows, the ``T (T + 1) / 2`` dot products
+    are faster; above, column chunks small enough to stay in cache are multiplied one by
+    one and summed in float64 (which also bounds the round-off of a long float32 sum).
+    """
+    T = block.shape[0]
+    if T <= 3:
+        gram = torch.empty(T, T, dtype=torch.float64)
+        for i in range(T):
+            for j in range(i, T):
+                gram[i, j] = gram[j, i] = torch.dot(block[i], block[j]).item()
+        return gram
+    gram = torch.zeros(T, T, dtype=torch.float64)
+    for start in range(0, block.shape[1], _WIDE_CHUNK_COLUMNS):
+        chunk = block[:, start : start + _WIDE_CHUNK_COLUMNS]
+        gram += chunk @ chunk.T
+    return gram
 
 
 def weighted_sum_of_blocks(G: Tensor, weights: Tensor, block_sizes: Sequence[int]) -> Tensor:
@@ -186,6 +242,8 @@ def weighted_sum_of_blocks(G: Tensor, weights: Tensor, block_sizes: Sequence[int
     work = G if G.dtype == work_dtype else G.to(work_dtype)
     w = weights.to(device=G.device, dtype=work_dtype)
     if len(block_sizes) == 1:
+        if G.device.type == "cpu" and G.shape[0] <= _AXPY_MAX_TASKS:
+            return _axpy_sum(work, w[0]).to(G.dtype)
         return (w[0] @ work).to(G.dtype)
     T = G.shape[0]
     direction = torch.empty(G.shape[1], dtype=work_dtype, device=G.device)

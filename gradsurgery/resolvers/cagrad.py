@@ -17,6 +17,8 @@ Rescale = Literal["1+c^2", "1+c", "none"]
 _RESCALES = ("1+c^2", "1+c", "none")
 _MAX_ITERATIONS = 100
 _TOLERANCE = 1e-13
+_NEGLIGIBLE_NORM = 1e-12
+"""``g_w`` counts as zero when ``||g_w|| <= 1e-12 max_i ||g_i||``; then ``d = g_0 / (1 + c^2)``."""
 
 
 class CAGrad(GramResolver):
@@ -43,7 +45,9 @@ class CAGrad(GramResolver):
     safeguarded regula falsi (Illinois) on :math:`h(\mu) = \|g_{w(\mu)}\| - c\|g_0\|\mu`,
     bracketed by :math:`0` and :math:`\max_i \|g_i\| / (c\|g_0\|)`, to a relative
     :math:`10^{-13}`. When the optimum has :math:`g_w = 0` (or :math:`g_0 = 0`),
-    :math:`d = g_0 / (1 + c^2)`.
+    :math:`d = g_0 / (1 + c^2)`; :math:`g_w` counts as zero when
+    :math:`\|g_w\| \le 10^{-12} \max_i \|g_i\|` (a relative cut, so scale-equivariant,
+    but a matrix sitting on it may fall either side after rounding).
 
     Args:
         c: the radius :math:`c \ge 0` relative to :math:`\|g_0\|`; default 0.4 (the nyuv2
@@ -96,7 +100,7 @@ class CAGrad(GramResolver):
             w = self._dual_weights(gram, mean_dots, radius)
             norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
             scale = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1))
-            active = (radius > 0) & (norm_w > 1e-12 * scale)
+            active = (radius > 0) & (norm_w > _NEGLIGIBLE_NORM * scale)
             step = torch.where(active, radius / torch.where(active, norm_w, 1.0), 0.0)
             weights = uniform + step[..., None] * w
         divisor = {"1+c^2": 1.0 + self.c**2, "1+c": 1.0 + self.c, "none": 1.0}[self.rescale]

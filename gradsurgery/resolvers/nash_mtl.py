@@ -48,7 +48,9 @@ class NashMTL(GramResolver):
             (where the unregularised conditions have none); default ``1e-8``.
 
     ``primary`` is ignored: Nash-MTL treats all tasks alike. Scale-equivariant (the
-    weights depend on the normalised Gram only) and permutation-invariant. Cost: ``T``
+    weights depend on the normalised Gram only) and permutation-invariant up to the solve's
+    rounding (about :math:`10^{-9}` relative when a task's gradient is zero or two are
+    opposed, where :math:`\varepsilon` alone keeps :math:`\hat Q` invertible). Cost: ``T``
     backward passes (only on update steps if the autograd glue is bypassed),
     :math:`O(T^2 P)` for the Gram, a few :math:`O(T^3)` Newton steps, :math:`O(TP)` for the
     sum. State: the last :math:`\alpha` per block and the step count, restored exactly.

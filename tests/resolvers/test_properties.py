@@ -42,6 +42,12 @@ def test_shape_dtype_and_finite(method, G, data):
 @given(G=gradient_matrices(), scale=st.floats(1e-3, 1e3), data=st.data())
 def test_scale_equivariant(method, G, scale, data):
     primary = data.draw(st.none() | st.integers(0, G.shape[0] - 1))
+    if method == "cagrad":
+        # CAGrad's documented relative cut (||g_w|| <= 1e-12 max ||g_i|| counts as zero): a
+        # row whose norm sits on it may fall either side after rounding, at any scale.
+        norms = G.norm(dim=1)
+        ratios = norms / norms.max().clamp(min=1e-300)
+        assume(not bool(((ratios > 1e-13) & (ratios < 1e-11)).any()))
     expected = scale * run(method, G, primary)
     actual = run(method, scale * G, primary)
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale * (1 + G.abs().max()))
@@ -51,7 +57,12 @@ def test_scale_equivariant(method, G, scale, data):
 @given(G=gradient_matrices(min_tasks=2), data=st.data())
 def test_permutation_invariant(method, G, data):
     order = data.draw(st.permutations(range(G.shape[0])))
-    torch.testing.assert_close(run(method, G[list(order)]), run(method, G), rtol=1e-9, atol=1e-9)
+    # Nash-MTL's Newton solve on Q / ||Q|| + 1e-8 I is conditioned at up to 1e8 when a task's
+    # gradient is zero or two are opposed (its docstring): rounding then reaches ~1e-9.
+    tolerance = 1e-7 if method == "nash_mtl" else 1e-9
+    torch.testing.assert_close(
+        run(method, G[list(order)]), run(method, G), rtol=tolerance, atol=tolerance
+    )
 
 
 @pytest.mark.parametrize("method", promised("sum_without_conflict"))

@@ -193,7 +193,8 @@ def gram_of_blocks(G: Tensor, block_sizes: Sequence[int]) -> Tensor:
             stacked = work[:, offset : offset + count * size].reshape(T, count, size)
             stacked = stacked.transpose(0, 1)  # (count, T, size)
             grams.append(torch.bmm(stacked, stacked.transpose(1, 2)).to(torch.float64))
-    return torch.cat(grams)
+    gram = torch.cat(grams)
+    return 0.5 * (gram + gram.transpose(1, 2))  # blocked products round the halves apart
 
 
 _WIDE_MIN_COLUMNS = 1 << 20

@@ -72,7 +72,14 @@ def machine(seed: int | None = None) -> dict[str, Any]:
         "git_commit": git_describe(),
         "load_average_1_5_15_min_at_start": load,
         "seed": seed,
+        "environment": {
+            name: os.environ[name] for name in _RECORDED_ENVIRONMENT if name in os.environ
+        },
     }
+
+
+_RECORDED_ENVIRONMENT = ("GLIBC_TUNABLES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_ARENA_MAX")
+"""Environment variables that change timings, recorded when set."""
 
 
 def _module_name() -> str:
@@ -122,6 +129,7 @@ def machine_markdown(info: dict[str, Any]) -> str:
         "cores",
         "torch",
         "torch_threads",
+        "environment",
         "seed",
         "load_average_1_5_15_min_at_start",
         "load_average_1_5_15_min_at_end",

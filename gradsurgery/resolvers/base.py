@@ -203,7 +203,9 @@ _WIDE_CHUNK_COLUMNS = 1 << 17
 
 def _is_wide(block: Tensor) -> bool:
     """A block whose Gram the CPU's ``block @ block.T`` computes slowly: few rows, >= 1M columns."""
-    return block.device.type == "cpu" and block.shape[0] <= 8 and block.shape[1] >= _WIDE_MIN_COLUMNS
+    return (
+        block.device.type == "cpu" and block.shape[0] <= 8 and block.shape[1] >= _WIDE_MIN_COLUMNS
+    )
 
 
 def _gram_of_wide_block(block: Tensor) -> Tensor:

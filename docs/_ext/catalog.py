@@ -81,7 +81,7 @@ class ResolverEntry:
             return "protected"
         if _IGNORES_PRIMARY.search(inspect.getdoc(self.cls) or ""):
             return "ignored"
-        return "see its page"
+        return "used, not protected"
 
     @property
     def defaults(self) -> dict[str, str]:

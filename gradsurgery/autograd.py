@@ -15,6 +15,7 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -321,14 +322,23 @@ class Accumulator:
             )
         primary_index = normalize_primary(self.primary, names, T)
         loss_weights = task_vector(self.weights, "weights", names, T, nonnegative=True)
-        loss_values = torch.stack(
-            [loss.detach().reshape(()).to("cpu", torch.float64) for loss in loss_list]
-        )
+        loss_floats = [loss.detach().item() for loss in loss_list]
+        loss_values = torch.tensor(loss_floats, dtype=torch.float64)
         if not (self._leaves_nonfinite_to_scaler or self._distributed):
             _raise_if_nonfinite_losses(loss_values, names)
-        reached = [_reached_parameters(loss, self._parameters) for loss in loss_list]
-        for index, task_params in enumerate(reached):
-            if not task_params:
+        capture = distributed.is_initialized()
+        loss_only = isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram
+        # A loss weighting without diagnostics needs no task gradients, so not which
+        # parameters each task reaches: only that each reaches one (checked, stopping early).
+        fast = loss_only and not self.diagnostics and not capture
+        if fast:
+            reaches = [_reaches_any(loss, self._position) for loss in loss_list]
+            reached: list[dict[int, Tensor]] | None = None
+        else:
+            reached = [_reached_parameters(loss, self._position) for loss in loss_list]
+            reaches = [bool(task_params) for task_params in reached]
+        for index, reaches_one in enumerate(reaches):
+            if not reaches_one:
                 raise ValueError(
                     f"Invalid losses: {task_label(index, names)} reaches none of params "
                     "(is it detached, or computed from other parameters?)"
@@ -339,13 +349,16 @@ class Accumulator:
         ]
         if self.scaler is not None:
             scaled = [self.scaler.scale(loss) for loss in scaled]
-        counts: dict[int, int] = {}
-        for task_params in reached:
-            for key in task_params:
-                counts[key] = counts.get(key, 0) + 1
-        shared = [p for p in self._parameters if counts.get(id(p), 0) >= 2]
-        loss_only = isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram
-        weights_only = not shared or (loss_only and not self.diagnostics)
+        if reached is None:
+            shared: list[Tensor] = []
+            weights_only = True
+        else:
+            counts: dict[int, int] = {}
+            for task_params in reached:
+                for key in task_params:
+                    counts[key] = counts.get(key, 0) + 1
+            shared = [p for p in self._parameters if counts.get(id(p), 0) >= 2]
+            weights_only = not shared or (loss_only and not self.diagnostics)
 
         if window is None:
             window = _Window(
@@ -380,17 +393,17 @@ class Accumulator:
             )
         window.loss_sum += loss_values
         window.count += 1
-        capture = distributed.is_initialized()
         if weights_only:
             self._backward_weighted_sum(window, scaled, reached, loss_values, capture)
         else:
+            assert reached is not None
             _task_gradients(window, scaled, reached, capture)
 
     def _backward_weighted_sum(
         self,
         window: _Window,
         scaled: list[Tensor],
-        reached: list[dict[int, Tensor]],
+        reached: list[dict[int, Tensor]] | None,
         loss_values: Tensor,
         capture: bool,
     ) -> None:
@@ -401,9 +414,9 @@ class Accumulator:
         if self._distributed:
             fingerprint = [T, 1, 0, 0, 0, 0]
             loss_values = distributed.agree(loss_values, fingerprint, self.process_group, device)
-        if not self._leaves_nonfinite_to_scaler:
-            _raise_if_nonfinite_losses(loss_values, window.names, self._distributed)
-        finite = bool(torch.isfinite(loss_values).all())
+            if not self._leaves_nonfinite_to_scaler:  # now averaged over the ranks
+                _raise_if_nonfinite_losses(loss_values, window.names, averaged=True)
+        finite = all(math.isfinite(value) for value in loss_values.tolist())
         if isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram and finite:
             zeros = torch.zeros(1, T, T, dtype=torch.float64)
             with self._same_draws(device):
@@ -411,10 +424,15 @@ class Accumulator:
         else:  # no shared parameters: every task's gradient goes where it belongs
             weights = torch.ones(1, T, dtype=torch.float64)
         window.finite = window.finite and finite
-        total = sum(float(weights[0, i]) * scaled[i] for i in range(T))
-        assert isinstance(total, Tensor)
-        reached_ids = set().union(*reached)
-        inputs = [p for p in self._parameters if id(p) in reached_ids]
+        coefficients = weights[0].tolist()
+        total = scaled[0] if coefficients[0] == 1.0 else scaled[0] * coefficients[0]
+        for coefficient, loss in zip(coefficients[1:], scaled[1:]):
+            total = total + (loss if coefficient == 1.0 else coefficient * loss)
+        if reached is None:  # every parameter: those the sum does not reach keep their .grad
+            inputs = self._parameters
+        else:
+            reached_ids = set().union(*reached)
+            inputs = [p for p in self._parameters if id(p) in reached_ids]
         if capture:
             grads = torch.autograd.grad(total, inputs)
             for param, grad in zip(inputs, grads):
@@ -618,6 +636,8 @@ def _normalize_losses(
 def _raise_if_nonfinite_losses(
     values: Tensor, names: Sequence[str] | None, averaged: bool = False
 ) -> None:
+    if all(math.isfinite(value) for value in values.tolist()):
+        return
     for index in range(values.shape[0]):
         if not torch.isfinite(values[index]):
             where = " (on at least one rank)" if averaged else ""
@@ -647,24 +667,44 @@ def _normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
     return result
 
 
-def _reached_parameters(loss: Tensor, parameters: list[Tensor]) -> dict[int, Tensor]:
-    """The parameters ``loss`` depends on, found by walking its autograd graph."""
-    wanted = {id(p): p for p in parameters}
+def _reached_parameters(loss: Tensor, position: Mapping[int, int]) -> dict[int, Tensor]:
+    """The parameters (by id, among the keys of ``position``) ``loss`` depends on, found by
+    walking its autograd graph once (each node visited once; leaves are not expanded)."""
     if loss.grad_fn is None:  # the loss is itself a leaf
-        return {id(loss): loss} if id(loss) in wanted else {}
+        return {id(loss): loss} if id(loss) in position else {}
     found: dict[int, Tensor] = {}
-    visited: set[Any] = set()
+    seen: set[Any] = set()
     stack: list[Any] = [loss.grad_fn]
     while stack:
-        node = stack.pop()
-        if node is None or node in visited:
-            continue
-        visited.add(node)
-        variable = getattr(node, "variable", None)
-        if variable is not None and id(variable) in wanted:
-            found[id(variable)] = wanted[id(variable)]
-        stack.extend(child for child, _ in node.next_functions)
+        for child, _ in stack.pop().next_functions:
+            if child is None or child in seen:
+                continue
+            seen.add(child)
+            variable = getattr(child, "variable", None)  # only AccumulateGrad nodes have one
+            if variable is None:
+                stack.append(child)
+            elif id(variable) in position:
+                found[id(variable)] = variable
     return found
+
+
+def _reaches_any(loss: Tensor, position: Mapping[int, int]) -> bool:
+    """Whether ``loss`` depends on any of the parameters: the walk above, stopped early."""
+    if loss.grad_fn is None:
+        return id(loss) in position
+    seen: set[Any] = set()
+    stack: list[Any] = [loss.grad_fn]
+    while stack:
+        for child, _ in stack.pop().next_functions:
+            if child is None or child in seen:
+                continue
+            seen.add(child)
+            variable = getattr(child, "variable", None)
+            if variable is None:
+                stack.append(child)
+            elif id(variable) in position:
+                return True
+    return False
 
 
 def _check_same_kind(shared: list[Tensor]) -> None:

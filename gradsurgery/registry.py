@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -90,6 +91,16 @@ def register(name: str, resolver_class: type[Resolver], *, overwrite: bool = Fal
     _REGISTRY[name] = resolver_class
 
 
+@functools.cache
+def _options_of(resolver_class: type[Resolver]) -> tuple[str, ...]:
+    """The constructor options of ``resolver_class`` (read once: ``inspect`` is slow)."""
+    return tuple(
+        parameter
+        for parameter in inspect.signature(resolver_class).parameters
+        if parameter not in ("self", "args", "kwargs")
+    )
+
+
 def get_resolver(name: str, **options: Any) -> Resolver:
     """Build the resolver registered as ``name`` with hyper-parameters ``options``.
 
@@ -110,11 +121,9 @@ def get_resolver(name: str, **options: Any) -> Resolver:
         raise ValueError(
             f"Unknown method: {name!r}; available methods: {', '.join(available())}"
         ) from None
-    accepted = [
-        parameter
-        for parameter in inspect.signature(resolver_class).parameters
-        if parameter not in ("self", "args", "kwargs")
-    ]
+    if not options:
+        return resolver_class()
+    accepted = _options_of(resolver_class)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(

@@ -231,11 +231,12 @@ def test_error_restores_the_shared_grads():
         (lambda m: (m.losses(X), [1.0]), TypeError, "item 0"),
     ],
 )
-def test_bad_input(make, error, message):
+@pytest.mark.parametrize("method", ["gr", "sum"])  # sum: the loss-weighting fast path
+def test_bad_input(make, error, message, method):
     model = TwoHeads()
     losses, params = make(model)
     with pytest.raises(error, match=message):
-        gradsurgery.backward(losses, params, resolver="gr")
+        gradsurgery.backward(losses, params, resolver=method)
 
 
 def test_bad_granularity():

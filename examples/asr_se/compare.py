@@ -28,11 +28,15 @@ def run_grid(
     *,
     progress: bool = True,
 ) -> None:
-    """Train and evaluate every (system, seed) not done yet; resume interrupted ones."""
+    """Train and evaluate every (system, seed) not done yet; resume interrupted ones.
+
+    Seed by seed: a grid stopped part-way has every system on the first seeds, so the
+    report of an unfinished grid still compares all of them.
+    """
     for system in systems:
         get_system(system)  # fail before any work on an unknown name
-    for system in systems:
-        for seed in seeds:
+    for seed in seeds:
+        for system in systems:
             run_dir = run_dir_for(runs_root, preset.name, system, seed)
             _check_settings(run_dir, run_identity(preset, system, seed))
             if (run_dir / "evaluation.json").exists():

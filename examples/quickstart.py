@@ -30,9 +30,12 @@ def make_data(seed: int) -> dict[str, torch.Tensor]:
         return torch.tanh(sign * x @ teacher)
 
     return {
-        "x_primary": x_primary, "y_primary": target(x_primary, 1.0),
-        "x_aux": x_aux, "y_aux": 3.0 * target(x_aux, -0.5),
-        "x_test": x_test, "y_test": target(x_test, 1.0),
+        "x_primary": x_primary,
+        "y_primary": target(x_primary, 1.0),
+        "x_aux": x_aux,
+        "y_aux": 3.0 * target(x_aux, -0.5),
+        "x_test": x_test,
+        "y_test": target(x_test, 1.0),
     }
 
 

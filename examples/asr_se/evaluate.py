@@ -90,12 +90,15 @@ def evaluate(
     test_sets: Iterable[str] | None = None,
     progress: bool = True,
     stoi_per_condition: int | None = 20,
+    per_condition: int | None = None,
 ) -> dict[str, Any]:
     """Decode the test split and score it.
 
-    STOI is slow (pure Python), so it is computed on a fixed subset of each noisy
-    condition: the ``stoi_per_condition`` utterances whose ids hash lowest (``None``: all,
-    ``0``: none). SI-SNR and WER always use every utterance.
+    ``per_condition`` limits the test to that many utterances per condition (test set,
+    noise, SNR): those whose ids hash lowest, the same for every system and seed
+    (``None``: all). STOI is slow (pure Python), so it is computed on a smaller fixed subset
+    of each noisy condition, chosen the same way: ``stoi_per_condition`` utterances
+    (``None``: all, ``0``: none). SI-SNR and WER use every evaluated utterance.
 
     Returns:
         ``{"wer": [...], "se": [...], "examples": [...]}``: one WER record per condition
@@ -107,7 +110,10 @@ def evaluate(
         manifest, "test", test_set=None if test_sets is None else list(test_sets)
     )
     order = sorted(range(len(dataset)), key=lambda index: dataset.durations[index])
-    stoi_ids = _stoi_subset(dataset.records, stoi_per_condition)
+    if per_condition is not None:
+        kept = hashed_subset(dataset.records, per_condition)
+        order = [index for index in order if dataset.records[index]["id"] in kept]
+    stoi_ids = hashed_subset(dataset.records, stoi_per_condition, noisy_only=True)
     references: dict[Condition, list[str]] = defaultdict(list)
     hypotheses: dict[Condition, list[str]] = defaultdict(list)
     quality: dict[Condition, list[tuple[float, float, float | None, float | None]]] = defaultdict(
@@ -192,14 +198,20 @@ def evaluate(
     return {"wer": wer_records, "se": se_records, "examples": examples}
 
 
-def _stoi_subset(records: list[dict[str, Any]], per_condition: int | None) -> set[str]:
-    """The ids scored by STOI: per noisy condition, those whose CRC-32 is lowest."""
-    if per_condition is None:
-        return {r["id"] for r in records}
+def hashed_subset(
+    records: list[dict[str, Any]], per_condition: int | None, *, noisy_only: bool = False
+) -> set[str]:
+    """Per condition (test set, noise, SNR), the ids of the ``per_condition`` records whose
+    CRC-32 is lowest: the same utterances for every system and seed, and each smaller
+    subset inside every larger one. ``None``: every id (of the noisy conditions only, with
+    ``noisy_only``)."""
     groups: dict[Condition, list[str]] = defaultdict(list)
     for r in records:
-        if r["snr"] is not None:
-            groups[(r["test_set"], r["noise"], float(r["snr"]))].append(r["id"])
+        if not (noisy_only and r["snr"] is None):
+            snr = None if r["snr"] is None else float(r["snr"])
+            groups[(r["test_set"], r["noise"], snr)].append(r["id"])
+    if per_condition is None:
+        return {i for ids in groups.values() for i in ids}
     chosen: set[str] = set()
     for ids in groups.values():
         chosen.update(sorted(ids, key=lambda i: zlib.crc32(i.encode()))[:per_condition])
@@ -223,7 +235,13 @@ def evaluate_run(
     final = run_dir / "final.pt"
     model = load_trained(preset, system_name, final)
     torch.set_num_threads(preset.train.threads)
-    results = evaluate(model, manifest, batch_size=preset.train.eval_batch_size, progress=progress)
+    results = evaluate(
+        model,
+        manifest,
+        batch_size=preset.train.eval_batch_size,
+        progress=progress,
+        per_condition=preset.train.test_per_condition,
+    )
     path = run_dir / "evaluation.json"
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(results, indent=1))

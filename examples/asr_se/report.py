@@ -265,6 +265,13 @@ def write_report(
     sitting = (
         f"; this sitting took {grid_seconds / 3600:.2f} h of wall time" if grid_seconds else ""
     )
+    per_condition = preset.train.test_per_condition
+    test_scope = (
+        "the whole test split"
+        if per_condition is None
+        else f"at most {per_condition} test utterances per condition (test set, noise, SNR), "
+        "the same ones for every system and seed (the lowest CRC-32 of their ids)"
+    )
     lines = [
         f"# Results: preset `{preset.name}`",
         "",
@@ -274,7 +281,8 @@ def write_report(
         "",
         f"on {machine()}. Systems: {', '.join(present)}; seeds: {', '.join(map(str, seeds))}. "
         f"Finished runs: {len(results['runs'])} of {len(systems) * len(seeds)}. "
-        f"Training time summed over the finished runs: {train_hours:.2f} h{sitting}.",
+        f"Training time summed over the finished runs: {train_hours:.2f} h{sitting}. "
+        f"Evaluated on {test_scope}.",
         "",
         *_overview(results["wer"], present, seeds),
     ]

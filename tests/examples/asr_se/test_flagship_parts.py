@@ -80,3 +80,38 @@ def test_stoi_leaves_out_utterances_too_short_to_score():
     signal = torch.sin(torch.arange(16000.0) * 0.05) * torch.rand(16000, generator=generator)
     noise = 0.1 * torch.randn(16000, generator=generator)
     assert 0.5 < _stoi(signal, signal + noise, 8000) <= 1.0
+
+
+def _records() -> list[dict]:
+    records = []
+    for test_set in ("synthetic", "real_seen_text"):
+        for noise, snr in (("none", None), ("white", 5.0), ("white", 0.0)):
+            for n in range(6):
+                name = f"{test_set}-{noise}-{snr}-{n}"
+                records.append({"id": name, "test_set": test_set, "noise": noise, "snr": snr})
+    return records
+
+
+def test_hashed_subset_caps_each_condition_with_nested_deterministic_choices():
+    from examples.asr_se.evaluate import hashed_subset
+
+    records = _records()
+    assert hashed_subset(records, None) == {r["id"] for r in records}
+    two, four = hashed_subset(records, 2), hashed_subset(records, 4)
+    assert len(two) == 6 * 2 and len(four) == 6 * 4  # 6 conditions
+    assert two <= four  # a smaller subset lies inside every larger one
+    assert hashed_subset(list(reversed(records)), 2) == two  # order of the manifest is moot
+    noisy = hashed_subset(records, None, noisy_only=True)
+    assert noisy == {r["id"] for r in records if r["snr"] is not None}
+    assert hashed_subset(records, 0) == set()
+
+
+def test_evaluation_can_be_limited_per_condition(tiny_manifest):
+    from examples.asr_se.config import get_preset
+    from examples.asr_se.evaluate import evaluate
+    from examples.asr_se.model import JointModel
+
+    torch.manual_seed(0)
+    model = JointModel(get_preset("tiny").model).eval()
+    results = evaluate(model, tiny_manifest, batch_size=4, progress=False, per_condition=1)
+    assert results["wer"] and all(r["utterances"] == 1 for r in results["wer"])

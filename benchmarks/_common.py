@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -177,14 +178,41 @@ def error_text(error: BaseException) -> str:
 
 
 def git_describe() -> str | None:
-    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
+    """The commit the code ran at (12 hex digits), with ``+dirty`` when tracked code (not
+    results) differs from it; ``None`` outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    head = root / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            return (head.parent / ref[5:]).read_text().strip()[:12]
-        return ref[:12]
+        commit = (head.parent / ref[5:]).read_text().strip() if ref.startswith("ref: ") else ref
     except OSError:
         return None
+    return commit[:12] + ("+dirty" if _code_modified(root) else "")
+
+
+def _code_modified(root: Path) -> bool:
+    """Whether ``git status`` shows changed tracked code (False when git cannot tell)."""
+    try:
+        status = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)benchmarks/results",
+                ":(exclude)examples/asr_se/results",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(status.stdout.strip())
 
 
 def benchmark_parser(name: str, description: str, smoke_help: str) -> argparse.ArgumentParser:

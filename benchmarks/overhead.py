@@ -376,6 +376,50 @@ def _row_key(record: dict[str, Any]) -> tuple[str, str, str]:
     return record["library"], record["method"], record["granularity"]
 
 
+def _versus_peers(
+    rows: dict[tuple[str, str, str], dict[tuple[str, int], dict[str, Any]]],
+    columns: list[tuple[str, int]],
+) -> list[str]:
+    """Lines of the section comparing gradsurgery (global) with each peer, method by method:
+    the quotient of the two median time ratios (below 1: gradsurgery is faster)."""
+    table: list[list[Any]] = []
+    faster = slower = 0
+    slower_cases: list[str] = []
+    for library, method, _ in sorted(k for k in rows if k[0] != "gradsurgery"):
+        ours_row = rows.get(("gradsurgery", method, "global"), {})
+        cells: list[Any] = [method, library]
+        for column in columns:
+            ours, theirs = ours_row.get(column), rows[(library, method, "global")].get(column)
+            usable = [r for r in (ours, theirs) if r and r.get("ratio_time") is not None]
+            if len(usable) < 2:
+                cells.append("–")
+                continue
+            quotient = ours["ratio_time"] / theirs["ratio_time"]  # type: ignore[index]
+            cells.append(f"{quotient:.2f}")
+            if quotient < 1:
+                faster += 1
+            else:
+                slower += 1
+                slower_cases.append(f"{method} vs {library} on {column[0]} T={column[1]}")
+        table.append(cells)
+    if not table:
+        return []
+    summary = f"gradsurgery is faster in {faster} of {faster + slower} comparisons"
+    summary += f"; slower in: {', '.join(slower_cases)}." if slower_cases else "."
+    header = ["method", "peer"] + [f"{m} T={t}" for m, t in columns]
+    return [
+        "## Against the peers",
+        "",
+        "For each method both libraries have: gradsurgery's median time ratio (global "
+        "granularity) divided by the peer's, on the same model; below 1, gradsurgery's step "
+        "is faster. Quotients within the quartile spreads of the table above are within "
+        f"the noise. {summary}",
+        "",
+        _common.markdown_table(header, table),
+        "",
+    ]
+
+
 def markdown(result: dict[str, Any]) -> str:
     records = result["records"]
     columns = sorted(
@@ -463,6 +507,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         _common.markdown_table(header, time_rows),
         "",
+        *_versus_peers(rows, columns),
         "## Peak memory ratio",
         "",
         "Peak resident-set increase during one step (method / summed-loss baseline); "
@@ -486,6 +531,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for library, reason in result["peers_missing"].items():
         parts.append(f"- {library}: {reason}")
+    if not result["peers_missing"]:
+        parts.append("None: both are installed (their failing methods are listed below).")
     parts += ["", "## Failures", ""]
     if not seen_failures:
         parts.append("None.")

@@ -16,7 +16,7 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -416,7 +416,7 @@ class Accumulator:
             loss_values = distributed.agree(loss_values, fingerprint, self.process_group, device)
             if not self._leaves_nonfinite_to_scaler:  # now averaged over the ranks
                 _raise_if_nonfinite_losses(loss_values, window.names, averaged=True)
-        finite = all(math.isfinite(value) for value in loss_values.tolist())
+        finite = _all_finite_values(loss_values)
         if isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram and finite:
             zeros = torch.zeros(1, T, T, dtype=torch.float64)
             with self._same_draws(device):
@@ -633,10 +633,16 @@ def _normalize_losses(
     return names, loss_list
 
 
+def _all_finite_values(values: Tensor) -> bool:
+    """Whether the few loss values are all finite, read as Python floats: faster than
+    tensor reductions for a handful of elements, and this runs on every step."""
+    return all(math.isfinite(value) for value in values.tolist())
+
+
 def _raise_if_nonfinite_losses(
     values: Tensor, names: Sequence[str] | None, averaged: bool = False
 ) -> None:
-    if all(math.isfinite(value) for value in values.tolist()):
+    if _all_finite_values(values):
         return
     for index in range(values.shape[0]):
         if not torch.isfinite(values[index]):
@@ -667,12 +673,14 @@ def _normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
     return result
 
 
-def _reached_parameters(loss: Tensor, position: Mapping[int, int]) -> dict[int, Tensor]:
-    """The parameters (by id, among the keys of ``position``) ``loss`` depends on, found by
-    walking its autograd graph once (each node visited once; leaves are not expanded)."""
+def _walk_to_parameters(loss: Tensor, position: Mapping[int, int]) -> Iterator[Tensor]:
+    """The parameters (among the keys of ``position``, by id) ``loss`` depends on, yielded
+    as its autograd graph is walked (each node visited once; leaves are not expanded), so
+    a caller that needs only the first stops the walk there."""
     if loss.grad_fn is None:  # the loss is itself a leaf
-        return {id(loss): loss} if id(loss) in position else {}
-    found: dict[int, Tensor] = {}
+        if id(loss) in position:
+            yield loss
+        return
     seen: set[Any] = set()
     stack: list[Any] = [loss.grad_fn]
     while stack:
@@ -684,27 +692,17 @@ def _reached_parameters(loss: Tensor, position: Mapping[int, int]) -> dict[int, 
             if variable is None:
                 stack.append(child)
             elif id(variable) in position:
-                found[id(variable)] = variable
-    return found
+                yield variable
+
+
+def _reached_parameters(loss: Tensor, position: Mapping[int, int]) -> dict[int, Tensor]:
+    """Every parameter ``loss`` depends on, by id."""
+    return {id(param): param for param in _walk_to_parameters(loss, position)}
 
 
 def _reaches_any(loss: Tensor, position: Mapping[int, int]) -> bool:
-    """Whether ``loss`` depends on any of the parameters: the walk above, stopped early."""
-    if loss.grad_fn is None:
-        return id(loss) in position
-    seen: set[Any] = set()
-    stack: list[Any] = [loss.grad_fn]
-    while stack:
-        for child, _ in stack.pop().next_functions:
-            if child is None or child in seen:
-                continue
-            seen.add(child)
-            variable = getattr(child, "variable", None)
-            if variable is None:
-                stack.append(child)
-            elif id(variable) in position:
-                return True
-    return False
+    """Whether ``loss`` depends on any of the parameters (the walk stops at the first)."""
+    return next(_walk_to_parameters(loss, position), None) is not None
 
 
 def _check_same_kind(shared: list[Tensor]) -> None:

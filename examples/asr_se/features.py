@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from examples.asr_se.augment import warp_frequencies
+
 
 class STFT(nn.Module):
     """Magnitude and phase of a Hann-windowed STFT, and its inverse.
@@ -13,6 +15,8 @@ class STFT(nn.Module):
         n_fft: FFT size (``n_fft // 2 + 1`` frequency bins).
         hop: hop length in samples.
     """
+
+    window: Tensor
 
     def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
@@ -36,8 +40,14 @@ class STFT(nn.Module):
         return torch.istft(spectrum, self.n_fft, self.hop, window=self.window, length=length)
 
 
-def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> Tensor:
-    """Triangular mel filters (HTK mel scale), shape ``(n_fft // 2 + 1, n_mels)``."""
+def mel_filterbank(
+    n_mels: int, n_fft: int, sample_rate: int, *, warp: Tensor | None = None
+) -> Tensor:
+    """Triangular mel filters (HTK mel scale), shape ``(n_fft // 2 + 1, n_mels)``.
+
+    With ``warp`` (``(B,)`` VTLP factors, see :mod:`examples.asr_se.augment`), each STFT bin
+    is read as its warped frequency and the result is ``(B, n_fft // 2 + 1, n_mels)``.
+    """
 
     def to_mel(hz: Tensor) -> Tensor:
         return 2595.0 * torch.log10(1.0 + hz / 700.0)
@@ -45,11 +55,15 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> Tensor:
     def to_hz(mel: Tensor) -> Tensor:
         return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
-    bins = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = to_hz(torch.linspace(0.0, float(to_mel(torch.tensor(sample_rate / 2))), n_mels + 2))
+    nyquist = sample_rate / 2
+    bins = torch.linspace(0.0, nyquist, n_fft // 2 + 1)
+    if warp is not None:
+        bins = warp_frequencies(bins.to(warp.device), warp, nyquist)
+    edges = to_hz(torch.linspace(0.0, float(to_mel(torch.tensor(nyquist))), n_mels + 2))
+    edges = edges.to(bins.device)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bins[:, None] - lower) / (centre - lower)
-    falling = (upper - bins[:, None]) / (upper - centre)
+    rising = (bins[..., None] - lower) / (centre - lower)
+    falling = (upper - bins[..., None]) / (upper - centre)
     return torch.clamp(torch.minimum(rising, falling), min=0.0)
 
 
@@ -62,18 +76,28 @@ class LogMel(nn.Module):
         sample_rate: audio sample rate in Hz.
     """
 
+    filters: Tensor
+
     def __init__(self, n_mels: int, n_fft: int, sample_rate: int) -> None:
         super().__init__()
+        self.n_mels, self.n_fft, self.sample_rate = n_mels, n_fft, sample_rate
         self.register_buffer(
             "filters", mel_filterbank(n_mels, n_fft, sample_rate), persistent=False
         )
 
-    def forward(self, magnitude: Tensor, frames: Tensor) -> Tensor:
+    def forward(self, magnitude: Tensor, frames: Tensor, warp: Tensor | None = None) -> Tensor:
         """``(B, T, bins)`` magnitude and valid frame counts to ``(B, T, n_mels)`` features.
 
         Mean and variance are taken over each utterance's valid frames; padded frames are 0.
+        ``warp`` (``(B,)``, optional) applies VTLP's frequency warp per utterance.
         """
-        features = torch.log(magnitude.pow(2) @ self.filters + 1e-6)
+        if warp is None:
+            filters = self.filters
+        else:
+            filters = mel_filterbank(self.n_mels, self.n_fft, self.sample_rate, warp=warp).to(
+                magnitude.dtype
+            )
+        features = torch.log(magnitude.pow(2) @ filters + 1e-6)
         mask = torch.arange(features.shape[1], device=features.device)[None, :] < frames[:, None]
         mask = mask.unsqueeze(-1).to(features.dtype)
         count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)

@@ -8,19 +8,20 @@ ASR loss back-propagates into the front end, where it meets the SE loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
 from examples.asr_se import vocabulary
+from examples.asr_se.augment import AugmentConfig, mask_features, random_warp
 from examples.asr_se.features import STFT, LogMel, frame_mask
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the joint model."""
+    """Sizes of the joint model, and the recogniser's training-time augmentation."""
 
     sample_rate: int = 8000
     n_fft: int = 256
@@ -34,6 +35,7 @@ class ModelConfig:
     ff_multiplier: int = 4
     conv_kernel: int = 15
     dropout: float = 0.1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 class MaskEnhancer(nn.Module):
@@ -73,7 +75,8 @@ class ConvolutionModule(nn.Module):
         y = self.norm(x).masked_fill(~mask.unsqueeze(-1), 0.0).transpose(1, 2)
         y = functional.glu(self.pointwise_in(y), dim=1)
         y = functional.silu(self.batch_norm(self.depthwise(y)))
-        return self.dropout(self.pointwise_out(y).transpose(1, 2))
+        out: Tensor = self.dropout(self.pointwise_out(y).transpose(1, 2))
+        return out
 
 
 class ConformerBlock(nn.Module):
@@ -109,7 +112,8 @@ class ConformerBlock(nn.Module):
         x = x + self.dropout(y)
         x = x + self.convolution(x, mask)
         x = x + 0.5 * self.ff_out(x)
-        return self.norm(x)
+        out: Tensor = self.norm(x)
+        return out
 
 
 class Recognizer(nn.Module):
@@ -118,6 +122,7 @@ class Recognizer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.features = LogMel(config.n_mels, config.n_fft, config.sample_rate)
+        self.augment = config.augment
         self.subsample = nn.Sequential(
             nn.Conv1d(config.n_mels, config.d_model, 3, stride=2, padding=1),
             nn.SiLU(),
@@ -133,8 +138,19 @@ class Recognizer(nn.Module):
         return (frames - 1) // 2 + 1
 
     def forward(self, magnitude: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, T, bins)`` magnitude to ``(B, T', SIZE)`` log-probabilities and ``T'`` counts."""
-        x = self.subsample(self.features(magnitude, frames).transpose(1, 2)).transpose(1, 2)
+        """``(B, T, bins)`` magnitude to ``(B, T', SIZE)`` log-probabilities and ``T'`` counts.
+
+        In training mode the features are augmented as ``config.augment`` says (VTLP, then
+        SpecAugment masks); in evaluation mode never.
+        """
+        augment = self.training and self.augment.active
+        warp = None
+        if augment and self.augment.warp > 0:
+            warp = random_warp(magnitude.shape[0], self.augment.warp, device=magnitude.device)
+        features = self.features(magnitude, frames, warp)
+        if augment:
+            features = mask_features(features, frames, self.augment)
+        x = self.subsample(features.transpose(1, 2)).transpose(1, 2)
         out_frames = self.output_frames(frames)
         mask = frame_mask(out_frames, x.shape[1])
         for block in self.blocks:

@@ -16,7 +16,7 @@ from typing import Any
 from examples.asr_se.config import Preset
 from examples.asr_se.evaluate import evaluate_run
 from examples.asr_se.systems import get_system
-from examples.asr_se.train import Trainer, run_dir_for, run_identity
+from examples.asr_se.train import Trainer, run_dir_for, run_identity, same_run
 
 
 def run_grid(
@@ -55,8 +55,7 @@ def _check_settings(run_dir: Path, identity: dict[str, Any]) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    stored = json.loads(path.read_text())
-    if stored != json.loads(json.dumps(identity)):
+    if not same_run(json.loads(path.read_text()), identity):
         raise ValueError(
             f"{run_dir} holds a run with other settings than the preset's now (see its "
             "config.json); move it away, or pass --runs with another folder"
@@ -67,7 +66,9 @@ def collect(
     preset: Preset, systems: Sequence[str], seeds: Sequence[int], runs_root: Path
 ) -> dict[str, Any]:
     """Gather the finished runs' numbers: WER records, SE records, timings, conflicts."""
-    wer, se, runs = [], [], []
+    wer: list[dict[str, Any]] = []
+    se: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     for system in systems:
         for seed in seeds:
             run_dir = run_dir_for(runs_root, preset.name, system, seed)

@@ -27,6 +27,10 @@ from examples.asr_se.model import JointModel
 from examples.asr_se.systems import get_system
 from examples.asr_se.train import build_model, progress_bar, read_checkpoint
 
+_EXAMPLE_MIN_WORDS = 3
+"""Decoded examples are clean utterances of at least this many words (the shortest such,
+since decoding runs in order of duration): single letters say little about a recogniser."""
+
 Condition = tuple[str, str, float | None]
 """(test_set, noise, snr); ``snr`` is ``None`` for the clean condition."""
 
@@ -104,7 +108,8 @@ def evaluate(
         ``{"wer": [...], "se": [...], "examples": [...]}``: one WER record per condition
         (``test_set``, ``noise``, ``snr``, ``wer``, ``words``, ``utterances``), one SE record
         per condition with noise (mean SI-SNR of noisy and enhanced, their difference and,
-        when available, mean STOI of both), and a few decoded examples per test set.
+        when available, mean STOI of both), and a few decoded clean examples of three
+        words or more per test set.
     """
     dataset = NoisySpeechDataset(
         manifest, "test", test_set=None if test_sets is None else list(test_sets)
@@ -137,7 +142,11 @@ def evaluate(
             condition = _condition(item["snr"], item["test_set"], item["noise"])
             references[condition].append(item["text"])
             hypotheses[condition].append(texts[row])
-            if shown[item["test_set"]] < 3 and condition[2] is None:
+            if (
+                shown[item["test_set"]] < 3
+                and condition[2] is None
+                and len(item["text"].split()) >= _EXAMPLE_MIN_WORDS
+            ):
                 shown[item["test_set"]] += 1
                 examples.append(
                     {

@@ -321,5 +321,5 @@ def print_table(results: dict[str, Any], systems: Sequence[str]) -> None:
     for system in systems:
         real = [r for r in select(wer, system=system) if r["test_set"] != "synthetic"]
         if real:
-            cells = [pooled_wer([r for r in real if r["snr"] == snr]) for snr in [None, *snrs]]
-            print(f"{system:<12}" + "".join(f"{percent(c):>8}" for c in cells))
+            by_snr = [pooled_wer([r for r in real if r["snr"] == snr]) for snr in [None, *snrs]]
+            print(f"{system:<12}" + "".join(f"{percent(c):>8}" for c in by_snr))

@@ -71,9 +71,29 @@ def run_dir_for(root: Path, preset: str, system: str, seed: int) -> Path:
     return root / preset / system / f"seed{seed}"
 
 
+_GRID_FIELDS = ("systems", "seeds")
+"""Preset fields that say which runs a grid holds, not how one run is made: adding a
+system or a seed to a preset leaves its finished runs valid."""
+
+
 def run_identity(preset: Preset, system: str, seed: int) -> dict[str, Any]:
-    """The settings that define a run (its ``config.json``)."""
-    return {"preset": preset.to_dict(), "system": system, "seed": seed}
+    """The settings that define a run (its ``config.json``): the preset less its grid
+    fields (``systems``, ``seeds``), the system and the seed."""
+    settings = {k: v for k, v in preset.to_dict().items() if k not in _GRID_FIELDS}
+    return {"preset": settings, "system": system, "seed": seed}
+
+
+def same_run(stored: Any, identity: dict[str, Any]) -> bool:
+    """Whether ``stored`` (a ``config.json`` or a checkpoint's identity) names the run that
+    ``identity`` names. Grid fields in ``stored`` are ignored, so runs recorded before they
+    were left out of the identity still match."""
+    if not isinstance(stored, dict):
+        return False
+    stored = json.loads(json.dumps(stored))
+    if isinstance(stored.get("preset"), dict):
+        preset = {k: v for k, v in stored["preset"].items() if k not in _GRID_FIELDS}
+        stored = {**stored, "preset": preset}
+    return bool(stored == json.loads(json.dumps(identity)))
 
 
 def build_model(preset: Preset, system: System) -> JointModel:
@@ -189,7 +209,7 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         state = read_checkpoint(self.checkpoint_path)
-        if state.get("identity") != self.identity():
+        if not same_run(state.get("identity"), self.identity()):
             raise CheckpointError(
                 f"{self.checkpoint_path} belongs to another run (preset, system or seed differ); "
                 "start a fresh run folder or delete it"
@@ -237,9 +257,7 @@ class Trainer:
             return "se" if step < self.se_steps else "asr"
         return "asr" if self.system.resolver is None else "joint"
 
-    def _step(
-        self, batch: dict[str, Any], stage: str
-    ) -> tuple[dict[str, float], dict[str, float] | None]:
+    def _step(self, batch: dict[str, Any], stage: str) -> dict[str, float]:
         model = self.model
         model.train()
         if stage == "asr" and model.se is not None:
@@ -253,8 +271,8 @@ class Trainer:
             losses["se"] = se_loss(outputs.enhanced, clean_magnitude, outputs.frames)
         self.optimizer.zero_grad(set_to_none=True)
         if stage in ("se", "asr"):  # one task; backward() also averages over processes
-            assert model.se is not None or stage == "asr"
-            module = model.se if stage == "se" else model.asr
+            module: nn.Module | None = model.se if stage == "se" else model.asr
+            assert module is not None
             gradsurgery.backward({stage: losses[stage]}, module.parameters(), resolver="sum")
         else:
             assert self.resolver is not None

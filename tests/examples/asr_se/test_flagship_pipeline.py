@@ -143,3 +143,23 @@ def test_grid_refuses_a_finished_run_of_other_settings(tiny_manifest, tmp_path):
     longer = replace(TINY, train=replace(TINY.train, steps=3))
     with pytest.raises(ValueError, match="other settings"):
         run_grid(longer, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+
+
+def test_a_preset_with_more_systems_or_seeds_keeps_its_finished_runs(tiny_manifest, tmp_path):
+    run_grid(TINY, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+    evaluation = tmp_path / "tiny" / "sum" / "seed0" / "evaluation.json"
+    before = evaluation.stat().st_mtime_ns
+    grown = replace(TINY, systems=(*TINY.systems, "pcgrad"), seeds=(0, 1))
+    run_grid(grown, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+    assert evaluation.stat().st_mtime_ns == before
+
+
+def test_runs_recorded_with_their_grid_fields_still_match():
+    from examples.asr_se.train import run_identity, same_run
+
+    identity = run_identity(TINY, "sum", 0)
+    assert "systems" not in identity["preset"] and "seeds" not in identity["preset"]
+    recorded = {"preset": TINY.to_dict(), "system": "sum", "seed": 0}  # the older form
+    assert same_run(recorded, identity)
+    assert not same_run({**recorded, "seed": 1}, identity)
+    assert not same_run(None, identity)

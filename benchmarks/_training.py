@@ -35,7 +35,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         losses = losses_at(step)
         if resolver is None:
-            losses[0].backward()
+            torch.autograd.backward(losses[0])
         else:
             gradsurgery.backward(losses, parameters, resolver=resolver, primary=primary)
         optimizer.step()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import statistics
 import sys
 import time
@@ -88,7 +89,7 @@ def baseline_step(workload: Workload, optimizer: torch.optim.Optimizer) -> Step:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         _, losses = workload.forward()
-        torch.stack(losses).sum().backward()
+        torch.autograd.backward(torch.stack(losses).sum())
         optimizer.step()
 
     return step
@@ -287,9 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "gradsurgery",
                         method,
                         granularity,
-                        lambda m=method, g=granularity, w=workload, o=optimizer: resolver_step(
-                            w, o, m, g
-                        ),
+                        functools.partial(resolver_step, workload, optimizer, method, granularity),
                     )
                 )
         for peer in peers:
@@ -298,7 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     peer.library,
                     peer.method,
                     "global",
-                    lambda p=peer, w=workload, o=optimizer: peer_step(w, o, p),
+                    functools.partial(peer_step, workload, optimizer, peer),
                 )
             )
         for library, method, granularity, make in entries:

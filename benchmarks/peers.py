@@ -143,7 +143,7 @@ def _import_libmtl_weighting() -> tuple[Any, str | None]:
 def _libmtl_host(weighting_class: Any, shared: list[Tensor], tasks: int) -> Any:
     """An instance of a LibMTL weighting with what its Trainer would provide."""
 
-    class Host(weighting_class):  # type: ignore[misc, valid-type]
+    class Host(weighting_class):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.task_num = tasks

@@ -134,4 +134,4 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.nd
         return np.asarray(x, dtype=np.float32)
     g = np.gcd(from_rate, to_rate)
     y = resample_poly(np.asarray(x, dtype=np.float64), to_rate // g, from_rate // g)
-    return y.astype(np.float32)
+    return np.asarray(y, dtype=np.float32)

@@ -176,9 +176,10 @@ def _run_task(task: BabbleTalker | Source) -> tuple[str, Any, Any]:
 
 
 def _identity(config: CorpusConfig, seed: int) -> dict[str, Any]:
-    return json.loads(
+    identity: dict[str, Any] = json.loads(
         json.dumps({"version": CORPUS_VERSION, "seed": seed, "config": config.to_dict()})
     )
+    return identity
 
 
 def _check_identity(root: Path, info: dict[str, Any], identity: dict[str, Any]) -> None:

@@ -44,9 +44,8 @@ def scale_noise(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     p_noise = rms(noise) ** 2
     if p_noise == 0.0:
         raise ValueError("cannot scale an all-zero noise")
-    return np.asarray(noise, dtype=np.float64) * np.sqrt(
-        rms(clean) ** 2 / (p_noise * 10 ** (snr_db / 10))
-    )
+    scale = float(np.sqrt(rms(clean) ** 2 / (p_noise * 10 ** (snr_db / 10))))
+    return np.asarray(noise, dtype=np.float64) * scale
 
 
 def mix(

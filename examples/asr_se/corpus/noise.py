@@ -137,7 +137,7 @@ def radio_channel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if level > 0:
         y = np.clip(y, -level, level)
     r = float(np.sqrt(np.mean(y**2)))
-    return y * (target / r) if r > 0 else y
+    return np.asarray(y * (target / r) if r > 0 else y)
 
 
 class NoiseBank:

@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy examples benchmarks
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

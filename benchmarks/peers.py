@@ -1,6 +1,7 @@
 """The peer libraries, called the way their users call them, as optional dependencies.
 
-- **TorchJD** (``pip install "torchjd[quadprog_projector]"``): ``mtl_backward(losses,
+- **TorchJD** (``pip install "torchjd[quadprog_projector,cagrad,nash_mtl]"``: UPGrad needs
+  quadprog, CAGrad and Nash-MTL need cvxpy): ``mtl_backward(losses,
   features=features)`` fills the shared parameters' ``.jac``, then
   ``jac_to_grad(shared, aggregator)`` writes ``.grad`` (its documented multi-task loop).
 - **LibMTL** (``pip install --no-deps libmtl==1.1.5``): its weightings are mix-ins of its

@@ -77,7 +77,8 @@ _RECOGNISER_AUGMENT = AugmentConfig(
     warp=0.1, freq_masks=2, freq_mask_width=6, time_masks=2, time_mask_width=10
 )
 """VTLP within +-10% and two SpecAugment masks of each kind (up to 6 of 40 mel channels,
-up to 10 frames = 160 ms): the full preset's bridge from synthetic voices to a human one."""
+up to 10 frames = 160 ms). On in the tiny preset, so that the tests cover it; off in the
+full preset, where it slowed learning within the 2000-step budget (see the README)."""
 
 _TINY_MODEL = ModelConfig(
     se_hidden=16,
@@ -112,7 +113,7 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(
         name="full",
         corpus="full",
-        model=ModelConfig(augment=_RECOGNISER_AUGMENT),
+        model=ModelConfig(),
         train=TrainConfig(steps=2000, batch_size=16, warmup=200, test_per_condition=100),
         systems=("sum", "gr", "noisy_asr", "frozen_se", "pcgrad", "gradnorm"),
         seeds=(0, 1, 2),

@@ -19,6 +19,7 @@ writes files. See ``launch.py``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -35,9 +36,9 @@ from torch import Tensor, nn
 import gradsurgery
 from examples.asr_se import launch
 from examples.asr_se.batching import epoch_batches
-from examples.asr_se.config import Preset
+from examples.asr_se.config import Preset, TrainConfig
 from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
-from examples.asr_se.model import JointModel, asr_loss, se_loss
+from examples.asr_se.model import JointModel, ModelConfig, asr_loss, se_loss
 from examples.asr_se.systems import System, get_system
 
 TRAIN_LOG_FIELDS = (
@@ -83,15 +84,41 @@ def run_identity(preset: Preset, system: str, seed: int) -> dict[str, Any]:
     return {"preset": settings, "system": system, "seed": seed}
 
 
+def _defaults(section: type) -> dict[str, Any]:
+    """The JSON form of the default of every field of a config dataclass that has one."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(section):
+        if item.default is not dataclasses.MISSING:
+            values[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            values[item.name] = item.default_factory()
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        return value
+
+    return {name: json.loads(json.dumps(plain(value))) for name, value in values.items()}
+
+
 def same_run(stored: Any, identity: dict[str, Any]) -> bool:
     """Whether ``stored`` (a ``config.json`` or a checkpoint's identity) names the run that
-    ``identity`` names. Grid fields in ``stored`` are ignored, so runs recorded before they
-    were left out of the identity still match."""
+    ``identity`` names.
+
+    Runs recorded by older versions still match when nothing that shapes them changed:
+    grid fields in ``stored`` are ignored, and a model or training setting that ``stored``
+    lacks (one added to the presets since) matches when ``identity`` holds its default,
+    which every such setting is chosen to be the old behaviour at.
+    """
     if not isinstance(stored, dict):
         return False
     stored = json.loads(json.dumps(stored))
-    if isinstance(stored.get("preset"), dict):
-        preset = {k: v for k, v in stored["preset"].items() if k not in _GRID_FIELDS}
+    preset = stored.get("preset")
+    if isinstance(preset, dict):
+        preset = {k: v for k, v in preset.items() if k not in _GRID_FIELDS}
+        for key, section in (("model", ModelConfig), ("train", TrainConfig)):
+            if isinstance(preset.get(key), dict):
+                preset[key] = {**_defaults(section), **preset[key]}
         stored = {**stored, "preset": preset}
     return bool(stored == json.loads(json.dumps(identity)))
 

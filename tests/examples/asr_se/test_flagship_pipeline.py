@@ -163,3 +163,14 @@ def test_runs_recorded_with_their_grid_fields_still_match():
     assert same_run(recorded, identity)
     assert not same_run({**recorded, "seed": 1}, identity)
     assert not same_run(None, identity)
+
+
+def test_runs_recorded_before_a_setting_was_added_match_only_at_its_default():
+    from examples.asr_se.augment import AugmentConfig
+    from examples.asr_se.train import run_identity, same_run
+
+    plain = replace(TINY, model=replace(TINY.model, augment=AugmentConfig()))
+    recorded = json.loads(json.dumps(run_identity(plain, "sum", 0)))
+    del recorded["preset"]["model"]["augment"]  # written before the setting existed
+    assert same_run(recorded, run_identity(plain, "sum", 0))
+    assert not same_run(recorded, run_identity(TINY, "sum", 0))  # TINY augments

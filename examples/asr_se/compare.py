@@ -65,8 +65,10 @@ def _check_settings(run_dir: Path, identity: dict[str, Any]) -> None:
 def collect(
     preset: Preset, systems: Sequence[str], seeds: Sequence[int], runs_root: Path
 ) -> dict[str, Any]:
-    """Gather the finished runs' numbers: WER records, SE records, timings, conflicts."""
+    """Gather the finished runs' numbers: WER and CER records, SE records, timings,
+    conflicts. Runs scored before CER was recorded contribute no CER records."""
     wer: list[dict[str, Any]] = []
+    cer: list[dict[str, Any]] = []
     se: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     for system in systems:
@@ -88,6 +90,18 @@ def collect(
                         "words": record["words"],
                     }
                 )
+                if "cer" in record:
+                    cer.append(
+                        {
+                            "system": system,
+                            "seed": seed,
+                            "test_set": record["test_set"],
+                            "noise": record["noise"],
+                            "snr": record["snr"],
+                            "cer": record["cer"],
+                            "characters": record["characters"],
+                        }
+                    )
             se.extend({"system": system, "seed": seed, **record} for record in evaluation["se"])
             runs.append(
                 {
@@ -97,7 +111,7 @@ def collect(
                     "examples": evaluation["examples"],
                 }
             )
-    return {"wer": wer, "se": se, "runs": runs}
+    return {"wer": wer, "cer": cer, "se": se, "runs": runs}
 
 
 def _run_statistics(run_dir: Path) -> dict[str, Any]:

@@ -42,6 +42,14 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float
     return float(output.wer), int(words)
 
 
+def character_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float, int]:
+    """Corpus-level CER (a fraction, spaces counted) and the number of reference characters,
+    by ``jiwer``. Where WER saturates near 100%, CER still shows partial recognition."""
+    output = jiwer.process_characters(references, hypotheses)
+    characters = output.hits + output.substitutions + output.deletions
+    return float(output.cer), int(characters)
+
+
 def si_snr(estimate: Tensor, reference: Tensor) -> Tensor:
     """Scale-invariant signal-to-noise ratio in dB, per row of ``(B, N)`` signals."""
     estimate = estimate - estimate.mean(dim=-1, keepdim=True)
@@ -105,11 +113,13 @@ def evaluate(
     (``None``: all, ``0``: none). SI-SNR and WER use every evaluated utterance.
 
     Returns:
-        ``{"wer": [...], "se": [...], "examples": [...]}``: one WER record per condition
-        (``test_set``, ``noise``, ``snr``, ``wer``, ``words``, ``utterances``), one SE record
+        ``{"wer": [...], "se": [...], "examples": [...], "hypotheses": [...]}``: one WER
+        record per condition (``test_set``, ``noise``, ``snr``, ``wer``, ``words``, ``cer``,
+        ``characters``, ``utterances``), one SE record
         per condition with noise (mean SI-SNR of noisy and enhanced, their difference and,
         when available, mean STOI of both), and a few decoded clean examples of three
-        words or more per test set.
+        words or more per test set, and every decoded utterance (``id``, ``hypothesis``,
+        sorted by id), from which any other metric can be recomputed.
     """
     dataset = NoisySpeechDataset(
         manifest, "test", test_set=None if test_sets is None else list(test_sets)
@@ -121,6 +131,7 @@ def evaluate(
     stoi_ids = hashed_subset(dataset.records, stoi_per_condition, noisy_only=True)
     references: dict[Condition, list[str]] = defaultdict(list)
     hypotheses: dict[Condition, list[str]] = defaultdict(list)
+    decoded: list[dict[str, str]] = []
     quality: dict[Condition, list[tuple[float, float, float | None, float | None]]] = defaultdict(
         list
     )
@@ -142,6 +153,7 @@ def evaluate(
             condition = _condition(item["snr"], item["test_set"], item["noise"])
             references[condition].append(item["text"])
             hypotheses[condition].append(texts[row])
+            decoded.append({"id": item["id"], "hypothesis": texts[row]})
             if (
                 shown[item["test_set"]] < 3
                 and condition[2] is None
@@ -175,6 +187,7 @@ def evaluate(
     wer_records = []
     for condition in sorted(references, key=_sort_key):
         wer, words = word_error_rate(references[condition], hypotheses[condition])
+        cer, characters = character_error_rate(references[condition], hypotheses[condition])
         test_set, noise, snr = condition
         wer_records.append(
             {
@@ -183,6 +196,8 @@ def evaluate(
                 "snr": snr,
                 "wer": wer,
                 "words": words,
+                "cer": cer,
+                "characters": characters,
                 "utterances": len(references[condition]),
             }
         )
@@ -204,7 +219,8 @@ def evaluate(
             record["stoi_enhanced"] = _mean(v[3] for v in scored_values)  # type: ignore[misc]
             record["stoi_utterances"] = len(scored_values)
         se_records.append(record)
-    return {"wer": wer_records, "se": se_records, "examples": examples}
+    decoded.sort(key=lambda entry: entry["id"])
+    return {"wer": wer_records, "se": se_records, "examples": examples, "hypotheses": decoded}
 
 
 def hashed_subset(
@@ -240,7 +256,8 @@ def _sort_key(condition: Condition) -> tuple[str, str, float]:
 def evaluate_run(
     preset: Preset, system_name: str, run_dir: Path, manifest: Path, *, progress: bool = True
 ) -> Path:
-    """Evaluate a finished run and write ``evaluation.json`` in its folder (atomically)."""
+    """Evaluate a finished run: ``hypotheses.jsonl`` (every decoded test utterance), then
+    ``evaluation.json`` (the scores), each written atomically, in its folder."""
     final = run_dir / "final.pt"
     model = load_trained(preset, system_name, final)
     torch.set_num_threads(preset.train.threads)
@@ -251,8 +268,16 @@ def evaluate_run(
         progress=progress,
         per_condition=preset.train.test_per_condition,
     )
+    decoded = results.pop("hypotheses")
+    _write_atomically(
+        run_dir / "hypotheses.jsonl", "".join(json.dumps(entry) + "\n" for entry in decoded)
+    )
     path = run_dir / "evaluation.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(results, indent=1))
-    temporary.replace(path)
+    _write_atomically(path, json.dumps(results, indent=1))  # last: it marks the run scored
     return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)

@@ -2,7 +2,8 @@
 
 Every number comes from the finished runs gathered by :func:`examples.asr_se.compare.collect`;
 ``summary.json`` holds one record per system, seed and condition
-(``system, seed, test_set, noise, snr, wer, words``) so that any table can be recomputed.
+(``system, seed, test_set, noise, snr, wer, words``) so that any table can be recomputed;
+``cer.json`` the same in characters (``cer, characters`` in place of ``wer, words``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ Records = list[dict[str, Any]]
 
 
 # -- arithmetic over records ---------------------------------------------------------------
-def pooled_wer(records: Records) -> float:
-    """Word-weighted WER over several conditions: total errors over total reference words."""
-    words = sum(r["words"] for r in records)
-    return sum(r["wer"] * r["words"] for r in records) / words if words else math.nan
+def pooled_wer(records: Records, rate: str = "wer", weight: str = "words") -> float:
+    """Word-weighted WER over several conditions: total errors over total reference words
+    (``rate="cer", weight="characters"``: the character-weighted CER)."""
+    total = sum(r[weight] for r in records)
+    return sum(r[rate] * r[weight] for r in records) / total if total else math.nan
 
 
 def select(records: Records, **match: Any) -> Records:
@@ -51,13 +53,21 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def seed_wers(records: Records, system: str, seeds: Sequence[int], keep: Any) -> list[float]:
-    """One pooled WER per seed of ``system``, over the records that ``keep(record)`` accepts."""
+def seed_wers(
+    records: Records,
+    system: str,
+    seeds: Sequence[int],
+    keep: Any,
+    rate: str = "wer",
+    weight: str = "words",
+) -> list[float]:
+    """One pooled WER (or ``rate``) per seed of ``system``, over the records that
+    ``keep(record)`` accepts."""
     values = []
     for seed in seeds:
         chosen = [r for r in select(records, system=system, seed=seed) if keep(r)]
         if chosen:
-            values.append(pooled_wer(chosen))
+            values.append(pooled_wer(chosen, rate, weight))
     return values
 
 
@@ -72,34 +82,62 @@ def relative(value: float, baseline: float) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------
-def _overview(wer: Records, systems: Sequence[str], seeds: Sequence[int]) -> list[str]:
+def _overview(
+    wer: Records,
+    systems: Sequence[str],
+    seeds: Sequence[int],
+    rate: str = "wer",
+    weight: str = "words",
+) -> list[str]:
     def noisy_in(test_set: str) -> Any:
         return lambda r: r["test_set"] == test_set and r["snr"] is not None
 
     def clean_real(r: dict[str, Any]) -> bool:
         return r["snr"] is None and r["test_set"] != "synthetic"
 
+    unit = "word" if weight == "words" else "character"
     lines = [
-        "WER in percent (mean ± standard deviation over seeds), pooled over the noisy conditions "
-        "(every noise type and SNR, word-weighted); `rel.` is the relative change of the mean "
-        f"against the MTL baseline (`{BASELINE}`): negative is better.",
+        f"{rate.upper()} in percent (mean ± standard deviation over seeds), pooled over the "
+        f"noisy conditions (every noise type and SNR, {unit}-weighted); `rel.` is the "
+        f"relative change of the mean against the MTL baseline (`{BASELINE}`): negative is "
+        "better.",
         "",
         "| system | " + " | ".join(f"{t} | rel." for t in TEST_SETS) + " | clean, real voice |",
         "|" + " --- |" * (2 * len(TEST_SETS) + 2),
     ]
-    baseline = {t: mean_std(seed_wers(wer, BASELINE, seeds, noisy_in(t)))[0] for t in TEST_SETS}
+
+    def per_seed(system: str, keep: Any) -> list[float]:
+        return seed_wers(wer, system, seeds, keep, rate, weight)
+
+    baseline = {t: mean_std(per_seed(BASELINE, noisy_in(t)))[0] for t in TEST_SETS}
     for system in systems:
         cells = []
         for test_set in TEST_SETS:
-            mean, std = mean_std(seed_wers(wer, system, seeds, noisy_in(test_set)))
+            mean, std = mean_std(per_seed(system, noisy_in(test_set)))
             cells.append(f"{percent(mean)} ± {percent(std)} | {relative(mean, baseline[test_set])}")
-        clean_mean, clean_std = mean_std(seed_wers(wer, system, seeds, clean_real))
+        clean_mean, clean_std = mean_std(per_seed(system, clean_real))
         lines.append(
             f"| {system} | "
             + " | ".join(cells)
             + f" | {percent(clean_mean)} ± {percent(clean_std)} |"
         )
     return lines
+
+
+def _cer_overview(cer: Records, systems: Sequence[str], seeds: Sequence[int]) -> list[str]:
+    """The overview in characters: on the real voice WER sits near 100% for every system
+    (most of its prompts are one or two words), while CER still tells them apart."""
+    if not cer:
+        return []
+    scored = sorted({(r["system"], r["seed"]) for r in cer})
+    return [
+        "### Character error rate",
+        "",
+        "The same table in characters (`results/cer.json`; spaces count as characters). "
+        f"Runs with CER: {', '.join(f'{system} seed {seed}' for system, seed in scored)}.",
+        "",
+        *_overview(cer, systems, seeds, rate="cer", weight="characters"),
+    ]
 
 
 def _by_snr(wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set: str) -> list[str]:
@@ -250,6 +288,7 @@ def write_report(
     results_dir = out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "summary.json").write_text(json.dumps(results["wer"], indent=1))
+    (results_dir / "cer.json").write_text(json.dumps(results.get("cer", []), indent=1))
     (results_dir / "se_quality.json").write_text(json.dumps(results["se"], indent=1))
     public_runs = [{k: v for k, v in run.items() if k != "examples"} for run in results["runs"]]
     (results_dir / "runs.json").write_text(json.dumps(public_runs, indent=1))
@@ -285,6 +324,8 @@ def write_report(
         f"Evaluated on {test_scope}.",
         "",
         *_overview(results["wer"], present, seeds),
+        "",
+        *_cer_overview(results.get("cer", []), present, seeds),
     ]
     for test_set in TEST_SETS:
         lines += ["", *_by_snr(results["wer"], present, seeds, test_set)]

@@ -7,7 +7,7 @@ import torch
 
 from examples.asr_se import vocabulary
 from examples.asr_se.batching import epoch_batches
-from examples.asr_se.evaluate import si_snr, word_error_rate
+from examples.asr_se.evaluate import character_error_rate, si_snr, word_error_rate
 from examples.asr_se.features import STFT, mel_filterbank
 from examples.asr_se.systems import get_system
 
@@ -30,6 +30,12 @@ def test_wer_is_jiwer_on_a_hand_made_case():
     # one substitution (b -> x) and one deletion (d) over four reference words
     wer, words = word_error_rate(["a b c d"], ["a x c"])
     assert (wer, words) == (0.5, 4)
+
+
+def test_cer_is_jiwer_on_a_hand_made_case():
+    # "ab cd" -> "ab x": c substituted by x, d deleted; 5 reference characters (a space too)
+    cer, characters = character_error_rate(["ab cd"], ["ab x"])
+    assert (cer, characters) == (0.4, 5)
 
 
 def test_si_snr_by_hand():

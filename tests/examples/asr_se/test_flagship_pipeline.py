@@ -42,6 +42,17 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     )
     summary = json.loads((tmp_path / "report" / "results" / "summary.json").read_text())
     assert summary == results["wer"]
+    cer = json.loads((tmp_path / "report" / "results" / "cer.json").read_text())
+    assert len(cer) == len(summary) and cer == results["cer"]
+    condition = ("system", "seed", "test_set", "noise", "snr")
+    for characters, words in zip(cer, summary, strict=True):
+        assert [characters[k] for k in condition] == [words[k] for k in condition]
+        assert characters["characters"] >= words["words"] and characters["cer"] >= 0
+    run_dir = runs / "tiny" / "gr" / "seed0"
+    scored = json.loads((run_dir / "evaluation.json").read_text())["wer"]
+    decoded = [json.loads(line) for line in (run_dir / "hypotheses.jsonl").read_text().splitlines()]
+    assert len(decoded) == sum(r["utterances"] for r in scored)
+    assert [d["id"] for d in decoded] == sorted({d["id"] for d in decoded})
     text = report.read_text()
     for system in TINY.systems:
         assert f"| {system} |" in text

@@ -25,7 +25,14 @@ from examples.asr_se.config import Preset
 from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
 from examples.asr_se.model import JointModel
 from examples.asr_se.systems import get_system
-from examples.asr_se.train import build_model, progress_bar, read_checkpoint
+from examples.asr_se.train import (
+    CheckpointError,
+    build_model,
+    progress_bar,
+    read_checkpoint,
+    run_identity,
+    same_run,
+)
 
 _EXAMPLE_MIN_WORDS = 3
 """Decoded examples are clean utterances of at least this many words (the shortest such,
@@ -81,9 +88,23 @@ def _stoi(clean: Tensor, signal: Tensor, sample_rate: int) -> float | None:
 
 
 def load_trained(preset: Preset, system_name: str, checkpoint: Path) -> JointModel:
-    """The model of a finished run (``final.pt``) or any checkpoint of it."""
-    model = build_model(preset, get_system(system_name))
+    """The model of a finished run (``final.pt``) or any checkpoint of it.
+
+    Raises:
+        CheckpointError: a missing or corrupt file, or one trained with settings other than
+            ``preset`` and ``system_name`` (any seed).
+    """
     state = read_checkpoint(checkpoint)
+    stored = state.get("identity")
+    if isinstance(stored, dict) and not same_run(
+        stored, run_identity(preset, system_name, stored.get("seed", 0))
+    ):
+        raise CheckpointError(
+            f"{checkpoint} was not trained as system {system_name!r} of preset "
+            f"{preset.name!r} as it stands now (see the run's config.json); score it with "
+            "the settings it was trained with"
+        )
+    model = build_model(preset, get_system(system_name))
     model.load_state_dict(state["model"])
     model.eval()
     return model

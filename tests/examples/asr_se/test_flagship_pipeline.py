@@ -185,3 +185,22 @@ def test_runs_recorded_before_a_setting_was_added_match_only_at_its_default():
     del recorded["preset"]["model"]["augment"]  # written before the setting existed
     assert same_run(recorded, run_identity(plain, "sum", 0))
     assert not same_run(recorded, run_identity(TINY, "sum", 0))  # TINY augments
+
+
+def test_scoring_a_run_under_other_settings_is_refused(tiny_manifest, tmp_path):
+    from examples.asr_se.evaluate import evaluate_run
+
+    run = trainer(tiny_manifest, tmp_path, "sum", steps=1)
+    run.train()
+    other = replace(TINY, train=replace(TINY.train, steps=1, lr=5e-4))
+    with pytest.raises(CheckpointError, match="not trained as system 'sum'"):
+        evaluate_run(other, "sum", tmp_path, tiny_manifest, progress=False)
+    with pytest.raises(CheckpointError, match="not trained as system 'gr'"):
+        evaluate_run(
+            replace(TINY, train=replace(TINY.train, steps=1)),
+            "gr",
+            tmp_path,
+            tiny_manifest,
+            progress=False,
+        )
+    assert not (tmp_path / "evaluation.json").exists()

@@ -36,6 +36,7 @@ def corpus_stats(root: str | Path) -> dict[str, Any]:
         recs = by_set[name]
         sources = {r["source"]: r["duration"] for r in recs}
         durations = np.array(list(sources.values()))
+        characters = sum(len(text) for text in {r["source"]: r["text"] for r in recs}.values())
         sets[name] = {
             "examples": len(recs),
             "utterances": len(sources),
@@ -46,6 +47,8 @@ def corpus_stats(root: str | Path) -> dict[str, Any]:
             "utt_seconds_p5_p50_p95": [
                 round(float(q), 2) for q in np.percentile(durations, [5, 50, 95])
             ],
+            # speaking rate over the whole clean utterance, leading and trailing silence too
+            "characters_per_second": characters / float(durations.sum()),
             "noises": dict(sorted(Counter(r["noise"] for r in recs).items())),
             "snrs": sorted({r["snr"] for r in recs if r["snr"] is not None}),
             "clipping_gain_below_1": sum(1 for r in recs if r["gain"] < 1.0),
@@ -81,6 +84,7 @@ def format_stats(stats: dict[str, Any], *, markdown: bool = False) -> str:
         "noisy h",
         "clean h",
         "utt s (p5/p50/p95)",
+        "chars/s",
         "noises (examples)",
         "SNRs (dB)",
     )
@@ -104,6 +108,7 @@ def format_stats(stats: dict[str, Any], *, markdown: bool = False) -> str:
                 f"{s['noisy_hours']:.2f}",
                 f"{s['clean_hours']:.2f}",
                 "/".join(f"{x:g}" for x in s["utt_seconds_p5_p50_p95"]),
+                f"{s['characters_per_second']:.1f}",
                 ", ".join(f"{k} {v}" for k, v in s["noises"].items()),
                 snr_text,
             )

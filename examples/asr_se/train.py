@@ -171,14 +171,16 @@ class Trainer:
         self.total_steps = self.se_steps + self.config.steps
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        options = {**self.config.resolver_options, **self.system.options}
+        self.granularity = self.system.granularity or self.config.granularity
         self.resolver = (
-            gradsurgery.get_resolver(self.system.resolver, **self.config.resolver_options)
+            gradsurgery.get_resolver(self.system.resolver, **options)
             if self.system.resolver is not None
             else None
         )
         self.monitor = (
             gradsurgery.ConflictMonitor(
-                ["asr", "se"], k=float(self.config.resolver_options.get("k", 5.0)), primary="asr"
+                ["asr", "se"], k=float(options.get("k", 5.0)), primary="asr"
             )
             if self.resolver is not None
             else None
@@ -310,7 +312,7 @@ class Trainer:
                 resolver=self.resolver,
                 primary="asr",
                 weights={"asr": self.config.asr_weight, "se": self.config.se_weight},
-                granularity=self.config.granularity,  # type: ignore[arg-type]
+                granularity=self.granularity,  # type: ignore[arg-type]
                 diagnostics=monitored,
             )
             if result.gram is not None and self.monitor is not None and self.rank == 0:

@@ -70,6 +70,20 @@ def test_epoch_batches_cover_every_utterance_once_and_are_seeded():
     assert batches != epoch_batches(durations, 8, seed=3, epoch=2)
 
 
+def test_a_resolver_variant_carries_its_options_and_granularity():
+    system = get_system("gr:k=20,granularity=global")
+    assert (system.resolver, system.options, system.granularity) == ("gr", {"k": 20}, "global")
+    assert get_system("pcgrad").options == {} and get_system("pcgrad").granularity is None
+    with pytest.raises(ValueError, match=r"unknown option.*kk"):
+        get_system("gr:kk=1")
+    with pytest.raises(ValueError, match="granularity must be global or tensor"):
+        get_system("gr:granularity=layer")
+    with pytest.raises(ValueError, match="expected OPTION=VALUE"):
+        get_system("gr:k")
+    with pytest.raises(ValueError, match="unknown system 'grr:k=1'"):
+        get_system("grr:k=1")
+
+
 def test_unknown_system_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"noisy_asr, frozen_se, .*gr"):
         get_system("grr")

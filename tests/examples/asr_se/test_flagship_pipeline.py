@@ -204,3 +204,11 @@ def test_scoring_a_run_under_other_settings_is_refused(tiny_manifest, tmp_path):
             progress=False,
         )
     assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_a_resolver_variant_trains_with_its_own_options(tiny_manifest, tmp_path):
+    variant = trainer(tiny_manifest, tmp_path / "variant", "gr:k=20,granularity=global", steps=1)
+    assert variant.granularity == "global" and variant.resolver.k == 20.0
+    assert variant.monitor is not None and variant.monitor.k == 20.0
+    variant.train()
+    assert variant.final_path.exists()

@@ -71,6 +71,14 @@ def seed_wers(
     return values
 
 
+def spread(values: Sequence[float]) -> str:
+    """``mean ± sd`` in percent over seeds; the mean alone (``(1 seed)``) for one value."""
+    mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{percent(mean)} (1 seed)"
+    return f"{percent(mean)} ± {percent(std)}"
+
+
 def percent(value: float) -> str:
     return "–" if math.isnan(value) else f"{100 * value:.1f}"
 
@@ -113,14 +121,11 @@ def _overview(
     for system in systems:
         cells = []
         for test_set in TEST_SETS:
-            mean, std = mean_std(per_seed(system, noisy_in(test_set)))
-            cells.append(f"{percent(mean)} ± {percent(std)} | {relative(mean, baseline[test_set])}")
-        clean_mean, clean_std = mean_std(per_seed(system, clean_real))
-        lines.append(
-            f"| {system} | "
-            + " | ".join(cells)
-            + f" | {percent(clean_mean)} ± {percent(clean_std)} |"
-        )
+            values = per_seed(system, noisy_in(test_set))
+            mean = mean_std(values)[0]
+            cells.append(f"{spread(values)} | {relative(mean, baseline[test_set])}")
+        clean = per_seed(system, clean_real)
+        lines.append(f"| {system} | " + " | ".join(cells) + f" | {spread(clean)} |")
     return lines
 
 
@@ -311,6 +316,7 @@ def write_report(
         else f"at most {per_condition} test utterances per condition (test set, noise, SNR), "
         "the same ones for every system and seed (the lowest CRC-32 of their ids)"
     )
+    finished = ", ".join(f"{run['system']} seed {run['seed']}" for run in results["runs"])
     lines = [
         f"# Results: preset `{preset.name}`",
         "",
@@ -319,7 +325,7 @@ def write_report(
         f"    {command}",
         "",
         f"on {machine()}. Systems: {', '.join(present)}; seeds: {', '.join(map(str, seeds))}. "
-        f"Finished runs: {len(results['runs'])} of {len(systems) * len(seeds)}. "
+        f"Finished runs: {len(results['runs'])} of {len(systems) * len(seeds)} ({finished}). "
         f"Training time summed over the finished runs: {train_hours:.2f} h{sitting}. "
         f"Evaluated on {test_scope}.",
         "",

@@ -135,3 +135,10 @@ def test_evaluation_can_be_limited_per_condition(tiny_manifest):
     model = JointModel(get_preset("tiny").model).eval()
     results = evaluate(model, tiny_manifest, batch_size=4, progress=False, per_condition=1)
     assert results["wer"] and all(r["utterances"] == 1 for r in results["wer"])
+
+
+def test_spread_over_seeds_says_when_there_is_one():
+    from examples.asr_se.report import spread
+
+    assert spread([0.5]) == "50.0 (1 seed)"
+    assert spread([0.5, 0.7]) == "60.0 ± 14.1"  # sample standard deviation: 0.1 * sqrt(2)

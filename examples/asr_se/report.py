@@ -136,7 +136,7 @@ def _cer_overview(cer: Records, systems: Sequence[str], seeds: Sequence[int]) ->
         return []
     scored = sorted({(r["system"], r["seed"]) for r in cer})
     return [
-        "### Character error rate",
+        "## Character error rate",
         "",
         "The same table in characters (`results/cer.json`; spaces count as characters). "
         f"Runs with CER: {', '.join(f'{system} seed {seed}' for system, seed in scored)}.",

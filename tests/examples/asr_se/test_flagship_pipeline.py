@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     for system in TINY.systems:
         assert f"| {system} |" in text
     levels = [len(line) - len(line.lstrip("#")) for line in text.splitlines() if line[:1] == "#"]
-    assert all(b - a <= 1 for a, b in zip(levels, levels[1:])), levels  # the docs build needs it
+    assert all(b - a <= 1 for a, b in itertools.pairwise(levels)), levels  # docs build needs it
     assert (tmp_path / "report" / "results" / "wer_vs_snr.png").stat().st_size > 0
     joint_log = (runs / "tiny" / "gr" / "seed0" / "conflicts.csv").read_text().splitlines()
     assert joint_log[0].startswith("step,group,conflict") and len(joint_log) == 1 + TINY.train.steps

@@ -19,32 +19,48 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_wer_vs_snr(systems: Sequence[str], wer: list[dict[str, Any]], out_dir: Path) -> str:
-    """One panel per test set: WER (mean over seeds) against SNR, a line per system."""
+def plot_wer_vs_snr(
+    systems: Sequence[str],
+    wer: list[dict[str, Any]],
+    out_dir: Path,
+    cer: list[dict[str, Any]] | None = None,
+) -> str:
+    """One panel per test set: WER (mean over seeds) against SNR, a line per system; with
+    ``cer`` records, a second row of the same in characters."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(TEST_SETS), figsize=(5 * len(TEST_SETS), 4), sharey=True)
-    for axis, test_set in zip(axes, TEST_SETS, strict=True):
-        snrs = sorted({r["snr"] for r in select(wer, test_set=test_set) if r["snr"] is not None})
-        for system in systems:
-            seeds = sorted({r["seed"] for r in select(wer, system=system)})
-            means = [
-                100
-                * mean_std(
-                    seed_wers(
-                        wer,
-                        system,
-                        seeds,
-                        lambda r, s=snr, t=test_set: r["test_set"] == t and r["snr"] == s,
-                    )
-                )[0]
-                for snr in snrs
-            ]
-            axis.plot(snrs, means, marker="o", label=system)
-        axis.set_title(test_set)
-        axis.set_xlabel("SNR (dB)")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("WER (%)")
-    axes[-1].legend()
+    rows = [("WER (%)", wer, "wer", "words")]
+    if cer:
+        rows.append(("CER (%)", cer, "cer", "characters"))
+    figure, axes = plt.subplots(
+        len(rows), len(TEST_SETS), figsize=(5 * len(TEST_SETS), 4 * len(rows)), squeeze=False
+    )
+    for row, (label, records, rate, weight) in zip(axes, rows, strict=True):
+        for axis, test_set in zip(row, TEST_SETS, strict=True):
+            snrs = sorted(
+                {r["snr"] for r in select(records, test_set=test_set) if r["snr"] is not None}
+            )
+            for system in systems:
+                seeds = sorted({r["seed"] for r in select(records, system=system)})
+                means = [
+                    100
+                    * mean_std(
+                        seed_wers(
+                            records,
+                            system,
+                            seeds,
+                            lambda r, s=snr, t=test_set: r["test_set"] == t and r["snr"] == s,
+                            rate,
+                            weight,
+                        )
+                    )[0]
+                    for snr in snrs
+                ]
+                axis.plot(snrs, means, marker="o", label=system)
+            axis.set_title(test_set)
+            axis.set_xlabel("SNR (dB)")
+            axis.grid(alpha=0.3)
+        row[0].set_ylabel(label)
+    axes[0][-1].legend()
     figure.tight_layout()
     name = "wer_vs_snr.png"
     figure.savefig(out_dir / name, dpi=110)

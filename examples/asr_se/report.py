@@ -300,7 +300,7 @@ def write_report(
     present = [s for s in systems if select(results["wer"], system=s)]
     from examples.asr_se.plots import plot_conflicts, plot_wer_vs_snr
 
-    plots = [plot_wer_vs_snr(present, results["wer"], results_dir)]
+    plots = [plot_wer_vs_snr(present, results["wer"], results_dir, results.get("cer"))]
     conflict_plot = plot_conflicts(present, results["runs"], results_dir)
     if conflict_plot:
         plots.append(conflict_plot)

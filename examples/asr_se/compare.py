@@ -79,28 +79,12 @@ def collect(
                 continue
             evaluation = json.loads(path.read_text())
             for record in evaluation["wer"]:
-                wer.append(
-                    {
-                        "system": system,
-                        "seed": seed,
-                        "test_set": record["test_set"],
-                        "noise": record["noise"],
-                        "snr": record["snr"],
-                        "wer": record["wer"],
-                        "words": record["words"],
-                    }
-                )
+                condition = {"system": system, "seed": seed}
+                condition |= {k: record[k] for k in ("test_set", "noise", "snr")}
+                wer.append({**condition, "wer": record["wer"], "words": record["words"]})
                 if "cer" in record:
                     cer.append(
-                        {
-                            "system": system,
-                            "seed": seed,
-                            "test_set": record["test_set"],
-                            "noise": record["noise"],
-                            "snr": record["snr"],
-                            "cer": record["cer"],
-                            "characters": record["characters"],
-                        }
+                        {**condition, "cer": record["cer"], "characters": record["characters"]}
                     )
             se.extend({"system": system, "seed": seed, **record} for record in evaluation["se"])
             runs.append(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from examples.asr_se.augment import AugmentConfig, mask_features, warp_frequencies
+from examples.asr_se.config import get_preset
 from examples.asr_se.features import LogMel, mel_filterbank
-from examples.asr_se.model import ModelConfig, Recognizer
+from examples.asr_se.model import Recognizer
 
 
 def test_warp_by_hand():
@@ -94,12 +97,8 @@ def test_masks_are_reproducible_from_the_global_generator():
 
 
 def test_recogniser_augments_in_training_mode_only():
-    config = ModelConfig(
-        n_mels=16,
-        d_model=32,
-        heads=2,
-        blocks=1,
-        conv_kernel=3,
+    config = replace(
+        get_preset("tiny").model,
         dropout=0.0,
         augment=AugmentConfig(warp=0.1, freq_masks=2, freq_mask_width=4),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,10 @@ def _run_statistics(run_dir: Path) -> dict[str, Any]:
         "steps": len(steps),
         "median_step_seconds": statistics.median(joint) if joint else None,
         "final_loss_asr": _tail_mean([float(row["loss_asr"]) for row in steps]),
+        # no SE loss without a front end (logged as nan)
+        "final_loss_se": _tail_mean(
+            [float(row["loss_se"]) for row in steps if math.isfinite(float(row["loss_se"]))]
+        ),
         "skipped_steps": sum(int(row["skipped"]) for row in steps),
     }
     conflicts_path = run_dir / "conflicts.json"  # gradsurgery.ConflictMonitor.summary()

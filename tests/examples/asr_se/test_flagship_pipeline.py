@@ -38,6 +38,8 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
         "synthetic",
     }
     assert {r["system"] for r in results["se"]} == set(TINY.systems) - {"noisy_asr"}
+    final_se = {run["system"]: run["final_loss_se"] for run in results["runs"]}
+    assert final_se.pop("noisy_asr") is None and all(v > 0 for v in final_se.values())
     report = write_report(
         TINY, TINY.systems, TINY.seeds, results, tmp_path / "report", command="test"
     )

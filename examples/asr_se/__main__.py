@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--out",
         type=Path,
-        help="report folder (default examples/asr_se for full, else the runs folder)",
+        help="report folder, with the finished runs' records in its results/runs (default "
+        "examples/asr_se for full, else the runs folder)",
     )
     p.add_argument(
         "--report-only", action="store_true", help="only rewrite the report from finished runs"
@@ -115,13 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     systems = preset.systems if args.command == "demo" or not args.systems else tuple(args.systems)
     seeds = preset.seeds if args.command == "demo" or not args.seeds else tuple(args.seeds)
-    start = time.perf_counter()
-    if not getattr(args, "report_only", False):
-        run_grid(preset, systems, seeds, args.runs, manifest, progress=progress)
-    results = collect(preset, systems, seeds, args.runs)
     out = getattr(args, "out", None) or (
         Path(__file__).parent if preset.name == "full" else args.runs / preset.name
     )
+    records = out / "results" / "runs"
+    start = time.perf_counter()
+    if not getattr(args, "report_only", False):
+        run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
+    results = collect(systems, seeds, records)
     command = "python -m examples.asr_se " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )

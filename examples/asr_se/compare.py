@@ -1,7 +1,9 @@
 """The comparison grid (systems x seeds), and the gathering of its finished runs.
 
-The grid is resumable: a run with ``evaluation.json`` is kept and skipped, a run with a
-checkpoint resumes from it, so the grid can be completed across several sittings.
+The grid is resumable: a recorded run (see :mod:`examples.asr_se.records`) is kept and
+skipped, a scored run folder is recorded, a run with a checkpoint resumes from it, so the
+grid can be completed across several sittings, on fresh clones too once its records are
+committed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from examples.asr_se.config import Preset
 from examples.asr_se.evaluate import evaluate_run
+from examples.asr_se.records import is_recorded, record_dir_for, record_run
 from examples.asr_se.systems import get_system
 from examples.asr_se.train import Trainer, run_dir_for, run_identity, same_run
 
@@ -26,10 +29,12 @@ def run_grid(
     seeds: Sequence[int],
     runs_root: Path,
     manifest: Path,
+    records_root: Path,
     *,
     progress: bool = True,
 ) -> None:
-    """Train and evaluate every (system, seed) not done yet; resume interrupted ones.
+    """Train, evaluate and record every (system, seed) not recorded under
+    ``records_root`` yet; resume interrupted ones.
 
     Seed by seed: a grid stopped part-way has every system on the first seeds, so the
     report of an unfinished grid still compares all of them.
@@ -38,35 +43,40 @@ def run_grid(
         get_system(system)  # fail before any work on an unknown name
     for seed in seeds:
         for system in systems:
+            identity = run_identity(preset, system, seed)
+            record_dir = record_dir_for(records_root, system, seed)
             run_dir = run_dir_for(runs_root, preset.name, system, seed)
-            _check_settings(run_dir, run_identity(preset, system, seed))
-            if (run_dir / "evaluation.json").exists():
-                print(f"[compare] {system} seed {seed}: done, kept")
+            _check_settings(record_dir, identity)
+            _check_settings(run_dir, identity)
+            if is_recorded(record_dir):
+                print(f"[compare] {system} seed {seed}: recorded, kept")
                 continue
-            if not (run_dir / "final.pt").exists():
-                trainer = Trainer(preset, system, seed, manifest, run_dir, progress=progress)
-                resume = trainer.checkpoint_path.exists()
-                print(f"[compare] {system} seed {seed}: {'resuming' if resume else 'training'}")
-                trainer.train(resume=resume)
-            evaluate_run(preset, system, run_dir, manifest, progress=progress)
+            if not (run_dir / "evaluation.json").exists():
+                if not (run_dir / "final.pt").exists():
+                    trainer = Trainer(preset, system, seed, manifest, run_dir, progress=progress)
+                    resume = trainer.checkpoint_path.exists()
+                    state = "resuming" if resume else "training"
+                    print(f"[compare] {system} seed {seed}: {state}")
+                    trainer.train(resume=resume)
+                evaluate_run(preset, system, run_dir, manifest, progress=progress)
+            record_run(run_dir, record_dir)
+            print(f"[compare] {system} seed {seed}: recorded in {record_dir}")
 
 
-def _check_settings(run_dir: Path, identity: dict[str, Any]) -> None:
-    """Refuse to keep or resume a run folder trained with other settings."""
-    path = run_dir / "config.json"
+def _check_settings(folder: Path, identity: dict[str, Any]) -> None:
+    """Refuse to keep or resume a run folder or record made with other settings."""
+    path = folder / "config.json"
     if not path.exists():
         return
     if not same_run(json.loads(path.read_text()), identity):
         raise ValueError(
-            f"{run_dir} holds a run with other settings than the preset's now (see its "
-            "config.json); move it away, or pass --runs with another folder"
+            f"{folder} holds a run with other settings than the preset's now (see its "
+            "config.json); move it away, or pass --runs or --out with another folder"
         )
 
 
-def collect(
-    preset: Preset, systems: Sequence[str], seeds: Sequence[int], runs_root: Path
-) -> dict[str, Any]:
-    """Gather the finished runs' numbers: WER and CER records, SE records, timings,
+def collect(systems: Sequence[str], seeds: Sequence[int], records_root: Path) -> dict[str, Any]:
+    """Gather the recorded runs' numbers: WER and CER records, SE records, timings,
     conflicts. Runs scored before CER was recorded contribute no CER records."""
     wer: list[dict[str, Any]] = []
     cer: list[dict[str, Any]] = []
@@ -74,9 +84,9 @@ def collect(
     runs: list[dict[str, Any]] = []
     for system in systems:
         for seed in seeds:
-            run_dir = run_dir_for(runs_root, preset.name, system, seed)
+            run_dir = record_dir_for(records_root, system, seed)
             path = run_dir / "evaluation.json"
-            if not path.exists():
+            if not is_recorded(run_dir):
                 continue
             evaluation = json.loads(path.read_text())
             for record in evaluation["wer"]:

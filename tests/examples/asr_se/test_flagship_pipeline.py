@@ -25,9 +25,9 @@ def trainer(manifest: Path, run_dir: Path, system: str = "gr", steps: int = 2) -
 
 
 def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
-    runs = tmp_path / "runs"
-    run_grid(TINY, TINY.systems, TINY.seeds, runs, tiny_manifest, progress=False)
-    results = collect(TINY, TINY.systems, TINY.seeds, runs)
+    runs, records = tmp_path / "runs", tmp_path / "report" / "results" / "runs"
+    run_grid(TINY, TINY.systems, TINY.seeds, runs, tiny_manifest, records, progress=False)
+    results = collect(TINY.systems, TINY.seeds, records)
     assert {r["system"] for r in results["wer"]} == set(TINY.systems)
     for record in results["wer"]:
         assert set(record) == {"system", "seed", "test_set", "noise", "snr", "wer", "words"}
@@ -66,7 +66,7 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     assert joint_log[0].startswith("step,group,conflict") and len(joint_log) == 1 + TINY.train.steps
     # a second grid run keeps the finished runs
     before = (runs / "tiny" / "gr" / "seed0" / "evaluation.json").stat().st_mtime_ns
-    run_grid(TINY, ("gr",), TINY.seeds, runs, tiny_manifest, progress=False)
+    run_grid(TINY, ("gr",), TINY.seeds, runs, tiny_manifest, records, progress=False)
     assert (runs / "tiny" / "gr" / "seed0" / "evaluation.json").stat().st_mtime_ns == before
 
 
@@ -130,7 +130,7 @@ def test_checkpoint_of_another_run_is_refused(tiny_manifest, tmp_path):
 
 def test_unknown_resolver_fails_before_any_work(tiny_manifest, tmp_path):
     with pytest.raises(ValueError, match="unknown system 'grr'"):
-        run_grid(TINY, ("sum", "grr"), (0,), tmp_path, tiny_manifest, progress=False)
+        run_grid(TINY, ("sum", "grr"), (0,), tmp_path, tiny_manifest, tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
 
 
@@ -155,19 +155,62 @@ def test_speed_benchmark_reports_both_ratios(tiny_manifest):
 
 
 def test_grid_refuses_a_finished_run_of_other_settings(tiny_manifest, tmp_path):
-    run_grid(TINY, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+    records = tmp_path / "records"
+    run_grid(TINY, ("sum",), (0,), tmp_path, tiny_manifest, records, progress=False)
     longer = replace(TINY, train=replace(TINY.train, steps=3))
-    with pytest.raises(ValueError, match="other settings"):
-        run_grid(longer, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+    with pytest.raises(ValueError, match="records/sum/seed0 holds a run with other settings"):
+        run_grid(longer, ("sum",), (0,), tmp_path, tiny_manifest, records, progress=False)
+    with pytest.raises(ValueError, match="tiny/sum/seed0 holds a run with other settings"):
+        run_grid(longer, ("sum",), (0,), tmp_path, tiny_manifest, tmp_path / "new", progress=False)
 
 
 def test_a_preset_with_more_systems_or_seeds_keeps_its_finished_runs(tiny_manifest, tmp_path):
-    run_grid(TINY, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
-    evaluation = tmp_path / "tiny" / "sum" / "seed0" / "evaluation.json"
+    records = tmp_path / "records"
+    run_grid(TINY, ("sum",), (0,), tmp_path, tiny_manifest, records, progress=False)
+    evaluation = records / "sum" / "seed0" / "evaluation.json"
     before = evaluation.stat().st_mtime_ns
     grown = replace(TINY, systems=(*TINY.systems, "pcgrad"), seeds=(0, 1))
-    run_grid(grown, ("sum",), (0,), tmp_path, tiny_manifest, progress=False)
+    run_grid(grown, ("sum",), (0,), tmp_path, tiny_manifest, records, progress=False)
     assert evaluation.stat().st_mtime_ns == before
+
+
+def test_a_recorded_run_is_kept_without_its_run_folder(tiny_manifest, tmp_path, monkeypatch):
+    """A fresh clone has the committed records but no run folders: nothing is retrained,
+    and the report is the same."""
+    import shutil
+
+    records = tmp_path / "records"
+    run_grid(TINY, ("sum",), (0,), tmp_path / "runs", tiny_manifest, records, progress=False)
+    before = collect(("sum",), (0,), records)
+    shutil.rmtree(tmp_path / "runs")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(Trainer, "train", no_training)
+    run_grid(TINY, ("sum",), (0,), tmp_path / "runs", tiny_manifest, records, progress=False)
+    assert collect(("sum",), (0,), records) == before
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_scored_run_folder_is_recorded_without_scoring_it_again(
+    tiny_manifest, tmp_path, monkeypatch
+):
+    import examples.asr_se.compare as compare_module
+    from examples.asr_se.records import RECORD_FILES
+
+    runs = tmp_path / "runs"
+    run_grid(TINY, ("gr",), (0,), runs, tiny_manifest, tmp_path / "first", progress=False)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a scored run was scored again")
+
+    monkeypatch.setattr(compare_module, "evaluate_run", no_scoring)
+    records = tmp_path / "records"
+    run_grid(TINY, ("gr",), (0,), runs, tiny_manifest, records, progress=False)
+    for name in RECORD_FILES:
+        copied = records / "gr" / "seed0" / name
+        assert copied.read_bytes() == (runs / "tiny" / "gr" / "seed0" / name).read_bytes(), name
 
 
 def test_runs_recorded_with_their_grid_fields_still_match():

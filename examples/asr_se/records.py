@@ -1,0 +1,61 @@
+"""Run records: the small files of a scored run, kept where the repository can hold them.
+
+A run folder (``runs/<preset>/<system>/seed<N>``) holds checkpoints of several MB and is
+not committed. Its record holds what the report is computed from and what a reader may
+want to recompute: the run's settings (``config.json``), its training log, its conflict
+statistics, every decoded test utterance and its scores (``evaluation.json``). Records
+live beside the report (``results/runs/<system>/seed<N>``), so a grid spread over several
+sittings keeps its finished runs even where the run folders are gone (a fresh clone):
+:func:`examples.asr_se.compare.run_grid` skips a recorded run, and
+:func:`examples.asr_se.compare.collect` reads records only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+RECORD_FILES = (
+    "config.json",
+    "train_log.csv",
+    "conflicts.json",
+    "hypotheses.jsonl",
+    "evaluation.json",  # last: its presence marks the record complete
+)
+"""The files a record copies from its run folder, in the order they are copied;
+``conflicts.json`` is absent for systems without task gradients to monitor."""
+
+REQUIRED = ("config.json", "train_log.csv", "hypotheses.jsonl", "evaluation.json")
+
+
+def record_dir_for(root: Path, system: str, seed: int) -> Path:
+    """The record folder of one (system, seed) run under ``root``."""
+    return root / system / f"seed{seed}"
+
+
+def is_recorded(record_dir: Path) -> bool:
+    """Whether ``record_dir`` holds a complete record (its ``evaluation.json`` is copied
+    last, so a record interrupted while being written counts as absent)."""
+    return (record_dir / "evaluation.json").exists()
+
+
+def record_run(run_dir: Path, record_dir: Path) -> Path:
+    """Copy the record files of the scored run in ``run_dir`` to ``record_dir``, each
+    atomically and ``evaluation.json`` last.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` lacks a required file (it is not scored yet);
+            nothing is copied then.
+    """
+    missing = [name for name in REQUIRED if not (run_dir / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a scored run: it has no {', '.join(missing)}")
+    record_dir.mkdir(parents=True, exist_ok=True)
+    (record_dir / "evaluation.json").unlink(missing_ok=True)  # incomplete until re-copied
+    for name in RECORD_FILES:
+        source = run_dir / name
+        if source.exists():
+            temporary = record_dir / (name + ".tmp")
+            shutil.copyfile(source, temporary)
+            temporary.replace(record_dir / name)
+    return record_dir

@@ -25,14 +25,20 @@ def plot_wer_vs_snr(
     out_dir: Path,
     cer: list[dict[str, Any]] | None = None,
 ) -> str:
-    """One panel per test set: WER (mean over seeds) against SNR, a line per system; with
-    ``cer`` records, a second row of the same in characters."""
+    """One panel per test set: WER (mean over seeds, a band of one standard deviation
+    where there are several) against SNR, a line per system; with ``cer`` records, a second
+    row of the same in characters. The panels of a row share their y axis, so that test
+    sets compare at a glance."""
     plt = _pyplot()
     rows = [("WER (%)", wer, "wer", "words")]
     if cer:
         rows.append(("CER (%)", cer, "cer", "characters"))
     figure, axes = plt.subplots(
-        len(rows), len(TEST_SETS), figsize=(5 * len(TEST_SETS), 4 * len(rows)), squeeze=False
+        len(rows),
+        len(TEST_SETS),
+        figsize=(5 * len(TEST_SETS), 4 * len(rows)),
+        squeeze=False,
+        sharey="row",
     )
     for row, (label, records, rate, weight) in zip(axes, rows, strict=True):
         for axis, test_set in zip(row, TEST_SETS, strict=True):
@@ -41,9 +47,8 @@ def plot_wer_vs_snr(
             )
             for system in systems:
                 seeds = sorted({r["seed"] for r in select(records, system=system)})
-                means = [
-                    100
-                    * mean_std(
+                spread = [
+                    mean_std(
                         seed_wers(
                             records,
                             system,
@@ -52,10 +57,15 @@ def plot_wer_vs_snr(
                             rate,
                             weight,
                         )
-                    )[0]
+                    )
                     for snr in snrs
                 ]
-                axis.plot(snrs, means, marker="o", label=system)
+                means = [100 * mean for mean, _ in spread]
+                (line,) = axis.plot(snrs, means, marker="o", label=system)
+                if len(seeds) > 1:
+                    low = [100 * (mean - std) for mean, std in spread]
+                    high = [100 * (mean + std) for mean, std in spread]
+                    axis.fill_between(snrs, low, high, color=line.get_color(), alpha=0.15)
             axis.set_title(test_set)
             axis.set_xlabel("SNR (dB)")
             axis.grid(alpha=0.3)

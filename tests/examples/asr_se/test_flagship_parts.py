@@ -142,3 +142,33 @@ def test_spread_over_seeds_says_when_there_is_one():
 
     assert spread([0.5]) == "50.0 (1 seed)"
     assert spread([0.5, 0.7]) == "60.0 ± 14.1"  # sample standard deviation: 0.1 * sqrt(2)
+
+
+def test_wer_plot_bands_the_spread_over_seeds_and_shares_each_rows_y_axis(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from examples.asr_se.plots import plot_wer_vs_snr
+    from examples.asr_se.report import TEST_SETS
+
+    records = [
+        {"system": system, "seed": seed, "test_set": test_set, "noise": "babble", "snr": snr}
+        | {"wer": 0.1 * seed + (0.3 if system == "gr" else 0.5), "words": 10}
+        for system in ("sum", "gr")
+        for seed in (0, 1)
+        for test_set in TEST_SETS
+        for snr in (0.0, 10.0)
+    ]
+    figures = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: figures.append(self)
+    )
+    plot_wer_vs_snr(["sum", "gr"], records, tmp_path)
+    (figure,) = figures
+    first, *others = figure.axes
+    assert all(axis.get_shared_y_axes().joined(first, axis) for axis in others)
+    # one band per system; sum's seeds score 50 % and 60 %: mean 55 %, sd 10 / sqrt(2) %
+    bands = first.collections
+    assert len(bands) == 2
+    heights = bands[0].get_paths()[0].vertices[:, 1]
+    assert heights.min() == pytest.approx(55 - 10 / 2**0.5)
+    assert heights.max() == pytest.approx(55 + 10 / 2**0.5)

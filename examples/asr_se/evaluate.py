@@ -145,7 +145,7 @@ def evaluate(
     dataset = NoisySpeechDataset(
         manifest, "test", test_set=None if test_sets is None else list(test_sets)
     )
-    order = sorted(range(len(dataset)), key=lambda index: dataset.durations[index])
+    order = sorted(range(len(dataset)), key=dataset.durations.__getitem__)
     if per_condition is not None:
         kept = hashed_subset(dataset.records, per_condition)
         order = [index for index in order if dataset.records[index]["id"] in kept]

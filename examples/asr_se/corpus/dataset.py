@@ -96,6 +96,9 @@ class NoisySpeechDataset(Dataset[dict[str, Any]]):
                 f"noise={noise!r}, snr={snr!r}; available (split, test_set, noise): {available}"
             )
         verify_files(self.root, self.records, deep=verify)
+        self.durations = [float(r["duration"]) for r in self.records]
+        """Duration in seconds of every example (for length-bucketed batching); a list
+        built once, so that sorting by ``durations[i]`` costs no more than the sort."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -117,11 +120,6 @@ class NoisySpeechDataset(Dataset[dict[str, Any]]):
             "test_set": r["test_set"],
             "noise_set": r["noise_set"],
         }
-
-    @property
-    def durations(self) -> list[float]:
-        """Duration in seconds of every example (for length-bucketed batching)."""
-        return [float(r["duration"]) for r in self.records]
 
 
 def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

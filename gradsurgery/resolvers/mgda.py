@@ -34,7 +34,10 @@ class MGDA(GramResolver):
     \|\hat g_1 - \hat g_2\|^2, 0, 1\big)`. For any ``T`` it is solved EXACTLY (to rounding)
     on the ``T x T`` Gram matrix by an active-set method
     (:func:`~gradsurgery.resolvers._simplex.min_norm_in_simplex`), not by a capped
-    Frank-Wolfe loop.
+    Frank-Wolfe loop. Exact to rounding in :math:`\|d\|^2`, which is what the Gram matrix
+    holds, means exact to about :math:`\sqrt{\epsilon} \max_i \|g_i\|` in :math:`d`:
+    where two gradients differ by less than that, which of them (or which mix) is returned
+    may depend on the order of the tasks.
 
     With ``normalization="none"`` the direction is non-conflicting:
     :math:`g_k \cdot d \ge \|d\|^2 \ge 0` for every task, and :math:`d = 0` exactly when

@@ -60,8 +60,14 @@ def test_permutation_invariant(method, G, data):
     # Nash-MTL's Newton solve on Q / ||Q|| + 1e-8 I is conditioned at up to 1e8 when a task's
     # gradient is zero or two are opposed (its docstring): rounding then reaches ~1e-9.
     tolerance = 1e-7 if method == "nash_mtl" else 1e-9
+    atol = tolerance
+    if method == "mgda":
+        # Its min-norm point is exact to rounding in ||d||^2 (the Gram matrix), so to about
+        # sqrt(eps) max ||g_i|| in d (its docstring): two gradients 1e-6 apart with norms
+        # near 7 differ in ||g||^2 by 20 ulp of it, and either may be returned.
+        atol = 16 * torch.finfo(G.dtype).eps ** 0.5 * float(G.norm(dim=1).max())
     torch.testing.assert_close(
-        run(method, G[list(order)]), run(method, G), rtol=tolerance, atol=tolerance
+        run(method, G[list(order)]), run(method, G), rtol=tolerance, atol=max(atol, tolerance)
     )
 
 

@@ -121,17 +121,35 @@ def test_warm_start_does_not_change_the_solution():
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: with two nearly collinear gradients the active set keeps both, and the "
-    "min-norm value ends 2e-6 above the optimum (found by the random hypothesis profile)",
-)
 def test_min_norm_with_nearly_collinear_gradients_reaches_the_optimum():
     # g1 = (1, 1e-5) and g2 = (1, 0) differ by 1e-5; g3 = (0, 4). The min-norm point lies on
     # the segment g2-g3: (1 - t, 4t) with t = 1/17, i.e. (16/17, 4/17), whatever the order.
+    # (Found by the random hypothesis profile: the active set kept g1 and g2 and ended 2e-6
+    # above the optimum when g1 came first.)
     J = torch.tensor([[1.0, 1e-5], [1.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
     expected = torch.tensor([16.0 / 17.0, 4.0 / 17.0], dtype=torch.float64)
-    for order in ([0, 1, 2], [1, 0, 2]):
-        rows = J[order]
+    for order in itertools.permutations(range(3)):
+        rows = J[list(order)]
         weights = min_norm_in_simplex(rows @ rows.T)
         torch.testing.assert_close(weights @ rows, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_min_norm_with_a_zero_gradient_beside_a_tiny_one_is_zero():
+    # (Found by the random hypothesis profile: g = 1e-6 sits within rounding of the zero
+    # gradient in the Gram matrix, 1e-12 against 1024, and was returned in one task order.)
+    J = torch.tensor([[1e-6], [32.0], [0.0]], dtype=torch.float64)
+    for order in itertools.permutations(range(3)):
+        rows = J[list(order)]
+        weights = min_norm_in_simplex(rows @ rows.T)
+        assert float((weights @ rows).abs()) == 0.0
+
+
+def test_min_norm_between_two_gradients_1e6_apart_picks_the_shorter():
+    # g1 = (-1, 1e-6, -1) and g2 = (-1, 0, -1): g2 is the min-norm point (||g2||^2 = 2, and
+    # g3 = (-2, -1, -1) has g3 . g2 = 3 > 2). Splitting g1 and g2 evenly is 1.25e-13 above it.
+    J = torch.tensor([[-1.0, 1e-6, -1.0], [-1.0, 0.0, -1.0], [-2.0, -1.0, -1.0]])
+    J = J.double()
+    for order in itertools.permutations(range(3)):
+        rows = J[list(order)]
+        weights = min_norm_in_simplex(rows @ rows.T)
+        torch.testing.assert_close(weights @ rows, J[1], rtol=0, atol=1e-12)

@@ -3,7 +3,7 @@
 A run folder (``runs/<preset>/<system>/seed<N>``) holds checkpoints of several MB and is
 not committed. Its record holds what the report is computed from and what a reader may
 want to recompute: the run's settings (``config.json``), its training log, its conflict
-statistics, every decoded test utterance and its scores (``evaluation.json``). Records
+statistics, every decoded test utterance (gzipped) and its scores (``evaluation.json``). Records
 live beside the report (``results/runs/<system>/seed<N>``), so a grid spread over several
 sittings keeps its finished runs even where the run folders are gone (a fresh clone):
 :func:`examples.asr_se.compare.run_grid` skips a recorded run, and
@@ -12,6 +12,7 @@ sittings keeps its finished runs even where the run folders are gone (a fresh cl
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,15 @@ RECORD_FILES = (
 ``conflicts.json`` is absent for systems without task gradients to monitor."""
 
 REQUIRED = ("config.json", "train_log.csv", "hypotheses.jsonl", "evaluation.json")
+
+COMPRESSED = frozenset({"hypotheses.jsonl"})
+"""Files kept gzipped in a record (``<name>.gz``): the decoded test utterances are about
+1 MB of text per run of the full preset, a fifth of that compressed."""
+
+
+def recorded_name(name: str) -> str:
+    """The name of run-folder file ``name`` inside a record."""
+    return name + ".gz" if name in COMPRESSED else name
 
 
 def record_dir_for(root: Path, system: str, seed: int) -> Path:
@@ -54,8 +64,15 @@ def record_run(run_dir: Path, record_dir: Path) -> Path:
     (record_dir / "evaluation.json").unlink(missing_ok=True)  # incomplete until re-copied
     for name in RECORD_FILES:
         source = run_dir / name
-        if source.exists():
-            temporary = record_dir / (name + ".tmp")
+        if not source.exists():
+            continue
+        target = record_dir / recorded_name(name)
+        temporary = target.with_name(target.name + ".tmp")
+        if name in COMPRESSED:
+            # mtime 0: the same run gives the same bytes, so re-recording changes nothing
+            with source.open("rb") as raw, gzip.GzipFile(temporary, "wb", mtime=0) as packed:
+                shutil.copyfileobj(raw, packed)
+        else:
             shutil.copyfile(source, temporary)
-            temporary.replace(record_dir / name)
+        temporary.replace(target)
     return record_dir

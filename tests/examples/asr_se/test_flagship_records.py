@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
-from examples.asr_se.records import RECORD_FILES, is_recorded, record_dir_for, record_run
+from examples.asr_se.records import (
+    RECORD_FILES,
+    is_recorded,
+    record_dir_for,
+    record_run,
+    recorded_name,
+)
 
 
 def scored_run(folder, names=RECORD_FILES):
@@ -19,9 +27,13 @@ def test_a_record_copies_every_record_file(tmp_path):
     (run / "final.pt").write_bytes(b"weights")
     record = record_run(run, record_dir_for(tmp_path / "records", "gr", 2))
     assert record == tmp_path / "records" / "gr" / "seed2"
-    assert sorted(p.name for p in record.iterdir()) == sorted(RECORD_FILES)
+    assert sorted(p.name for p in record.iterdir()) == sorted(map(recorded_name, RECORD_FILES))
     assert (record / "train_log.csv").read_text() == "contents of train_log.csv"
+    packed = (record / "hypotheses.jsonl.gz").read_bytes()
+    assert gzip.decompress(packed) == b"contents of hypotheses.jsonl"
     assert is_recorded(record)
+    record_run(run, record)  # recording again writes the same bytes
+    assert (record / "hypotheses.jsonl.gz").read_bytes() == packed
 
 
 def test_conflicts_are_optional(tmp_path):
@@ -45,7 +57,7 @@ def test_a_record_being_rewritten_is_incomplete_until_its_scores_are_copied(tmp_
     original = shutil.copyfile
 
     def interrupted(source, target):
-        if str(source).endswith("hypotheses.jsonl"):
+        if str(source).endswith("conflicts.json"):
             raise KeyboardInterrupt
         return original(source, target)
 

@@ -199,39 +199,31 @@ def _prune_support(normalised: Tensor, weights: Tensor, value: Tensor, s: Tensor
     solution. Any point of the simplex is admissible, so this never worsens the result.
     """
     T = weights.shape[-1]
-    support = weights > 0
-    A = normalised + s * torch.ones_like(normalised)
-    b = s[..., 0].expand_as(weights)
-    diagonal = torch.diagonal(normalised, dim1=-2, dim2=-1)
+    Q = normalised.reshape(-1, T, T)
+    w = weights.reshape(-1, T)
+    n = w.shape[0]
+    weight_of_sum = s.reshape(-1).expand(n)
+    support = w > 0
+    # candidates 0..T-1: the support less task k, solved in one batched call
+    reduced = support[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=w.device)
+    A = (Q + weight_of_sum[:, None, None])[:, None].expand(n, T, T, T).reshape(-1, T, T)
+    b = weight_of_sum[:, None, None].expand(n, T, T).reshape(-1, T)
+    u = _solve_on_free_set(A, b, reduced.reshape(-1, T)).reshape(n, T, T)
+    total = u.sum(-1)
+    dropped = u / torch.where(total > 0, total, 1.0)[..., None]
+    admissible = support & reduced.any(-1) & (total > 0) & (u >= 0).all(-1)
+    # candidate T: the vertex of the shortest gradient
+    diagonal = torch.diagonal(Q, dim1=-2, dim2=-1)
     vertex = diagonal.argmin(-1, keepdim=True)
-    vertex_value = diagonal.gather(-1, vertex).squeeze(-1)
+    candidates = torch.cat([dropped, torch.zeros_like(w).scatter_(-1, vertex, 1.0)[:, None]], 1)
+    values = torch.einsum("nki,nij,nkj->nk", candidates, Q, candidates)
+    values[:, :T] = torch.where(admissible, values[:, :T], torch.inf)
+    best = values.argmin(-1)
+    rows = torch.arange(n, device=w.device)
     # "lower beyond rounding": by more than 32 units in the last place of the value
-    keep_below = 1.0 - 32.0 * torch.finfo(weights.dtype).eps
-    better = vertex_value < value * keep_below
-    vertex_weights = torch.zeros_like(weights).scatter_(-1, vertex, 1.0)
-    best = torch.where(better[..., None], vertex_weights, weights)
-    best_value = torch.where(better, vertex_value, value)
-    for task in range(T):
-        reduced = support.clone()
-        reduced[..., task] = False
-        tried = support[..., task] & reduced.any(-1)
-        if not bool(tried.any()):
-            continue
-        u = _solve_on_free_set(
-            A.reshape(-1, T, T), b.reshape(-1, T), reduced.reshape(-1, T)
-        ).reshape(weights.shape)
-        total = u.sum(-1, keepdim=True)
-        candidate = u / torch.where(total > 0, total, 1.0)
-        candidate_value = torch.einsum("...i,...ij,...j->...", candidate, normalised, candidate)
-        better = (
-            tried
-            & (total.squeeze(-1) > 0)
-            & (u >= 0).all(-1)
-            & (candidate_value < best_value * keep_below)
-        )
-        best = torch.where(better[..., None], candidate, best)
-        best_value = torch.where(better, candidate_value, best_value)
-    return best
+    keep_below = 1.0 - 32.0 * torch.finfo(w.dtype).eps
+    better = values[rows, best] < value.reshape(-1).expand(n) * keep_below
+    return torch.where(better[:, None], candidates[rows, best], w).reshape(weights.shape)
 
 
 def _min_norm_of_two(gram: Tensor) -> Tensor:

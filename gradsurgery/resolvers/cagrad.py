@@ -17,8 +17,11 @@ Rescale = Literal["1+c^2", "1+c", "none"]
 _RESCALES = ("1+c^2", "1+c", "none")
 _MAX_ITERATIONS = 100
 _TOLERANCE = 1e-13
-_NEGLIGIBLE_NORM = 1e-12
-"""``g_w`` counts as zero when ``||g_w|| <= 1e-12 max_i ||g_i||``; then ``d = g_0 / (1 + c^2)``."""
+_NEGLIGIBLE_NORM = 1e-7
+"""``g_w`` counts as zero when ``||g_w|| <= 1e-7 max_i ||g_i||``; then ``d = g_0 / (1 + c^2)``.
+``||g_w||`` is computed from the Gram, ``sqrt(w^T Q w)``, so it is known only to about
+``sqrt(eps) max_i ||g_i||`` (1.5e-8 in float64): below a few times that it is rounding, and
+stepping along such a ``g_w`` gives a direction of rounding."""
 
 
 class CAGrad(GramResolver):
@@ -46,8 +49,10 @@ class CAGrad(GramResolver):
     bracketed by :math:`0` and :math:`\max_i \|g_i\| / (c\|g_0\|)`, to a relative
     :math:`10^{-13}`. When the optimum has :math:`g_w = 0` (or :math:`g_0 = 0`),
     :math:`d = g_0 / (1 + c^2)`; :math:`g_w` counts as zero when
-    :math:`\|g_w\| \le 10^{-12} \max_i \|g_i\|` (a relative cut, so scale-equivariant,
-    but a matrix sitting on it may fall either side after rounding).
+    :math:`\|g_w\| \le 10^{-7} \max_i \|g_i\|`: from the Gram matrix :math:`\|g_w\|` is
+    known only to about :math:`\sqrt{\epsilon} \max_i \|g_i\|`, so a smaller one is
+    rounding (a zero gradient among the tasks, say). The cut is relative, so
+    scale-equivariant, but a matrix sitting on it may fall either side after rounding.
 
     Args:
         c: the radius :math:`c \ge 0` relative to :math:`\|g_0\|`; default 0.4 (the nyuv2

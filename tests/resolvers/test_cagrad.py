@@ -107,3 +107,18 @@ def test_permutation_invariant_to_solver_accuracy(G, data):
     torch.testing.assert_close(
         gradsurgery.resolve(G[order], method="cagrad"), d, rtol=1e-6, atol=scale
     )
+
+
+def test_a_zero_gradient_puts_zero_in_the_hull_at_every_scale():
+    # (Found by the random hypothesis profile.) Task 2's gradient is zero, so the dual's
+    # minimum is 0 at g_w = 0 and d = g_0 / (1 + c^2). The root search ended on a mix of
+    # tasks 0 and 3 with ||g_w|| ~ 1e-10 relative, a norm of rounding when read from the
+    # Gram, and stepped along it: the direction then changed with the scale.
+    G = torch.tensor(
+        [[-35.6915, 0.0, 0.0, 0.0], [0.0, 65.9041, 45.0, 0.0], [0.0] * 4, [1.0, 0.0, 0.0, 0.0]],
+        dtype=torch.float64,
+    )
+    expected = G.mean(0) / 1.16
+    for scale in (1e-3, 1e-2, 1.0, 10.0):
+        d = gradsurgery.resolve(scale * G, method="cagrad")
+        torch.testing.assert_close(d, scale * expected, rtol=1e-12, atol=0)

@@ -43,11 +43,11 @@ def test_shape_dtype_and_finite(method, G, data):
 def test_scale_equivariant(method, G, scale, data):
     primary = data.draw(st.none() | st.integers(0, G.shape[0] - 1))
     if method == "cagrad":
-        # CAGrad's documented relative cut (||g_w|| <= 1e-12 max ||g_i|| counts as zero): a
+        # CAGrad's documented relative cut (||g_w|| <= 1e-7 max ||g_i|| counts as zero): a
         # row whose norm sits on it may fall either side after rounding, at any scale.
         norms = G.norm(dim=1)
         ratios = norms / norms.max().clamp(min=1e-300)
-        assume(not bool(((ratios > 1e-13) & (ratios < 1e-11)).any()))
+        assume(not bool(((ratios > 1e-8) & (ratios < 1e-6)).any()))
     expected = scale * run(method, G, primary)
     actual = run(method, scale * G, primary)
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale * (1 + G.abs().max()))

@@ -192,11 +192,12 @@ def _prune_support(normalised: Tensor, weights: Tensor, value: Tensor, s: Tensor
     two nearly collinear gradients (their difference :math:`\sim 10^{-5}` of their norm)
     the solve on a support holding both can cut the near-null direction and settle on a
     point :math:`\sim 10^{-6}` above the optimum, where the optimum leaves one of them out.
-    Each support less one task is solved exactly, and each single task (a vertex: a task
-    whose gradient is zero, or tiny beside the others', is the answer there, and the
-    entering test cannot tell it from rounding); a candidate in the simplex (all weights
-    non-negative) whose :math:`w^\top \hat Q w` is lower, beyond rounding, replaces the
-    solution. Any point of the simplex is admissible, so this never worsens the result.
+    So the candidates are each support less one task, solved exactly in one batched call,
+    and the vertex of the shortest gradient (where a task's gradient is zero, or tiny
+    beside the others', that vertex is the answer, and the entering test cannot tell it
+    from rounding). The candidate in the simplex (all weights non-negative) with the lowest
+    :math:`w^\top \hat Q w` replaces the solution where it is lower beyond rounding. Any
+    point of the simplex is admissible, so this never worsens the result.
     """
     T = weights.shape[-1]
     Q = normalised.reshape(-1, T, T)

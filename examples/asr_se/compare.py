@@ -84,11 +84,10 @@ def collect(systems: Sequence[str], seeds: Sequence[int], records_root: Path) ->
     runs: list[dict[str, Any]] = []
     for system in systems:
         for seed in seeds:
-            run_dir = record_dir_for(records_root, system, seed)
-            path = run_dir / "evaluation.json"
-            if not is_recorded(run_dir):
+            record_dir = record_dir_for(records_root, system, seed)
+            if not is_recorded(record_dir):
                 continue
-            evaluation = json.loads(path.read_text())
+            evaluation = json.loads((record_dir / "evaluation.json").read_text())
             for record in evaluation["wer"]:
                 condition = {"system": system, "seed": seed}
                 condition |= {k: record[k] for k in ("test_set", "noise", "snr")}
@@ -102,15 +101,15 @@ def collect(systems: Sequence[str], seeds: Sequence[int], records_root: Path) ->
                 {
                     "system": system,
                     "seed": seed,
-                    **_run_statistics(run_dir),
+                    **_run_statistics(record_dir),
                     "examples": evaluation["examples"],
                 }
             )
     return {"wer": wer, "cer": cer, "se": se, "runs": runs}
 
 
-def _run_statistics(run_dir: Path) -> dict[str, Any]:
-    with (run_dir / "train_log.csv").open(newline="") as handle:
+def _run_statistics(record_dir: Path) -> dict[str, Any]:
+    with (record_dir / "train_log.csv").open(newline="") as handle:
         steps = list(csv.DictReader(handle))
     seconds = sum(float(row["seconds"]) for row in steps)
     joint = [float(row["seconds"]) for row in steps if row["stage"] == "joint"]
@@ -125,7 +124,7 @@ def _run_statistics(run_dir: Path) -> dict[str, Any]:
         ),
         "skipped_steps": sum(int(row["skipped"]) for row in steps),
     }
-    conflicts_path = run_dir / "conflicts.json"  # gradsurgery.ConflictMonitor.summary()
+    conflicts_path = record_dir / "conflicts.json"  # gradsurgery.ConflictMonitor.summary()
     if conflicts_path.exists():
         summary = json.loads(conflicts_path.read_text())
         trace = summary["trace"]

@@ -23,10 +23,13 @@ RECORD_FILES = (
     "hypotheses.jsonl",
     "evaluation.json",  # last: its presence marks the record complete
 )
-"""The files a record copies from its run folder, in the order they are copied;
-``conflicts.json`` is absent for systems without task gradients to monitor."""
+"""The files a record copies from its run folder, in the order they are copied."""
 
-REQUIRED = ("config.json", "train_log.csv", "hypotheses.jsonl", "evaluation.json")
+OPTIONAL = frozenset({"conflicts.json"})
+"""Record files a scored run may lack: systems without task gradients to monitor have no
+conflict statistics."""
+
+REQUIRED = tuple(name for name in RECORD_FILES if name not in OPTIONAL)
 
 COMPRESSED = frozenset({"hypotheses.jsonl"})
 """Files kept gzipped in a record (``<name>.gz``): the decoded test utterances are about

@@ -343,12 +343,6 @@ class Accumulator:
                     f"Invalid losses: {task_label(index, names)} reaches none of params "
                     "(is it detached, or computed from other parameters?)"
                 )
-        scaled = [
-            loss if loss_weights is None else loss * float(loss_weights[index])
-            for index, loss in enumerate(loss_list)
-        ]
-        if self.scaler is not None:
-            scaled = [self.scaler.scale(loss) for loss in scaled]
         if reached is None:
             shared: list[Tensor] = []
             weights_only = True
@@ -394,22 +388,28 @@ class Accumulator:
         window.loss_sum += loss_values
         window.count += 1
         if weights_only:
-            self._backward_weighted_sum(window, scaled, reached, loss_values, capture)
-        else:
-            assert reached is not None
-            _task_gradients(window, scaled, reached, capture)
+            self._backward_weighted_sum(window, loss_list, reached, loss_values, capture)
+            return
+        assert reached is not None
+        scaled = [
+            loss if loss_weights is None else loss * float(loss_weights[index])
+            for index, loss in enumerate(loss_list)
+        ]
+        if self.scaler is not None:
+            scaled = [self.scaler.scale(loss) for loss in scaled]
+        _task_gradients(window, scaled, reached, capture)
 
     def _backward_weighted_sum(
         self,
         window: _Window,
-        scaled: list[Tensor],
+        losses: list[Tensor],
         reached: list[dict[int, Tensor]] | None,
         loss_values: Tensor,
         capture: bool,
     ) -> None:
         """One backward pass of :math:`\\sum_i w_i c_i L_i`, for loss weightings and unshared
-        tasks."""
-        T = len(scaled)
+        tasks (scaled by the ``scaler``, if any)."""
+        T = len(losses)
         device = self._parameters[0].device
         if self._distributed:
             fingerprint = [T, 1, 0, 0, 0, 0]
@@ -424,10 +424,12 @@ class Accumulator:
         else:  # no shared parameters: every task's gradient goes where it belongs
             weights = torch.ones(1, T, dtype=torch.float64)
         window.finite = window.finite and finite
-        coefficients = weights[0].tolist()
-        total = scaled[0] if coefficients[0] == 1.0 else scaled[0] * coefficients[0]
-        for coefficient, loss in zip(coefficients[1:], scaled[1:]):
-            total = total + (loss if coefficient == 1.0 else coefficient * loss)
+        coefficients = weights[0]
+        if window.loss_weights is not None:
+            coefficients = coefficients * window.loss_weights
+        total = _weighted_total(losses, coefficients)
+        if self.scaler is not None:
+            total = self.scaler.scale(total)
         if reached is None:  # every parameter: those the sum does not reach keep their .grad
             inputs = self._parameters
         else:
@@ -631,6 +633,25 @@ def _normalize_losses(
         if not loss.requires_grad:
             raise ValueError(f"Invalid losses: {label} does not require grad (was it detached?)")
     return names, loss_list
+
+
+def _weighted_total(losses: list[Tensor], coefficients: Tensor) -> Tensor:
+    """:math:`\\sum_i a_i L_i` as one product of the stacked losses with ``coefficients``
+    (three autograd nodes whatever ``T``, where a chain of products and sums has ``2T``:
+    a tenth of a millisecond per step at ``T = 16``, in the forward and again in the
+    backward). A single loss with coefficient 1 is returned as it is.
+
+    Each term is the loss times its coefficient rounded to the losses' dtype, as
+    ``c * loss`` with a Python float ``c`` computes it, so the result equals the
+    hand-written ``c_0 * L_0 + c_1 * L_1`` for two losses, bit for bit.
+    """
+    if len(losses) == 1 and float(coefficients[0]) == 1.0:
+        return losses[0]
+    device = losses[0].device
+    stacked = torch.stack(
+        [(loss if loss.dim() == 0 else loss.reshape(())).to(device) for loss in losses]
+    )
+    return (stacked * coefficients.to(stacked.dtype).to(device)).sum()
 
 
 def _all_finite_values(values: Tensor) -> bool:

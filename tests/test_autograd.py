@@ -89,6 +89,37 @@ def test_sum_equals_summed_loss_backward():
             torch.testing.assert_close(actual, wanted, rtol=1e-6, atol=1e-7)
 
 
+def test_weighted_sum_is_bit_for_bit_the_hand_written_one():
+    model = TwoHeads()
+    losses = model.losses(X)
+    (0.7 * losses["a"] + 0.3 * losses["b"]).backward()
+    expected = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    gradsurgery.backward(
+        model.losses(X), model.parameters(), resolver="sum", weights={"a": 0.7, "b": 0.3}
+    )
+    for actual, wanted in zip(grads_of(model), expected):
+        assert (actual is None) == (wanted is None)
+        if wanted is not None:
+            assert torch.equal(actual, wanted)
+
+
+def test_loss_weighting_takes_one_element_losses_of_any_shape_and_dtype():
+    model = TwoHeads()
+    losses = model.losses(X)
+    (0.5 * losses["a"] + 2.0 * losses["b"]).backward()
+    expected = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    losses = model.losses(X)
+    odd = [losses["a"].reshape(1, 1), losses["b"].double().reshape(1)]
+    gradsurgery.backward(odd, model.parameters(), resolver="mean", weights=[1.0, 4.0])
+    for actual, wanted in zip(grads_of(model), expected):
+        assert (actual is None) == (wanted is None)
+        if wanted is not None:
+            assert actual.dtype == wanted.dtype
+            torch.testing.assert_close(actual, wanted)
+
+
 def test_gradients_accumulate_like_backward():
     model = TwoHeads()
     gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", primary="a")

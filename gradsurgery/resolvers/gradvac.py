@@ -52,7 +52,9 @@ class GradVac(SeededRandomness, GramResolver):
     ``primary`` is ignored: GradVac treats all tasks alike. Scale-equivariant (cosines and
     norm ratios only). Without conflict and with non-positive targets, :math:`d` is the sum.
     Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, :math:`O(T^3)` per block for
-    the pairwise updates, :math:`O(TP)` for the sum. State: the targets, shape
+    the pairwise updates (``T - 1`` rounds of batched updates: every task makes its
+    ``k``-th visit at once, since a visit changes only the visiting task's
+    :math:`g_i^{PC}` and targets), :math:`O(TP)` for the sum. State: the targets, shape
     ``(blocks, T, T)``, and the private generator's state, restored exactly; targets are
     reset to zero if the number of tasks or blocks changes.
 
@@ -94,33 +96,42 @@ class GradVac(SeededRandomness, GramResolver):
         return others if self.order == "fixed" else self._shuffled(others)
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        # Each task's visits change only its own coefficients and targets, so all tasks
+        # take their k-th visit together: row i of ``coefficients`` is g_i^PC in the basis
+        # of the original gradients, row i of ``projected`` is G times it.
         T = gram.shape[-1]
         targets = self.targets
         if targets is None or targets.shape != gram.shape:
             targets = torch.zeros_like(gram, device="cpu")
         targets = targets.to(gram.device, gram.dtype).clone()
         norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
-        total = torch.zeros_like(gram[..., 0])
-        for i in range(T):
-            coefficients = torch.zeros_like(total)
-            coefficients[..., i] = 1.0
-            for j in self._visit_order([j for j in range(T) if j != i]):
-                dot = (coefficients * gram[..., :, j]).sum(-1)
-                norm_i_sq = (coefficients * (gram @ coefficients.unsqueeze(-1)).squeeze(-1)).sum(-1)
-                norm_i = torch.sqrt(norm_i_sq.clamp(min=0.0))
-                both = (norm_i > 0) & (norms[..., j] > 0)
-                denominator = torch.where(both, norm_i * norms[..., j], 1.0)
-                phi = torch.where(both, (dot / denominator).clamp(-1.0, 1.0), 0.0)
-                target = targets[..., i, j]
-                room = torch.sqrt((1.0 - target * target).clamp(min=0.0))
-                change = both & (phi < target) & (room > 0)
-                numerator = norm_i * (target * torch.sqrt(1.0 - phi * phi) - phi * room)
-                safe = torch.where(change, norms[..., j] * room, 1.0)
-                coefficients[..., j] += torch.where(change, numerator / safe, 0.0)
-                targets[..., i, j] = (1.0 - self.beta) * target + self.beta * phi
-            total += coefficients
+        visits = torch.tensor(
+            [self._visit_order([j for j in range(T) if j != i]) for i in range(T)],
+            dtype=torch.long,
+            device=gram.device,
+        ).reshape(T, T - 1)
+        tasks = torch.arange(T, device=gram.device)
+        coefficients = torch.eye(T, dtype=gram.dtype, device=gram.device).expand_as(gram).clone()
+        projected = gram.clone()  # G e_i = row i of the symmetric G
+        for visit in range(T - 1):
+            j = visits[:, visit]  # the task each task i visits now
+            dot = projected[..., tasks, j]  # g_i^PC . g_j
+            norm_i = torch.sqrt((coefficients * projected).sum(-1).clamp(min=0.0))
+            norm_j = norms[..., j]
+            both = (norm_i > 0) & (norm_j > 0)
+            denominator = torch.where(both, norm_i * norm_j, 1.0)
+            phi = torch.where(both, (dot / denominator).clamp(-1.0, 1.0), 0.0)
+            target = targets[..., tasks, j]
+            room = torch.sqrt((1.0 - target * target).clamp(min=0.0))
+            change = both & (phi < target) & (room > 0)
+            numerator = norm_i * (target * torch.sqrt(1.0 - phi * phi) - phi * room)
+            safe = torch.where(change, norm_j * room, 1.0)
+            step = torch.where(change, numerator / safe, 0.0)
+            coefficients[..., tasks, j] += step
+            projected += step.unsqueeze(-1) * gram[..., j, :]
+            targets[..., tasks, j] = (1.0 - self.beta) * target + self.beta * phi
         self.targets = targets.to("cpu")
-        return total
+        return coefficients.sum(dim=-2)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()  # the generator's, if any

@@ -46,7 +46,8 @@ class PCGrad(SeededRandomness, GramResolver):
     With per-tensor granularity one random order per step is shared by all tensors.
     A zero :math:`g_j` is never projected onto. Scale-equivariant: scaling every gradient by
     :math:`c > 0` scales :math:`d` by :math:`c`. Cost: :math:`O(T^2 P)` for the Gram,
-    :math:`O(T^3)` for the projections, :math:`O(TP)` for the sum; ``T`` backward passes.
+    :math:`O(T^3)` for the projections (``T - 1`` batched rounds: every task makes its
+    ``k``-th visit at once), :math:`O(TP)` for the sum; ``T`` backward passes.
     State: the private generator's state (:meth:`state_dict`), so a resumed run draws the
     same orders as one that never stopped.
 
@@ -79,22 +80,32 @@ class PCGrad(SeededRandomness, GramResolver):
         return self._shuffled(others)
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        # Each task's projections change only its own g_i^PC, so all tasks make their k-th
+        # visit at once: row i of ``coefficients`` is g_i^PC in the basis of the original
+        # gradients, row i of ``projected`` is G times it. The primary (if any) visits none.
         T = gram.shape[-1]
-        batch = gram.shape[:-2]
-        diagonal = torch.diagonal(gram, dim1=-2, dim2=-1)
-        total = torch.zeros(*batch, T, dtype=gram.dtype, device=gram.device)
+        device = gram.device
+        visits = []
         for i in range(T):
-            coefficients = torch.zeros_like(total)
-            coefficients[..., i] = 1.0
-            if i != primary:
-                others = [j for j in range(T) if j != i and j != primary]
-                visits = self._visit_order(others)
-                if primary is not None:
-                    visits.append(primary)
-                for j in visits:
-                    dot = (coefficients * gram[..., :, j]).sum(-1)
-                    project = (dot < 0) & (diagonal[..., j] > 0)
-                    safe_norm = torch.where(project, diagonal[..., j], torch.ones_like(dot))
-                    coefficients[..., j] -= torch.where(project, dot / safe_norm, 0.0)
-            total += coefficients
-        return total
+            if i == primary:
+                visits.append([i] * (T - 1))  # inactive row: its steps are masked out
+                continue
+            order = self._visit_order([j for j in range(T) if j != i and j != primary])
+            visits.append(order if primary is None else [*order, primary])
+        visit_table = torch.tensor(visits, dtype=torch.long, device=device).reshape(T, T - 1)
+        visiting = torch.ones(T, dtype=torch.bool, device=device)
+        if primary is not None:
+            visiting[primary] = False
+        tasks = torch.arange(T, device=device)
+        diagonal = torch.diagonal(gram, dim1=-2, dim2=-1)
+        coefficients = torch.eye(T, dtype=gram.dtype, device=device).expand_as(gram).clone()
+        projected = gram.clone()  # G e_i = row i of the symmetric G
+        for visit in range(T - 1):
+            j = visit_table[:, visit]
+            dot = projected[..., tasks, j]  # g_i^PC . g_j
+            norm_j = diagonal[..., j]
+            project = visiting & (dot < 0) & (norm_j > 0)
+            step = -torch.where(project, dot / torch.where(project, norm_j, 1.0), 0.0)
+            coefficients[..., tasks, j] += step
+            projected += step.unsqueeze(-1) * gram[..., j, :]
+        return coefficients.sum(dim=-2)

@@ -120,10 +120,13 @@ class CAGrad(GramResolver):
 
         previous: list[Tensor] = []  # the last solution warm-starts the next solve
 
-        def solve(mu: Tensor) -> tuple[Tensor, Tensor]:
+        def shifted(mu: Tensor) -> Tensor:
             m = mu[..., None, None]
-            shifted = gram + m * outer + m * m * mean_sq * ones
-            w = min_norm_in_simplex(shifted, previous[-1] if previous else None)
+            return gram + m * outer + m * m * mean_sq * ones
+
+        def solve(mu: Tensor) -> tuple[Tensor, Tensor]:
+            # unrefined: the root search needs h to its tolerance, the last solve is refined
+            w = min_norm_in_simplex(shifted(mu), previous[-1] if previous else None, refine=False)
             previous[:] = [w]
             norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
             return w, norm_w - radius * mu
@@ -136,6 +139,7 @@ class CAGrad(GramResolver):
         noise = 1e-7 * top
         lo, hi = torch.zeros_like(radius), top / safe_radius
         f_lo, (best_w, f_hi) = mean_sq.new_zeros(radius.shape), solve(hi)
+        best_mu = hi
         f_lo = torch.where(radius > 0, solve(lo)[1], f_lo)
         done = (radius <= 0) | (f_hi.abs() <= tolerance)
         last_side = torch.zeros_like(radius)  # +1: the last point replaced lo; -1: hi
@@ -151,6 +155,7 @@ class CAGrad(GramResolver):
             w, h = solve(mu)
             live = ~done
             best_w = torch.where(live[..., None], w, best_w)
+            best_mu = torch.where(live, mu, best_mu)
             right = live & (h > 0)  # the root is right of mu
             left = live & ~(h > 0)
             # Illinois: an endpoint kept twice in a row has its value halved.
@@ -162,4 +167,4 @@ class CAGrad(GramResolver):
             certified = certified | (right & (h > noise))
             converged = certified & (h.abs() <= tolerance)
             done = done | converged | (hi - lo <= 1e-15 * top / safe_radius)
-        return best_w
+        return min_norm_in_simplex(shifted(best_mu), best_w)

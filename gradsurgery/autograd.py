@@ -424,10 +424,9 @@ class Accumulator:
         else:  # no shared parameters: every task's gradient goes where it belongs
             weights = torch.ones(1, T, dtype=torch.float64)
         window.finite = window.finite and finite
-        coefficients = weights[0]
         if window.loss_weights is not None:
-            coefficients = coefficients * window.loss_weights
-        total = _weighted_total(losses, coefficients)
+            weights = weights * window.loss_weights
+        total = _weighted_total(losses, weights[0])
         if self.scaler is not None:
             total = self.scaler.scale(total)
         if reached is None:  # every parameter: those the sum does not reach keep their .grad
@@ -441,8 +440,6 @@ class Accumulator:
                 window.add_plain(param, grad)
         else:
             torch.autograd.backward(total, inputs=inputs)
-        if window.loss_weights is not None:
-            weights = weights * window.loss_weights
         window.last_weights = weights
 
     def _resolve(self) -> BackwardResult:

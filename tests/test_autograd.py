@@ -30,6 +30,21 @@ def grads_of(model: nn.Module) -> list[torch.Tensor | None]:
     return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
 
 
+def assert_grads_match(
+    model: nn.Module, expected: list[torch.Tensor | None], *, exact: bool = False, **tolerance
+) -> None:
+    """Each parameter's ``.grad`` against ``expected``: absent where it is absent, else
+    equal bit for bit (``exact``) or by ``assert_close`` (dtype included) with ``tolerance``."""
+    for actual, wanted in zip(grads_of(model), expected, strict=True):
+        assert (actual is None) == (wanted is None)
+        if wanted is None:
+            continue
+        if exact:
+            assert torch.equal(actual, wanted)
+        else:
+            torch.testing.assert_close(actual, wanted, **tolerance)
+
+
 def reference(
     model: TwoHeads, method: str, granularity: str, weights=(1.0, 1.0)
 ) -> list[torch.Tensor | None]:
@@ -83,10 +98,7 @@ def test_sum_equals_summed_loss_backward():
     expected = grads_of(model)
     model.zero_grad(set_to_none=True)
     gradsurgery.backward(model.losses(X), model.parameters(), resolver="sum", diagnostics=True)
-    for actual, wanted in zip(grads_of(model), expected):
-        assert (actual is None) == (wanted is None)
-        if wanted is not None:
-            torch.testing.assert_close(actual, wanted, rtol=1e-6, atol=1e-7)
+    assert_grads_match(model, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_weighted_sum_is_bit_for_bit_the_hand_written_one():
@@ -98,10 +110,7 @@ def test_weighted_sum_is_bit_for_bit_the_hand_written_one():
     gradsurgery.backward(
         model.losses(X), model.parameters(), resolver="sum", weights={"a": 0.7, "b": 0.3}
     )
-    for actual, wanted in zip(grads_of(model), expected):
-        assert (actual is None) == (wanted is None)
-        if wanted is not None:
-            assert torch.equal(actual, wanted)
+    assert_grads_match(model, expected, exact=True)
 
 
 def test_loss_weighting_takes_one_element_losses_of_any_shape_and_dtype():
@@ -113,11 +122,7 @@ def test_loss_weighting_takes_one_element_losses_of_any_shape_and_dtype():
     losses = model.losses(X)
     odd = [losses["a"].reshape(1, 1), losses["b"].double().reshape(1)]
     gradsurgery.backward(odd, model.parameters(), resolver="mean", weights=[1.0, 4.0])
-    for actual, wanted in zip(grads_of(model), expected):
-        assert (actual is None) == (wanted is None)
-        if wanted is not None:
-            assert actual.dtype == wanted.dtype
-            torch.testing.assert_close(actual, wanted)
+    assert_grads_match(model, expected)
 
 
 def test_gradients_accumulate_like_backward():
@@ -207,10 +212,7 @@ def test_single_task_is_plain_backward():
     expected = grads_of(model)
     model.zero_grad(set_to_none=True)
     gradsurgery.backward([model.losses(X)["a"]], model.parameters(), resolver="gr")
-    for a, e in zip(grads_of(model), expected):
-        assert (a is None) == (e is None)
-        if e is not None:
-            torch.testing.assert_close(a, e)
+    assert_grads_match(model, expected)
 
 
 def test_stateful_resolver_instance_is_used():

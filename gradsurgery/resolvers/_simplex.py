@@ -7,19 +7,48 @@ Lawson-Hanson active-set method, written on the Gram matrix and run for all bloc
 - :func:`nonnegative_quadratic`: :math:`\\min_{u \\ge 0} \\tfrac12 u^\\top A u - b^\\top u`.
 - :func:`min_norm_in_simplex`: :math:`\\min_{w \\in \\Delta} \\|w^\\top J\\|^2` from the Gram
   :math:`J J^\\top`, via an equivalent non-negative problem.
+
+The problems are tiny (``T <= 16`` or so, a few dozen blocks) and the method takes a few
+dozen element-wise steps per iteration, so its cost is the per-call overhead of each step,
+not arithmetic. NumPy's is several times lower than torch's for such arrays, so the
+solvers run in float64 NumPy on the host; the torch-facing functions copy the ``T x T``
+inputs there and the ``T`` weights back (:func:`to_host`, :func:`from_host`). The
+``*_array`` functions are the NumPy cores, for callers that chain many solves (CAGrad).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["min_norm_in_simplex", "nonnegative_quadratic"]
+__all__ = [
+    "from_host",
+    "min_norm_in_simplex",
+    "min_norm_in_simplex_array",
+    "nonnegative_quadratic",
+    "nonnegative_quadratic_array",
+    "to_host",
+]
 
 _OPTIMALITY_TOL = 1e-15
 """A free variable enters the active set when its gradient exceeds this (relative) value."""
 _RCOND = 1e-13
 """Eigenvalues below this fraction of the largest are treated as zero in the sub-solves."""
+_START_TRIALS = 4
+"""Solves spent looking for a starting free set (see :func:`nonnegative_quadratic_array`)."""
+_SWAMPED = 0.1
+"""The min-norm value (of the normalised Gram) below which a second, reweighted pass runs."""
+
+
+def to_host(tensor: Tensor) -> np.ndarray:
+    """``tensor`` as a float64 NumPy array on the host (a copy only where needed)."""
+    return tensor.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def from_host(array: np.ndarray, like: Tensor) -> Tensor:
+    """``array`` as a tensor with ``like``'s dtype and device."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=like.dtype)
 
 
 def nonnegative_quadratic(
@@ -37,7 +66,8 @@ def nonnegative_quadratic(
     For a positive semi-definite :math:`A = M^\top M` the columns of :math:`M` in the free set
     stay linearly independent (the method's invariant), so rank-deficient :math:`A`
     (duplicate or zero tasks) is handled without regularisation. All blocks iterate
-    together; each iteration is one batched symmetric eigen-solve of size ``T``.
+    together; each iteration is one batched symmetric eigen-solve of size ``T``. Solved in
+    float64 on the host (see the module's note).
 
     Args:
         A: ``(..., T, T)`` symmetric positive semi-definite matrices.
@@ -49,60 +79,82 @@ def nonnegative_quadratic(
             positive it is the starting point; elsewhere the method starts from zero.
 
     Returns:
-        ``(..., T)`` non-negative minimisers, in ``A``'s dtype.
+        ``(..., T)`` non-negative minimisers, in ``A``'s dtype and on its device.
     """
+    support = None if guess is None else guess.detach().cpu().numpy().astype(bool)
+    u = nonnegative_quadratic_array(to_host(A), to_host(b), max_iterations, support)
+    return from_host(u, A)
+
+
+def nonnegative_quadratic_array(
+    A: np.ndarray,
+    b: np.ndarray,
+    max_iterations: int | None = None,
+    guess: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`nonnegative_quadratic` on float64 NumPy arrays (same arguments)."""
     T = A.shape[-1]
     batch = A.shape[:-2]
     A = A.reshape(-1, T, T)
     b = b.reshape(-1, T)
     n = A.shape[0]
     cap = 5 * T + 20 if max_iterations is None else max_iterations
-    u = torch.zeros(n, T, dtype=A.dtype, device=A.device)
-    free = torch.zeros(n, T, dtype=torch.bool, device=A.device)
-    if guess is not None:
-        guess = guess.reshape(-1, T)
-        start = _solve_on_free_set(A, b, guess)
-        usable = guess.any(-1) & ((start > 0) | ~guess).all(-1)
-        u = torch.where(usable[:, None], start, u)
-        free = torch.where(usable[:, None], guess, free)
-    done = torch.zeros(n, dtype=torch.bool, device=A.device)
-    rows = torch.arange(n, device=A.device)
+    u = np.zeros((n, T))
+    free = np.zeros((n, T), dtype=bool)
+    # The start: the solution on a trial free set where it is positive there. The trial is
+    # the guess, or every variable; where its solution has non-positive entries, those
+    # leave the trial and it is solved again (a heuristic: the method below is exact from
+    # any start, and this one saves it adding the support one variable per iteration).
+    trial = np.ones((n, T), dtype=bool) if guess is None else guess.reshape(-1, T)
+    pending = np.ones(n, dtype=bool)
+    for _ in range(_START_TRIALS):
+        start = _solve_on_free_set(A, b, trial)
+        positive_on_trial = (start > 0) | ~trial
+        usable = pending & trial.any(-1) & positive_on_trial.all(-1)
+        u = np.where(usable[:, None], start, u)
+        free = np.where(usable[:, None], trial, free)
+        pending &= ~usable
+        trial = trial & (start > 0)
+        if not (pending & trial.any(-1)).any():
+            break
+    done = np.zeros(n, dtype=bool)
+    rows = np.arange(n)
+    scale_of_b = np.abs(b).max(-1)
+    scale_of_A = np.abs(A).max((-2, -1))
     for _ in range(cap):
         s = _solve_on_free_set(A, b, free)
-        feasible = ((s > 0) | ~free).all(-1)
+        feasible = np.all((s > 0) | ~free, axis=-1)
         # Infeasible blocks: step from u toward s until the first free variable hits zero.
         blocking = free & (s <= 0)
         gap = u - s
-        ratio = torch.where(blocking & (gap > 0), u / torch.where(gap > 0, gap, 1.0), 0.0)
-        ratio = torch.where(blocking, ratio, torch.full_like(ratio, torch.inf))
-        first = ratio.argmin(-1)  # (``Tensor.min(dim)`` is far slower on CPU)
-        step = ratio.gather(-1, first[:, None]).squeeze(-1).clamp(0.0, 1.0)
+        ratio = np.where(blocking & (gap > 0), u / np.where(gap > 0, gap, 1.0), 0.0)
+        ratio = np.where(blocking, ratio, np.inf)
+        first = ratio.argmin(-1)
+        step = np.clip(ratio[rows, first], 0.0, 1.0)
         stepped = u + step[:, None] * (s - u)
         leaving = blocking & (stepped <= 0)
         leaving[rows, first] |= blocking[rows, first]
-        stepped = torch.where(leaving, torch.zeros_like(stepped), stepped.clamp(min=0.0))
+        stepped = np.where(leaving, 0.0, np.maximum(stepped, 0.0))
         # Feasible blocks: accept s, then free the variable with the largest gradient.
-        accepted = torch.where(feasible[:, None], s, stepped)
-        gradient = b - (A @ accepted.unsqueeze(-1)).squeeze(-1)
-        tolerance = _OPTIMALITY_TOL * (
-            b.abs().amax(-1) + A.abs().amax((-2, -1)) * accepted.abs().sum(-1)
-        )
-        candidates = torch.where(~free, gradient, torch.full_like(gradient, -torch.inf))
+        accepted = np.where(feasible[:, None], s, stepped)
+        gradient = b - (A @ accepted[:, :, None])[:, :, 0]
+        tolerance = _OPTIMALITY_TOL * (scale_of_b + scale_of_A * np.abs(accepted).sum(-1))
+        candidates = np.where(free, -np.inf, gradient)
         entering = candidates.argmax(-1)
-        best = candidates.gather(-1, entering[:, None]).squeeze(-1)
+        best = candidates[rows, entering]
         optimal = feasible & ~(best > tolerance)
-        u = torch.where(done[:, None], u, accepted)
+        u = np.where(done[:, None], u, accepted)
         grow = feasible & ~optimal & ~done
-        new_free = torch.where(feasible[:, None], free, free & ~leaving)
+        new_free = np.where(feasible[:, None], free, free & ~leaving)
         new_free[rows[grow], entering[grow]] = True
-        free = torch.where(done[:, None], free, new_free)
+        free = np.where(done[:, None], free, new_free)
         done = done | optimal
-        if bool(done.all()):
+        if done.all():
             break
     return u.reshape(*batch, T)
 
 
-def _solve_on_free_set(A: Tensor, b: Tensor, free: Tensor) -> Tensor:
+def _solve_on_free_set(A: np.ndarray, b: np.ndarray, free: np.ndarray) -> np.ndarray:
     """Solve :math:`A_{FF} s_F = b_F`, :math:`s = 0` off the free set :math:`F`, per block.
 
     The fixed variables get a decoupled diagonal entry (the free block's largest diagonal
@@ -111,20 +163,22 @@ def _solve_on_free_set(A: Tensor, b: Tensor, free: Tensor) -> Tensor:
     """
     # The filler is the largest FREE diagonal entry, so that the fixed variables never set
     # the scale of the pseudo-inverse's cut-off (a tiny free block must still be solved).
-    diagonal = torch.diagonal(A, dim1=-2, dim2=-1)
-    largest_free = torch.where(free, diagonal, torch.zeros_like(diagonal)).amax(-1)
-    filler = torch.where(largest_free > 0, largest_free, torch.ones_like(largest_free))
-    both = free.unsqueeze(-1) & free.unsqueeze(-2)
-    system = torch.where(both, A, torch.zeros_like(A))
-    system = system + torch.diag_embed(torch.where(free, 0.0, filler[:, None].expand_as(b)))
-    rhs = torch.where(free, b, torch.zeros_like(b))
-    values, vectors = torch.linalg.eigh(system)
-    largest = values.abs().amax(-1, keepdim=True)
+    diagonal = np.diagonal(A, axis1=-2, axis2=-1)
+    largest_free = np.where(free, diagonal, 0.0).max(-1)
+    filler = np.where(largest_free > 0, largest_free, 1.0)
+    both = free[:, :, None] & free[:, None, :]
+    system = np.where(both, A, 0.0)
+    T = A.shape[-1]
+    fixed_diagonal = np.where(free, 0.0, filler[:, None])
+    system[:, np.arange(T), np.arange(T)] += fixed_diagonal
+    rhs = np.where(free, b, 0.0)
+    values, vectors = np.linalg.eigh(system)
+    largest = np.abs(values).max(-1, keepdims=True)
     keep = values > _RCOND * largest
-    inverse = torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
-    coefficients = inverse * (vectors.transpose(-2, -1) @ rhs.unsqueeze(-1)).squeeze(-1)
-    s = (vectors @ coefficients.unsqueeze(-1)).squeeze(-1)
-    return torch.where(free, s, torch.zeros_like(s))
+    inverse = np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
+    coefficients = inverse * (rhs[:, None, :] @ vectors)[:, 0, :]
+    s = (vectors @ coefficients[:, :, None])[:, :, 0]
+    return np.where(free, s, 0.0)
 
 
 def min_norm_in_simplex(
@@ -161,39 +215,63 @@ def min_norm_in_simplex(
             nearby problems (CAGrad's root search) refines only the last.
 
     Returns:
-        ``(..., T)`` weights in the simplex.
+        ``(..., T)`` weights in the simplex, in ``gram``'s dtype and on its device.
     """
+    support = None if guess is None else to_host(guess)
+    return from_host(min_norm_in_simplex_array(to_host(gram), support, refine=refine), gram)
+
+
+def min_norm_in_simplex_array(
+    gram: np.ndarray, guess: np.ndarray | None = None, *, refine: bool = True
+) -> np.ndarray:
+    """:func:`min_norm_in_simplex` on float64 NumPy arrays (same arguments)."""
     T = gram.shape[-1]
     if T == 1:
-        return torch.ones_like(gram[..., 0])
+        return np.ones(gram.shape[:-1])
     if T == 2:
         return _min_norm_of_two(gram)
-    top = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1)
+    batch = gram.shape[:-2]
+    gram = gram.reshape(-1, T, T)
+    top = np.diagonal(gram, axis1=-2, axis2=-1).max(-1)
     positive = top > 0
-    normalised = gram / torch.where(positive, top, 1.0)[..., None, None]
-    ones = torch.ones(T, T, dtype=gram.dtype, device=gram.device)
-    support = None if guess is None else guess > 0
-    weight_of_sum = torch.ones_like(top)
-    # Two passes: the second weighs the sum constraint by the first pass's min-norm value,
-    # so that small gradients' Gram entries are not swamped by the rank-one term (any
-    # positive weight gives the same solution in exact arithmetic).
-    for _ in range(2):
-        s = weight_of_sum[..., None, None]
-        u = nonnegative_quadratic(
-            normalised + s * ones, s[..., 0].expand(*top.shape, T), guess=support
+    normalised = gram / np.where(positive, top, 1.0)[:, None, None]
+    support = None if guess is None else guess.reshape(-1, T) > 0
+    weight_of_sum = np.ones_like(top)
+    weights, value = _min_norm_pass(normalised, weight_of_sum, support)
+    # A second pass weighs the sum constraint by the first pass's min-norm value, so that
+    # small gradients' Gram entries are not swamped by the rank-one term (any positive
+    # weight gives the same solution in exact arithmetic). Where that value is at least
+    # _SWAMPED, the first pass lost no more than a few units of rounding: it stands.
+    again = value < _SWAMPED
+    if again.any():
+        weight_of_sum[again] = np.maximum(value[again], 1e-6)
+        weights[again], value[again] = _min_norm_pass(
+            normalised[again], weight_of_sum[again], weights[again] > 0
         )
-        total = u.sum(-1, keepdim=True)
-        weights = u / torch.where(total > 0, total, 1.0)
-        support = weights > 0
-        value = torch.einsum("...i,...ij,...j->...", weights, normalised, weights)
-        weight_of_sum = value.clamp(min=1e-6, max=1.0)
+    solved = positive & (weights.sum(-1) > 0)
     if refine:
-        weights = _prune_support(normalised, weights, value, s)
-    uniform = torch.full_like(weights, 1.0 / T)
-    return torch.where((positive & (total.squeeze(-1) > 0))[..., None], weights, uniform)
+        weights = _prune_support(normalised, weights, value, weight_of_sum)
+    return np.where(solved[:, None], weights, 1.0 / T).reshape(*batch, T)
 
 
-def _prune_support(normalised: Tensor, weights: Tensor, value: Tensor, s: Tensor) -> Tensor:
+def _min_norm_pass(
+    normalised: np.ndarray, weight_of_sum: np.ndarray, support: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One solve of :math:`\\min_{u \\ge 0} u^\\top \\hat Q u + s (\\mathbf 1^\\top u - 1)^2`
+    per block; returns the weights :math:`u / \\mathbf 1^\\top u` (zero where :math:`u = 0`)
+    and their :math:`w^\\top \\hat Q w`."""
+    T = normalised.shape[-1]
+    s = weight_of_sum[..., None, None]
+    linear = np.broadcast_to(s[..., 0], (*weight_of_sum.shape, T))
+    u = nonnegative_quadratic_array(normalised + s, linear, guess=support)
+    total = u.sum(-1, keepdims=True)
+    weights = u / np.where(total > 0, total, 1.0)
+    return weights, np.einsum("...i,...ij,...j->...", weights, normalised, weights)
+
+
+def _prune_support(
+    normalised: np.ndarray, weights: np.ndarray, value: np.ndarray, s: np.ndarray
+) -> np.ndarray:
     r"""Try the solution with each supporting task left out; keep the lowest norm.
 
     The active-set solve works on normal equations, which square the conditioning: with
@@ -211,36 +289,36 @@ def _prune_support(normalised: Tensor, weights: Tensor, value: Tensor, s: Tensor
     Q = normalised.reshape(-1, T, T)
     w = weights.reshape(-1, T)
     n = w.shape[0]
-    weight_of_sum = s.reshape(-1).expand(n)
+    weight_of_sum = np.broadcast_to(s.reshape(-1), (n,))
     support = w > 0
     # candidates 0..T-1: the support less task k, solved in one batched call
-    reduced = support[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=w.device)
-    A = (Q + weight_of_sum[:, None, None])[:, None].expand(n, T, T, T).reshape(-1, T, T)
-    b = weight_of_sum[:, None, None].expand(n, T, T).reshape(-1, T)
-    u = _solve_on_free_set(A, b, reduced.reshape(-1, T)).reshape(n, T, T)
+    reduced = support[:, None, :] & ~np.eye(T, dtype=bool)
+    A = np.broadcast_to((Q + weight_of_sum[:, None, None])[:, None], (n, T, T, T))
+    b = np.broadcast_to(weight_of_sum[:, None, None], (n, T, T))
+    u = _solve_on_free_set(A.reshape(-1, T, T), b.reshape(-1, T), reduced.reshape(-1, T))
+    u = u.reshape(n, T, T)
     total = u.sum(-1)
-    dropped = u / torch.where(total > 0, total, 1.0)[..., None]
+    dropped = u / np.where(total > 0, total, 1.0)[..., None]
     admissible = support & reduced.any(-1) & (total > 0) & (u >= 0).all(-1)
     # candidate T: the vertex of the shortest gradient
-    diagonal = torch.diagonal(Q, dim1=-2, dim2=-1)
-    vertex = diagonal.argmin(-1, keepdim=True)
-    candidates = torch.cat([dropped, torch.zeros_like(w).scatter_(-1, vertex, 1.0)[:, None]], 1)
-    values = torch.einsum("nki,nij,nkj->nk", candidates, Q, candidates)
-    values[:, :T] = torch.where(admissible, values[:, :T], torch.inf)
+    vertex = np.diagonal(Q, axis1=-2, axis2=-1).argmin(-1)
+    candidates = np.concatenate([dropped, np.eye(T)[vertex][:, None]], 1)
+    values = np.einsum("nki,nij,nkj->nk", candidates, Q, candidates)
+    values[:, :T] = np.where(admissible, values[:, :T], np.inf)
     best = values.argmin(-1)
-    rows = torch.arange(n, device=w.device)
+    rows = np.arange(n)
     # "lower beyond rounding": by more than 32 units in the last place of the value
-    keep_below = 1.0 - 32.0 * torch.finfo(w.dtype).eps
-    better = values[rows, best] < value.reshape(-1).expand(n) * keep_below
-    return torch.where(better[:, None], candidates[rows, best], w).reshape(weights.shape)
+    keep_below = 1.0 - 32.0 * np.finfo(np.float64).eps
+    better = values[rows, best] < np.broadcast_to(value.reshape(-1), (n,)) * keep_below
+    return np.where(better[:, None], candidates[rows, best], w).reshape(weights.shape)
 
 
-def _min_norm_of_two(gram: Tensor) -> Tensor:
+def _min_norm_of_two(gram: np.ndarray) -> np.ndarray:
     r"""Two tasks in closed form: :math:`w_1 = \operatorname{clip}((g_2 - g_1) \cdot g_2 /
     \|g_1 - g_2\|^2, 0, 1)`; equal gradients (a zero denominator) get :math:`w_1 = 1/2`."""
     q11, q12, q22 = gram[..., 0, 0], gram[..., 0, 1], gram[..., 1, 1]
     denominator = q11 - 2.0 * q12 + q22
     positive = denominator > 0
-    first = torch.where(positive, (q22 - q12) / torch.where(positive, denominator, 1.0), 0.5)
-    first = first.clamp(0.0, 1.0)
-    return torch.stack([first, 1.0 - first], dim=-1)
+    first = np.where(positive, (q22 - q12) / np.where(positive, denominator, 1.0), 0.5)
+    first = np.clip(first, 0.0, 1.0)
+    return np.stack([first, 1.0 - first], axis=-1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import torch
+import numpy as np
 from torch import Tensor
 
-from gradsurgery.resolvers._simplex import min_norm_in_simplex
+from gradsurgery.resolvers._simplex import from_host, min_norm_in_simplex_array, to_host
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["CAGrad"]
@@ -95,76 +95,90 @@ class CAGrad(GramResolver):
         return {"c": self.c, "rescale": self.rescale}
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        return from_host(self._weights_on_host(to_host(gram)), gram)
+
+    def _weights_on_host(self, gram: np.ndarray) -> np.ndarray:
+        """:meth:`weights` in float64 NumPy: the root search is many tiny steps, whose cost
+        is per-call overhead (see :mod:`gradsurgery.resolvers._simplex`)."""
         T = gram.shape[-1]
-        uniform = torch.full(gram.shape[:-1], 1.0 / T, dtype=gram.dtype, device=gram.device)
+        uniform = np.full(gram.shape[:-1], 1.0 / T)
         mean_dots = gram.mean(-1)  # b_i = g_i . g_0
-        mean_norm = torch.sqrt(mean_dots.mean(-1).clamp(min=0.0))  # ||g_0||
+        mean_norm = np.sqrt(np.maximum(mean_dots.mean(-1), 0.0))  # ||g_0||
         radius = self.c * mean_norm  # c ||g_0||
         weights = uniform
-        if self.c > 0 and bool((radius > 0).any()):
+        if self.c > 0 and (radius > 0).any():
             w = self._dual_weights(gram, mean_dots, radius)
-            norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
-            scale = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1))
+            norm_w = _norm_of_combination(w, gram)
+            scale = np.sqrt(np.diagonal(gram, axis1=-2, axis2=-1).max(-1))
             active = (radius > 0) & (norm_w > _NEGLIGIBLE_NORM * scale)
-            step = torch.where(active, radius / torch.where(active, norm_w, 1.0), 0.0)
+            step = np.where(active, radius / np.where(active, norm_w, 1.0), 0.0)
             weights = uniform + step[..., None] * w
         divisor = {"1+c^2": 1.0 + self.c**2, "1+c": 1.0 + self.c, "none": 1.0}[self.rescale]
         return weights / divisor
 
-    def _dual_weights(self, gram: Tensor, mean_dots: Tensor, radius: Tensor) -> Tensor:
+    def _dual_weights(
+        self, gram: np.ndarray, mean_dots: np.ndarray, radius: np.ndarray
+    ) -> np.ndarray:
         """The dual's minimiser :math:`w^*` per block, by a root search on :math:`\\mu`."""
-        ones = torch.ones_like(gram)
         outer = mean_dots[..., :, None] + mean_dots[..., None, :]
         mean_sq = mean_dots.mean(-1)[..., None, None]
-        safe_radius = torch.where(radius > 0, radius, 1.0)
+        safe_radius = np.where(radius > 0, radius, 1.0)
 
-        previous: list[Tensor] = []  # the last solution warm-starts the next solve
+        previous: list[np.ndarray] = []  # the last solution warm-starts the next solve
 
-        def shifted(mu: Tensor) -> Tensor:
+        def shifted(mu: np.ndarray) -> np.ndarray:
             m = mu[..., None, None]
-            return gram + m * outer + m * m * mean_sq * ones
+            shifted_gram: np.ndarray = gram + m * outer + m * m * mean_sq
+            return shifted_gram
 
-        def solve(mu: Tensor) -> tuple[Tensor, Tensor]:
+        def solve(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             # unrefined: the root search needs h to its tolerance, the last solve is refined
-            w = min_norm_in_simplex(shifted(mu), previous[-1] if previous else None, refine=False)
+            guess = previous[-1] if previous else None
+            w = min_norm_in_simplex_array(shifted(mu), guess, refine=False)
             previous[:] = [w]
-            norm_w = torch.sqrt(torch.einsum("...i,...ij,...j->...", w, gram, w).clamp(min=0.0))
-            return w, norm_w - radius * mu
+            return w, _norm_of_combination(w, gram) - radius * mu
 
-        top = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1))
+        top = np.sqrt(np.diagonal(gram, axis1=-2, axis2=-1).max(-1))
         tolerance = _TOLERANCE * top
         # h(0) >= 0 (a norm) and h(hi) <= 0 since ||g_w|| <= max_i ||g_i||. When zero is in
         # the hull, h(0) = 0 and h > 0 just right of 0, so mu = 0 is not the root: until lo
         # has an h clearly above rounding (sqrt of the Gram's), bisect instead of regula falsi.
         noise = 1e-7 * top
-        lo, hi = torch.zeros_like(radius), top / safe_radius
-        f_lo, (best_w, f_hi) = mean_sq.new_zeros(radius.shape), solve(hi)
+        lo, hi = np.zeros_like(radius), top / safe_radius
+        best_w, f_hi = solve(hi)
         best_mu = hi
-        f_lo = torch.where(radius > 0, solve(lo)[1], f_lo)
-        done = (radius <= 0) | (f_hi.abs() <= tolerance)
-        last_side = torch.zeros_like(radius)  # +1: the last point replaced lo; -1: hi
+        f_lo = np.where(radius > 0, solve(lo)[1], 0.0)
+        done = (radius <= 0) | (np.abs(f_hi) <= tolerance)
+        last_side = np.zeros_like(radius)  # +1: the last point replaced lo; -1: hi
         certified = f_lo > noise
         for _ in range(_MAX_ITERATIONS):
-            if bool(done.all()):
+            if done.all():
                 break
             width = hi - lo
             denominator = f_lo - f_hi
-            secant = lo + width * f_lo / torch.where(denominator > 0, denominator, 1.0)
+            secant = lo + width * f_lo / np.where(denominator > 0, denominator, 1.0)
             inside = certified & (denominator > 0) & (secant > lo) & (secant < hi)
-            mu = torch.where(inside, secant, 0.5 * (lo + hi))
+            mu = np.where(inside, secant, 0.5 * (lo + hi))
             w, h = solve(mu)
             live = ~done
-            best_w = torch.where(live[..., None], w, best_w)
-            best_mu = torch.where(live, mu, best_mu)
+            best_w = np.where(live[..., None], w, best_w)
+            best_mu = np.where(live, mu, best_mu)
             right = live & (h > 0)  # the root is right of mu
             left = live & ~(h > 0)
             # Illinois: an endpoint kept twice in a row has its value halved.
-            f_hi = torch.where(right & (last_side > 0), 0.5 * f_hi, f_hi)
-            f_lo = torch.where(left & (last_side < 0), 0.5 * f_lo, f_lo)
-            lo, f_lo = torch.where(right, mu, lo), torch.where(right, h, f_lo)
-            hi, f_hi = torch.where(left, mu, hi), torch.where(left, h, f_hi)
-            last_side = torch.where(right, 1.0, torch.where(left, -1.0, last_side))
+            f_hi = np.where(right & (last_side > 0), 0.5 * f_hi, f_hi)
+            f_lo = np.where(left & (last_side < 0), 0.5 * f_lo, f_lo)
+            lo, f_lo = np.where(right, mu, lo), np.where(right, h, f_lo)
+            hi, f_hi = np.where(left, mu, hi), np.where(left, h, f_hi)
+            last_side = np.where(right, 1.0, np.where(left, -1.0, last_side))
             certified = certified | (right & (h > noise))
-            converged = certified & (h.abs() <= tolerance)
+            converged = certified & (np.abs(h) <= tolerance)
             done = done | converged | (hi - lo <= 1e-15 * top / safe_radius)
-        return min_norm_in_simplex(shifted(best_mu), best_w)
+        return min_norm_in_simplex_array(shifted(best_mu), best_w)
+
+
+def _norm_of_combination(w: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    """:math:`\\|g_w\\| = \\sqrt{w^\\top Q w}` per block, from the Gram."""
+    squared = np.asarray(np.einsum("...i,...ij,...j->...", w, gram, w))
+    norm: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
+    return norm

@@ -85,20 +85,46 @@ def test_zero_gram_gives_uniform_weights():
     torch.testing.assert_close(w, torch.full((2, 3), 1 / 3, dtype=torch.float64))
 
 
+def assert_solves_nnls(M: np.ndarray, y: np.ndarray, u: np.ndarray) -> None:
+    """``u`` minimises ``|M u - y|`` over ``u >= 0``: as well as scipy's NNLS, and KKT."""
+    assert (u >= 0).all()
+    reference, _ = nnls(M, y)
+    assert np.linalg.norm(M @ u - y) <= np.linalg.norm(M @ reference - y) + 1e-9
+    # KKT: the gradient b - A u is <= 0 everywhere and 0 where u > 0.
+    gradient = M.T @ (y - M @ u)
+    assert (gradient <= 1e-9).all()
+    assert np.abs(gradient[u > 0]).max(initial=0.0) <= 1e-9
+
+
 def test_nonnegative_quadratic_matches_scipy_nnls():
     rng = np.random.default_rng(2)
     for _ in range(60):
         T, rows = rng.integers(1, 7), rng.integers(1, 9)
         M, y = rng.standard_normal((rows, T)), rng.standard_normal(rows)
         u = nonnegative_quadratic(torch.from_numpy(M.T @ M)[None], torch.from_numpy(M.T @ y)[None])
-        u = u[0].numpy()
-        assert (u >= 0).all()
-        reference, _ = nnls(M, y)
-        assert np.linalg.norm(M @ u - y) <= np.linalg.norm(M @ reference - y) + 1e-9
-        # KKT: the gradient b - A u is <= 0 everywhere and 0 where u > 0.
-        gradient = M.T @ (y - M @ u)
-        assert (gradient <= 1e-9).all()
-        assert np.abs(gradient[u > 0]).max(initial=0.0) <= 1e-9
+        assert_solves_nnls(M, y, u[0].numpy())
+
+
+def test_nonnegative_quadratic_from_any_guess_matches_scipy_nnls():
+    # The guess only chooses the start (shrunk to where its solution is positive).
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        T, rows = rng.integers(1, 9), rng.integers(1, 9)
+        M, y = rng.standard_normal((rows, T)), rng.standard_normal(rows)
+        guess = torch.from_numpy(rng.random(T) < 0.6)[None]
+        A, b = torch.from_numpy(M.T @ M)[None], torch.from_numpy(M.T @ y)[None]
+        assert_solves_nnls(M, y, nonnegative_quadratic(A, b, guess=guess)[0].numpy())
+
+
+def test_solvers_answer_in_the_inputs_dtype():
+    Q = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    weights = min_norm_in_simplex(Q[None])
+    assert weights.dtype == torch.float32
+    # min over the simplex of w^T Q w: (1/5)(1, 1, 3) gives Q w = (3, 3, 3) / 5
+    torch.testing.assert_close(weights[0], torch.tensor([0.2, 0.2, 0.6]))
+    u = nonnegative_quadratic(Q[None], torch.tensor([[1.0, -1.0, 2.0]]))
+    assert u.dtype == torch.float32
+    torch.testing.assert_close(u[0], torch.tensor([0.5, 0.0, 2.0]))
 
 
 def test_nonnegative_quadratic_keeps_leading_dimensions():

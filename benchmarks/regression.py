@@ -14,6 +14,11 @@ Targets (Chen et al. 2018, ALGORITHMS.md §3.2): :math:`f_i(x) = \\sigma_i \\tan
   the primary test MSE. ``single_task`` trains on the primary task alone.
 
 Mean and standard deviation over ``--seeds`` seeds (data, model and batches all seeded).
+The ``train_mean`` row predicts each output's training mean whatever the input. With
+:math:`x \\sim U(0, 1)^{250}` and :math:`B` of standard deviation 10, tanh's argument
+varies by about 50 (one standard deviation) over :math:`x`, so each target is nearly the
+sign of an affine function of :math:`x`, a half-space in 250 dimensions; a score near
+``train_mean``'s means that nothing usable was learnt about :math:`x`.
 
 Run: ``python -m benchmarks.regression`` or ``--smoke``.
 """
@@ -35,6 +40,8 @@ from benchmarks._training import SINGLE_TASK, entries, summarise, train
 from benchmarks.models import MultiTaskModel
 
 INPUTS, OUTPUTS, WIDTH = 250, 100, 100
+TRAIN_MEAN = "train_mean"
+"""The reference row that predicts each output's training mean (no model)."""
 
 
 def _targets(x: Tensor, matrix: Tensor, sigma: float) -> Tensor:
@@ -112,12 +119,30 @@ def run_one(
     return {"score": errors[0]}
 
 
+def mean_predictor(setting: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """The scores of predicting each output's training mean, whatever the input: what a
+    model that has learnt nothing about ``x`` gets (the ``train_mean`` reference row)."""
+    data = setting_data(setting, seed, args)
+    errors = [
+        float(((y_test - y_train.mean(0)) ** 2).mean()) / s**2
+        for y_train, y_test, s in zip(data["train_y"], data["test_y"], data["sigmas"])
+    ]
+    if setting == "imbalanced":
+        return {"score": sum(errors) / len(errors), **{f"task{i}": e for i, e in enumerate(errors)}}
+    return {"score": errors[0]}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     info = _common.machine(args.seed)
     results: dict[str, Any] = {}
     for setting in ("imbalanced", "primary"):
         table: dict[str, Any] = {}
+        reference: dict[str, list[float]] = {}
+        for seed in range(args.seed, args.seed + args.seeds):
+            for key, value in mean_predictor(setting, seed, args).items():
+                reference.setdefault(key, []).append(value)
+        table[TRAIN_MEAN] = {"scores": reference, "summary": summarise(reference), "seconds": 0.0}
         for label, method, primary in entries(_common.variants(args.methods)):
             if setting == "imbalanced" and label == SINGLE_TASK:
                 continue  # a single task does not answer the two-task question
@@ -175,7 +200,9 @@ def markdown(result: dict[str, Any]) -> str:
             "Produced by `python -m benchmarks.regression` (see `benchmarks/README.md`). "
             f"Adam lr {s['lr']}, {s['steps']} steps, batch {s['batch']}, {s['train']} training "
             f"and {s['test']} test samples; mean ± standard deviation over {s['seeds']} seeds. "
-            "Lower is better. `[p]`: run with `primary=0`.",
+            "Lower is better. `[p]`: run with `primary=0`. `train_mean` predicts each "
+            "output's training mean whatever the input (no model): a method scoring above "
+            "it has learnt nothing usable about the inputs.",
             "",
             "## Machine",
             "",
@@ -221,7 +248,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             range(len(items)),
             [v["mean"] for _, v in items],
             xerr=[v["std"] for _, v in items],
-            color=["tab:gray" if k in (SINGLE_TASK, "sum") else "tab:blue" for k in labels],
+            color=[
+                "tab:gray" if k in (SINGLE_TASK, TRAIN_MEAN, "sum") else "tab:blue" for k in labels
+            ],
         )
         ax.set_yticks(range(len(items)), labels, fontsize=7)
         ax.invert_yaxis()

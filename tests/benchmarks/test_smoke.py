@@ -120,12 +120,22 @@ def test_toy_f1_minimum_matches_the_literature():
 def test_regression_smoke(tmp_path):
     regression.main(["--smoke", "--quiet", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "regression.json").read_text())
-    assert set(result["results"]["imbalanced"]) == labels()
-    assert set(result["results"]["primary"]) == {"single_task"} | labels()
+    assert set(result["results"]["imbalanced"]) == {"train_mean"} | labels()
+    assert set(result["results"]["primary"]) == {"train_mean", "single_task"} | labels()
     for table in result["results"].values():
         for entry in table.values():
             assert "error" in entry or entry["summary"]["score"]["mean"] >= 0
     assert (tmp_path / "regression.png").stat().st_size > 0
+
+
+def test_regression_mean_predictor_scores_about_the_test_targets_variance():
+    # Predicting the training mean misses by the test targets' spread, plus the (small)
+    # gap between the training and test means.
+    args = regression.parse_args(["--smoke"])
+    data = regression.setting_data("primary", 0, args)
+    variance = float(data["test_y"][0].var(0, unbiased=False).mean())
+    score = regression.mean_predictor("primary", 0, args)["score"]
+    assert variance <= score <= variance + 0.05
 
 
 def test_digits_smoke(tmp_path):

@@ -75,8 +75,11 @@ def nonnegative_quadratic(
         max_iterations: a cap on the iterations (default ``5 T + 20``; the method usually
             needs fewer than ``2 T``). At the cap the current feasible iterate is returned.
         guess: optional ``(..., T)`` boolean free set to start from (a warm start, e.g. the
-            support of a nearby problem's solution). Where the solution on that set is
-            positive it is the starting point; elsewhere the method starts from zero.
+            support of a nearby problem's solution; default: every variable). Where the
+            solution on that set has non-positive entries, they are dropped from it and it
+            is solved again, up to 4 solves in all; where none of those solutions is
+            positive on its whole set, the method starts from zero. The result does not
+            depend on the start (up to rounding, or among equal minimisers).
 
     Returns:
         ``(..., T)`` non-negative minimisers, in ``A``'s dtype and on its device.

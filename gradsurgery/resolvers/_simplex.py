@@ -273,7 +273,7 @@ def _min_norm_pass(
 
 
 def _prune_support(
-    normalised: np.ndarray, weights: np.ndarray, value: np.ndarray, s: np.ndarray
+    Q: np.ndarray, w: np.ndarray, value: np.ndarray, weight_of_sum: np.ndarray
 ) -> np.ndarray:
     r"""Try the solution with each supporting task left out; keep the lowest norm.
 
@@ -288,11 +288,7 @@ def _prune_support(
     :math:`w^\top \hat Q w` replaces the solution where it is lower beyond rounding. Any
     point of the simplex is admissible, so this never worsens the result.
     """
-    T = weights.shape[-1]
-    Q = normalised.reshape(-1, T, T)
-    w = weights.reshape(-1, T)
-    n = w.shape[0]
-    weight_of_sum = np.broadcast_to(s.reshape(-1), (n,))
+    n, T = w.shape
     support = w > 0
     # candidates 0..T-1: the support less task k, solved in one batched call
     reduced = support[:, None, :] & ~np.eye(T, dtype=bool)
@@ -312,8 +308,8 @@ def _prune_support(
     rows = np.arange(n)
     # "lower beyond rounding": by more than 32 units in the last place of the value
     keep_below = 1.0 - 32.0 * np.finfo(np.float64).eps
-    better = values[rows, best] < np.broadcast_to(value.reshape(-1), (n,)) * keep_below
-    return np.where(better[:, None], candidates[rows, best], w).reshape(weights.shape)
+    better = values[rows, best] < value * keep_below
+    return np.where(better[:, None], candidates[rows, best], w)
 
 
 def _min_norm_of_two(gram: np.ndarray) -> np.ndarray:

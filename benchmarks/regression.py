@@ -114,6 +114,11 @@ def run_one(
             float(nn.functional.mse_loss(out, y)) / s**2
             for out, y, s in zip(outputs, data["test_y"], data["sigmas"])
         ]
+    return _scores(setting, errors)
+
+
+def _scores(setting: str, errors: list[float]) -> dict[str, float]:
+    """A setting's scores from the per-task test errors (divided by sigma^2)."""
     if setting == "imbalanced":
         return {"score": sum(errors) / len(errors), **{f"task{i}": e for i, e in enumerate(errors)}}
     return {"score": errors[0]}
@@ -127,9 +132,7 @@ def mean_predictor(setting: str, seed: int, args: argparse.Namespace) -> dict[st
         float(((y_test - y_train.mean(0)) ** 2).mean()) / s**2
         for y_train, y_test, s in zip(data["train_y"], data["test_y"], data["sigmas"])
     ]
-    if setting == "imbalanced":
-        return {"score": sum(errors) / len(errors), **{f"task{i}": e for i, e in enumerate(errors)}}
-    return {"score": errors[0]}
+    return _scores(setting, errors)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,23 +12,22 @@ The problems are tiny (``T <= 16`` or so, a few dozen blocks) and the method tak
 dozen element-wise steps per iteration, so its cost is the per-call overhead of each step,
 not arithmetic. NumPy's is several times lower than torch's for such arrays, so the
 solvers run in float64 NumPy on the host; the torch-facing functions copy the ``T x T``
-inputs there and the ``T`` weights back (:func:`to_host`, :func:`from_host`). The
+inputs there and the ``T`` weights back (:mod:`gradsurgery.resolvers._host`). The
 ``*_array`` functions are the NumPy cores, for callers that chain many solves (CAGrad).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._host import from_host, to_host
+
 __all__ = [
-    "from_host",
     "min_norm_in_simplex",
     "min_norm_in_simplex_array",
     "nonnegative_quadratic",
     "nonnegative_quadratic_array",
-    "to_host",
 ]
 
 _OPTIMALITY_TOL = 1e-15
@@ -39,16 +38,6 @@ _START_TRIALS = 4
 """Solves spent looking for a starting free set (see :func:`nonnegative_quadratic_array`)."""
 _SWAMPED = 0.1
 """The min-norm value (of the normalised Gram) below which a second, reweighted pass runs."""
-
-
-def to_host(tensor: Tensor) -> np.ndarray:
-    """``tensor`` as a float64 NumPy array on the host (a copy only where needed)."""
-    return tensor.detach().to(device="cpu", dtype=torch.float64).numpy()
-
-
-def from_host(array: np.ndarray, like: Tensor) -> Tensor:
-    """``array`` as a tensor with ``like``'s dtype and device."""
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=like.dtype)
 
 
 def nonnegative_quadratic(

@@ -8,7 +8,8 @@ from typing import Any, Literal
 import numpy as np
 from torch import Tensor
 
-from gradsurgery.resolvers._simplex import from_host, min_norm_in_simplex_array, to_host
+from gradsurgery.resolvers._host import from_host, to_host
+from gradsurgery.resolvers._simplex import min_norm_in_simplex_array
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["CAGrad"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+import numpy as np
 from torch import Tensor
 
+from gradsurgery.resolvers._host import from_host, to_host
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["CosineGate"]
@@ -63,15 +64,15 @@ class CosineGate(GramResolver):
         return {"weighted": self.weighted}
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        # A handful of element-wise steps on the T x T Gram: float64 NumPy on the host
+        # costs less per call than torch (see _simplex).
+        host = to_host(gram)
         p = 0 if primary is None else primary
-        norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
+        norms = np.sqrt(np.maximum(np.diagonal(host, axis1=-2, axis2=-1), 0.0))
         denominator = norms[..., p : p + 1] * norms
         positive = denominator > 0
-        cosine = torch.where(
-            positive,
-            gram[..., p, :] / torch.where(positive, denominator, torch.ones_like(denominator)),
-            torch.zeros_like(denominator),
-        ).clamp(-1.0, 1.0)
-        weights = cosine.clamp(min=0.0) if self.weighted else (cosine > 0).to(gram.dtype)
+        cosine = np.where(positive, host[..., p, :] / np.where(positive, denominator, 1.0), 0.0)
+        cosine = np.clip(cosine, -1.0, 1.0)
+        weights = np.maximum(cosine, 0.0) if self.weighted else (cosine > 0).astype(np.float64)
         weights[..., p] = 1.0
-        return weights
+        return from_host(weights, gram)

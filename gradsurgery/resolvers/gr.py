@@ -5,7 +5,11 @@ Noise-Robust Speech Recognition". ICASSP 2023. https://arxiv.org/abs/2302.11362
 
 The two halves of the method are separate functions, :func:`remedy_projection` and
 :func:`remedy_rescale`, that work on the 2 x 2 Gram matrix of a (primary, auxiliary) pair;
-:class:`GradientRemedy` composes them.
+:class:`GradientRemedy` composes them. They take float64 NumPy arrays: the method is a few
+dozen element-wise steps on arrays of one entry per block, whose cost is per-call overhead,
+several times lower in NumPy than in torch (as for the solvers of
+:mod:`gradsurgery.resolvers._simplex`); the resolvers copy the ``T x T`` Gram to the host
+once and the ``T`` weights back.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import torch
+import numpy as np
 from torch import Tensor
 
+from gradsurgery.resolvers._host import from_host, to_host
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = [
@@ -31,19 +36,19 @@ __all__ = [
 class PairGram(NamedTuple):
     """The Gram matrix of a primary gradient :math:`p` and an auxiliary gradient :math:`a`.
 
-    Each field is a float64 tensor of any (common) shape, one entry per block.
+    Each field is a float64 NumPy array of any (common) shape, one entry per block.
     """
 
-    pp: Tensor
+    pp: np.ndarray
     """:math:`\\|p\\|^2`"""
-    aa: Tensor
+    aa: np.ndarray
     """:math:`\\|a\\|^2`"""
-    pa: Tensor
+    pa: np.ndarray
     """:math:`p \\cdot a`"""
 
 
-def pair_gram(gram: Tensor, primary: int, auxiliary: int) -> PairGram:
-    """The (primary, auxiliary) entries of ``(..., T, T)`` Gram matrices."""
+def pair_gram(gram: np.ndarray, primary: int, auxiliary: int) -> PairGram:
+    """The (primary, auxiliary) entries of ``(..., T, T)`` float64 Gram matrices."""
     return PairGram(
         pp=gram[..., primary, primary],
         aa=gram[..., auxiliary, auxiliary],
@@ -54,7 +59,7 @@ def pair_gram(gram: Tensor, primary: int, auxiliary: int) -> PairGram:
 class Projection(NamedTuple):
     """Result of :func:`remedy_projection`: :math:`a' = a + \\text{shift}\\, p`."""
 
-    shift: Tensor
+    shift: np.ndarray
     """Coefficient of :math:`p` added to :math:`a`."""
     gram: PairGram
     """The Gram matrix of :math:`(p, a')`."""
@@ -83,15 +88,15 @@ def remedy_projection(gram: PairGram) -> Projection:
     pp, aa, pa = gram
     # pa < 0 implies nonzero gradients, but their squared norms may underflow to zero.
     conflict = (pa < 0) & (pp > 0) & (aa > 0)
-    safe_pp = torch.where(conflict, pp, torch.ones_like(pp))
+    safe_pp = np.where(conflict, pp, 1.0)
     cos = _cosine(gram)
-    s_squared = torch.clamp(1.0 - cos * cos, min=0.0)
-    s = torch.sqrt(s_squared)
-    shift = torch.where(conflict, s - pa / safe_pp, torch.zeros_like(pa))
+    s_squared = np.maximum(1.0 - cos * cos, 0.0)
+    s = np.sqrt(s_squared)
+    shift = np.where(conflict, s - pa / safe_pp, 0.0)
     new_gram = PairGram(
         pp=pp,
-        aa=torch.where(conflict, s_squared * (aa + pp), aa),
-        pa=torch.where(conflict, s * pp, pa),
+        aa=np.where(conflict, s_squared * (aa + pp), aa),
+        pa=np.where(conflict, s * pp, pa),
     )
     return Projection(shift, new_gram)
 
@@ -100,8 +105,8 @@ class Rescale(NamedTuple):
     """Result of :func:`remedy_rescale`: :math:`a \\leftarrow a\\_scale\\, a`,
     :math:`p \\leftarrow p\\_scale\\, p`."""
 
-    auxiliary_scale: Tensor
-    primary_scale: Tensor
+    auxiliary_scale: np.ndarray
+    primary_scale: np.ndarray
 
 
 def remedy_rescale(gram: PairGram, k: float, max_stretch: float | None = None) -> Rescale:
@@ -129,25 +134,25 @@ def remedy_rescale(gram: PairGram, k: float, max_stretch: float | None = None) -
     """
     pp, aa, _ = gram
     cos = _cosine(gram)
-    ratio_squared = aa / torch.where(pp > 0, pp, torch.ones_like(pp))
+    ratio_squared = aa / np.where(pp > 0, pp, 1.0)
     dominant = (pp > 0) & (ratio_squared > k * k)
     rescale = dominant & (cos > _MIN_COS)
-    safe_cos = torch.where(rescale, cos, torch.ones_like(cos))
+    safe_cos = np.where(rescale, cos, 1.0)
     stretch = 1.0 / safe_cos
     if max_stretch is not None:
-        stretch = torch.clamp(stretch, max=max_stretch)
+        stretch = np.minimum(stretch, max_stretch)
     return Rescale(auxiliary_scale=safe_cos, primary_scale=stretch)
 
 
 _MIN_COS = 1e-12
 
 
-def _cosine(gram: PairGram) -> Tensor:
+def _cosine(gram: PairGram) -> np.ndarray:
     """:math:`p \\cdot a / (\\|p\\| \\|a\\|)` in [-1, 1], zero when either norm is zero."""
     pp, aa, pa = gram
     both = (pp > 0) & (aa > 0)
-    denominator = torch.sqrt(torch.where(both, pp, 1.0)) * torch.sqrt(torch.where(both, aa, 1.0))
-    return torch.where(both, (pa / denominator).clamp(-1.0, 1.0), torch.zeros_like(pa))
+    denominator = np.sqrt(np.where(both, pp, 1.0)) * np.sqrt(np.where(both, aa, 1.0))
+    return np.where(both, np.clip(pa / denominator, -1.0, 1.0), 0.0)
 
 
 class RescaleOptions(GramResolver):
@@ -226,19 +231,20 @@ class GradientRemedy(RescaleOptions):
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        T = gram.shape[-1]
+        host = to_host(gram)
+        T = host.shape[-1]
         p = 0 if primary is None else primary
-        weights = torch.zeros(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
-        stretch = torch.ones(gram.shape[:-2], dtype=gram.dtype, device=gram.device)
-        primary_from_auxiliaries = torch.zeros_like(stretch)
+        weights = np.zeros(host.shape[:-1])
+        stretch = np.ones(host.shape[:-2])
+        primary_from_auxiliaries = np.zeros_like(stretch)
         for a in range(T):
             if a == p:
                 continue
-            projected = remedy_projection(pair_gram(gram, p, a))
+            projected = remedy_projection(pair_gram(host, p, a))
             rescaled = remedy_rescale(projected.gram, self.k, self.max_stretch)
             # cos * (a + shift * p): the auxiliary's own weight and its share of p.
             weights[..., a] = rescaled.auxiliary_scale
             primary_from_auxiliaries += rescaled.auxiliary_scale * projected.shift
-            stretch = torch.maximum(stretch, rescaled.primary_scale)
+            stretch = np.maximum(stretch, rescaled.primary_scale)
         weights[..., p] = stretch + primary_from_auxiliaries
-        return weights
+        return from_host(weights, gram)

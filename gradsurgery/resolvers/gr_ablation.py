@@ -12,9 +12,10 @@ run.
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 from torch import Tensor
 
+from gradsurgery.resolvers._host import from_host, to_host
 from gradsurgery.resolvers.base import GramResolver
 from gradsurgery.resolvers.gr import RescaleOptions, pair_gram, remedy_projection, remedy_rescale
 
@@ -60,13 +61,14 @@ class GradientRemedyProjection(GramResolver):
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        T = gram.shape[-1]
+        host = to_host(gram)
+        T = host.shape[-1]
         p = 0 if primary is None else primary
-        weights = torch.ones(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
+        weights = np.ones(host.shape[:-1])
         for a in range(T):
             if a != p:
-                weights[..., p] += remedy_projection(pair_gram(gram, p, a)).shift
-        return weights
+                weights[..., p] += remedy_projection(pair_gram(host, p, a)).shift
+        return from_host(weights, gram)
 
 
 class GradientRemedyRescale(RescaleOptions):
@@ -118,12 +120,13 @@ class GradientRemedyRescale(RescaleOptions):
     promises = frozenset({"scale_equivariant", "sum_without_conflict"})
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        T = gram.shape[-1]
+        host = to_host(gram)
+        T = host.shape[-1]
         p = 0 if primary is None else primary
-        weights = torch.ones(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
+        weights = np.ones(host.shape[:-1])
         for a in range(T):
             if a != p:
-                rescaled = remedy_rescale(pair_gram(gram, p, a), self.k, self.max_stretch)
+                rescaled = remedy_rescale(pair_gram(host, p, a), self.k, self.max_stretch)
                 weights[..., a] = rescaled.auxiliary_scale
-                weights[..., p] = torch.maximum(weights[..., p], rescaled.primary_scale)
-        return weights
+                weights[..., p] = np.maximum(weights[..., p], rescaled.primary_scale)
+        return from_host(weights, gram)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._host import from_host, to_host
 from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import GramResolver
 
@@ -83,8 +85,9 @@ class PCGrad(SeededRandomness, GramResolver):
         # Each task's projections change only its own g_i^PC, so all tasks make their k-th
         # visit at once: row i of ``coefficients`` is g_i^PC in the basis of the original
         # gradients, row i of ``projected`` is G times it. The primary (if any) visits none.
-        T = gram.shape[-1]
-        device = gram.device
+        # The T x T algebra runs in float64 NumPy on the host (see _simplex: per-call cost).
+        host = to_host(gram)
+        T = host.shape[-1]
         visits = []
         for i in range(T):
             if i == primary:
@@ -92,20 +95,20 @@ class PCGrad(SeededRandomness, GramResolver):
                 continue
             order = self._visit_order([j for j in range(T) if j != i and j != primary])
             visits.append(order if primary is None else [*order, primary])
-        visit_table = torch.tensor(visits, dtype=torch.long, device=device).reshape(T, T - 1)
-        visiting = torch.ones(T, dtype=torch.bool, device=device)
+        visit_table = np.array(visits, dtype=np.intp).reshape(T, T - 1)
+        visiting = np.ones(T, dtype=bool)
         if primary is not None:
             visiting[primary] = False
-        tasks = torch.arange(T, device=device)
-        diagonal = torch.diagonal(gram, dim1=-2, dim2=-1)
-        coefficients = torch.eye(T, dtype=gram.dtype, device=device).expand_as(gram).clone()
-        projected = gram.clone()  # G e_i = row i of the symmetric G
+        tasks = np.arange(T)
+        diagonal = np.diagonal(host, axis1=-2, axis2=-1)
+        coefficients = np.broadcast_to(np.eye(T), host.shape).copy()
+        projected = host.copy()  # G e_i = row i of the symmetric G
         for visit in range(T - 1):
             j = visit_table[:, visit]
             dot = projected[..., tasks, j]  # g_i^PC . g_j
             norm_j = diagonal[..., j]
             project = visiting & (dot < 0) & (norm_j > 0)
-            step = -torch.where(project, dot / torch.where(project, norm_j, 1.0), 0.0)
+            step = -np.where(project, dot / np.where(project, norm_j, 1.0), 0.0)
             coefficients[..., tasks, j] += step
-            projected += step.unsqueeze(-1) * gram[..., j, :]
-        return coefficients.sum(dim=-2)
+            projected += step[..., None] * host[..., j, :]
+        return from_host(coefficients.sum(axis=-2), gram)

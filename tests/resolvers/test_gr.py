@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import gradsurgery
 from gradsurgery.resolvers import GradientRemedy
+from gradsurgery.resolvers.gr import pair_gram, remedy_projection, remedy_rescale
 from tests.strategies import gradient_matrices
 
 
@@ -168,3 +170,27 @@ def test_per_block_resolution_matches_block_by_block():
     resolution = GradientRemedy().resolve_blocks(G, sizes, primary=0)
     pieces = [gradsurgery.resolve(block, method="gr", primary=0) for block in G.split(sizes, dim=1)]
     torch.testing.assert_close(resolution.direction, torch.cat(pieces))
+
+
+def test_the_pair_functions_work_on_batched_host_arrays():
+    # p = (1, 0), a = (-1, 1): cos = -1/sqrt(2), s = 1/sqrt(2), a' = a + (s + 1) p.
+    # Second block: p = (1, 0), a = (10, 0): no conflict, |a| / |p| = 10 > 5, cos = 1.
+    gram = np.array([[[1.0, -1.0], [-1.0, 2.0]], [[1.0, 10.0], [10.0, 100.0]]])
+    projected = remedy_projection(pair_gram(gram, 0, 1))
+    s = 1 / math.sqrt(2)
+    np.testing.assert_allclose(projected.shift, [s + 1, 0.0])
+    np.testing.assert_allclose(projected.gram.aa, [s * s * 3, 100.0])  # s^2 (|a|^2 + |p|^2)
+    np.testing.assert_allclose(projected.gram.pa, [s, 10.0])
+    rescaled = remedy_rescale(projected.gram, k=5.0)
+    np.testing.assert_allclose(rescaled.auxiliary_scale, [1.0, 1.0])  # cos' = 1 in block 2
+    np.testing.assert_allclose(rescaled.primary_scale, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_come_back_in_the_grams_dtype(dtype):
+    gram = torch.tensor([[[1.0, -1.0], [-1.0, 2.0]]], dtype=dtype)
+    weights = GradientRemedy().weights(gram, primary=0, losses=None)
+    assert weights.dtype == dtype
+    # d = p + a' = (2 + s) p + a, with s = 1/sqrt(2) (see the test above)
+    expected = torch.tensor([[2 + 1 / math.sqrt(2), 1.0]], dtype=dtype)
+    torch.testing.assert_close(weights, expected)

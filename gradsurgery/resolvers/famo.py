@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._adam import HostAdam
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["FAMO"]
@@ -107,7 +107,7 @@ class FAMO(GramResolver):
         self.gamma = float(gamma)
         self.min_losses = bounds
         self.logits: Tensor | None = None
-        self._optimizer: torch.optim.Adam | None = None
+        self._adam: HostAdam | None = None
         self._pending: Tensor | None = None  # log(L - L*) of the last step, awaiting L'
 
     def _options(self) -> dict[str, Any]:
@@ -135,17 +135,16 @@ class FAMO(GramResolver):
         return torch.log(gaps)
 
     def _start(self, logits: Tensor) -> None:
-        self.logits = logits
-        self._optimizer = torch.optim.Adam([logits], lr=self.lr, weight_decay=self.gamma)
+        self._adam = HostAdam(logits, lr=self.lr, weight_decay=self.gamma)
+        self.logits = self._adam.values  # a view: each Adam step updates it
 
     def _step(self, new_log_gaps: Tensor) -> None:
-        assert self.logits is not None and self._optimizer is not None
+        assert self.logits is not None and self._adam is not None
         assert self._pending is not None
         delta = self._pending - new_log_gaps
         z = torch.softmax(self.logits, dim=0)
-        self.logits.grad = z * (delta - torch.dot(z, delta))  # the softmax's Jacobian^T delta
-        self._optimizer.step()
-        self.logits.grad = None
+        gradient = z * (delta - torch.dot(z, delta))  # the softmax's Jacobian^T delta
+        self._adam.step(gradient.numpy())
         self._pending = None
 
     def update(self, losses: Sequence[float] | Tensor) -> None:
@@ -187,17 +186,17 @@ class FAMO(GramResolver):
         return weights.to(gram.device).expand(gram.shape[:-1]).clone()
 
     def state_dict(self) -> dict[str, Any]:
-        if self.logits is None or self._optimizer is None:
+        if self.logits is None or self._adam is None:
             return {}
         return {
             "logits": self.logits.clone(),
-            "optimizer": copy.deepcopy(self._optimizer.state_dict()),
+            "optimizer": self._adam.state_dict(),
             "pending": None if self._pending is None else self._pending.clone(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
-            self.logits = self._optimizer = self._pending = None
+            self.logits = self._adam = self._pending = None
             return
         if set(state_dict) != {"logits", "optimizer", "pending"}:
             raise ValueError(
@@ -205,7 +204,7 @@ class FAMO(GramResolver):
                 f"got {sorted(state_dict)}"
             )
         self._start(state_dict["logits"].detach().to("cpu", torch.float64).clone())
-        assert self._optimizer is not None
-        self._optimizer.load_state_dict(copy.deepcopy(state_dict["optimizer"]))
+        assert self._adam is not None
+        self._adam.load_state_dict(state_dict["optimizer"])
         pending = state_dict["pending"]
         self._pending = None if pending is None else pending.clone()

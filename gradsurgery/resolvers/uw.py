@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._adam import HostAdam
 from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers.base import GramResolver
 
@@ -75,14 +76,14 @@ class UncertaintyWeighting(GramResolver):
         self.lr = float(lr)
         self.initial_log_variance = float(initial_log_variance)
         self.log_variances: Tensor | None = None
-        self._optimizer: torch.optim.Adam | None = None
+        self._adam: HostAdam | None = None
 
     def _options(self) -> dict[str, Any]:
         return {"lr": self.lr, "initial_log_variance": self.initial_log_variance}
 
     def _start(self, log_variances: Tensor) -> None:
-        self.log_variances = log_variances
-        self._optimizer = torch.optim.Adam([log_variances], lr=self.lr)
+        self._adam = HostAdam(log_variances, lr=self.lr)
+        self.log_variances = self._adam.values  # a view: each Adam step updates it
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         assert losses is not None  # the front door checks needs_losses
@@ -94,26 +95,21 @@ class UncertaintyWeighting(GramResolver):
         )
         if self.log_variances is None or self.log_variances.shape[0] != T:
             self._start(torch.full((T,), self.initial_log_variance, dtype=torch.float64))
-        assert self.log_variances is not None and self._optimizer is not None
-        precision = torch.exp(-self.log_variances)
+        assert self.log_variances is not None and self._adam is not None
+        precision = np.exp(-self.log_variances.numpy())
         weights = 0.5 * precision
         # d/ds_i of L_i / (2 e^{s_i}) + s_i / 2.
-        self.log_variances.grad = 0.5 - 0.5 * values * precision
-        self._optimizer.step()
-        self.log_variances.grad = None
-        return weights.to(gram.device).expand(gram.shape[:-1]).clone()
+        self._adam.step(0.5 - 0.5 * values.numpy() * precision)
+        return torch.from_numpy(weights).to(gram.device).expand(gram.shape[:-1]).clone()
 
     def state_dict(self) -> dict[str, Any]:
-        if self.log_variances is None or self._optimizer is None:
+        if self.log_variances is None or self._adam is None:
             return {}
-        return {
-            "log_variances": self.log_variances.clone(),
-            "optimizer": copy.deepcopy(self._optimizer.state_dict()),
-        }
+        return {"log_variances": self.log_variances.clone(), "optimizer": self._adam.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
-            self.log_variances = self._optimizer = None
+            self.log_variances = self._adam = None
             return
         if set(state_dict) != {"log_variances", "optimizer"}:
             raise ValueError(
@@ -121,5 +117,5 @@ class UncertaintyWeighting(GramResolver):
                 f"'optimizer'], got {sorted(state_dict)}"
             )
         self._start(state_dict["log_variances"].detach().to("cpu", torch.float64).clone())
-        assert self._optimizer is not None
-        self._optimizer.load_state_dict(copy.deepcopy(state_dict["optimizer"]))
+        assert self._adam is not None
+        self._adam.load_state_dict(state_dict["optimizer"])

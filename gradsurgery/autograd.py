@@ -362,7 +362,7 @@ class Accumulator:
                 primary=primary_index,
                 loss_weights=loss_weights,
                 weights_only=weights_only,
-                loss_sum=torch.zeros(T, dtype=torch.float64),
+                loss_sum=[0.0] * T,
             )
             if not weights_only:
                 _check_same_kind(shared)
@@ -385,7 +385,7 @@ class Accumulator:
                 "Invalid losses: the tasks reach different shared parameters than earlier in "
                 "the accumulation window; resolve() the window first"
             )
-        window.loss_sum += loss_values
+        window.loss_sum = [total + value for total, value in zip(window.loss_sum, loss_floats)]
         window.count += 1
         if weights_only:
             self._backward_weighted_sum(window, loss_list, reached, loss_values, capture)
@@ -455,9 +455,9 @@ class Accumulator:
 
     def _resolve_window(self, window: _Window) -> BackwardResult:
         group = self.process_group
-        losses = window.loss_sum / window.count
+        losses = window.mean_losses() if self._distributed else None
         plain = window.plain_in_order(self._position)
-        if self._distributed:
+        if losses is not None:
             device = self._parameters[0].device
             shared_positions = [self._position[id(p)] for p in window.shared]
             plain_positions = [self._position[id(p)] for p, _ in plain]
@@ -480,6 +480,8 @@ class Accumulator:
             )
         G = window.G
         assert G is not None
+        if losses is None:
+            losses = window.mean_losses()
         scale = self._scale()
         finite = bool(torch.isfinite(losses).all())
         if scale is not None:
@@ -525,7 +527,7 @@ class _Window:
     primary: int | None
     loss_weights: Tensor | None
     weights_only: bool
-    loss_sum: Tensor
+    loss_sum: list[float]
     count: int = 0
     finite: bool = True
     shared: list[Tensor] = field(default_factory=list)
@@ -534,6 +536,10 @@ class _Window:
     plain: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     last_weights: Tensor | None = None
     _offsets: dict[int, int] | None = None
+
+    def mean_losses(self) -> Tensor:
+        """The ``(T,)`` float64 mean of the window's loss values."""
+        return torch.tensor(self.loss_sum, dtype=torch.float64) / self.count
 
     def offsets(self) -> dict[int, int]:
         """Column offset of each shared parameter in ``G``."""
@@ -636,19 +642,21 @@ def _weighted_total(losses: list[Tensor], coefficients: Tensor) -> Tensor:
     """:math:`\\sum_i a_i L_i` as one product of the stacked losses with ``coefficients``
     (three autograd nodes whatever ``T``, where a chain of products and sums has ``2T``,
     each built in the forward and run in the backward). A single loss with coefficient 1
-    is returned as it is.
+    is returned as it is; coefficients all 1 (the plain sum) skip the product.
 
     Each term is the loss times its coefficient rounded to the losses' dtype, as
     ``c * loss`` with a Python float ``c`` computes it, so the result equals the
     hand-written ``c_0 * L_0 + c_1 * L_1`` for two losses, bit for bit.
     """
-    if len(losses) == 1 and float(coefficients[0]) == 1.0:
+    values = coefficients.tolist()
+    if len(losses) == 1 and values[0] == 1.0:
         return losses[0]
     device = losses[0].device
-    stacked = torch.stack(
-        [(loss if loss.dim() == 0 else loss.reshape(())).to(device) for loss in losses]
-    )
-    return (stacked * coefficients.to(stacked.dtype).to(device)).sum()
+    scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss in losses]
+    stacked = torch.stack([x if x.device == device else x.to(device) for x in scalars])
+    if all(value == 1.0 for value in values):
+        return stacked.sum()
+    return (stacked * torch.tensor(values, dtype=stacked.dtype, device=device)).sum()
 
 
 def _all_finite_values(values: Tensor) -> bool:

@@ -5,6 +5,17 @@ Targets (Chen et al. 2018, ALGORITHMS.md §3.2): :math:`f_i(x) = \\sigma_i \\tan
 :math:`B \\sim N(0, 10^2)`, :math:`\\varepsilon_i \\sim N(0, 3.5^2)`. Model: a 4-layer
 100-unit ReLU trunk shared by all tasks and one affine head per task; Adam.
 
+Two problems (``--problems``), each in both settings below:
+
+- ``gradnorm``: the targets above, as GradNorm's code draws them.
+- ``centred``: :math:`x \\sim U(-1, 1)^{250}` and :math:`f_i(x) = \\sigma_i \\tanh((B +
+  \\varepsilon_i) x / c)` with :math:`c = \\sqrt{250 \\cdot (10^2 + 3.5^2) / 3}`, so that
+  each argument of tanh has standard deviation 1: the targets vary smoothly with
+  :math:`x` instead of being nearly half-spaces (see below), and what the methods learn
+  within the step budget can be compared.
+
+The two settings:
+
 - ``imbalanced``: two tasks with :math:`\\sigma = (1, 100)` on the same inputs; score: the
   test MSE of each task divided by :math:`\\sigma_i^2`, averaged over the tasks (lower is
   better).
@@ -14,11 +25,12 @@ Targets (Chen et al. 2018, ALGORITHMS.md §3.2): :math:`f_i(x) = \\sigma_i \\tan
   the primary test MSE. ``single_task`` trains on the primary task alone.
 
 Mean and standard deviation over ``--seeds`` seeds (data, model and batches all seeded).
-The ``train_mean`` row predicts each output's training mean whatever the input. With
-:math:`x \\sim U(0, 1)^{250}` and :math:`B` of standard deviation 10, tanh's argument
-varies by about 50 (one standard deviation) over :math:`x`, so each target is nearly the
-sign of an affine function of :math:`x`, a half-space in 250 dimensions; a score near
-``train_mean``'s means that nothing usable was learnt about :math:`x`.
+The ``train_mean`` row predicts each output's training mean whatever the input. In the
+``gradnorm`` problem, with :math:`x \\sim U(0, 1)^{250}` and :math:`B` of standard
+deviation 10, tanh's argument varies by about 50 (one standard deviation) over
+:math:`x`, so each target is nearly the sign of an affine function of :math:`x`, a
+half-space in 250 dimensions; a score near ``train_mean``'s means that nothing usable was
+learnt about :math:`x`.
 
 Run: ``python -m benchmarks.regression`` or ``--smoke``.
 """
@@ -26,6 +38,7 @@ Run: ``python -m benchmarks.regression`` or ``--smoke``.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,12 +53,23 @@ from benchmarks._training import SINGLE_TASK, entries, summarise, train
 from benchmarks.models import MultiTaskModel
 
 INPUTS, OUTPUTS, WIDTH = 250, 100, 100
+B_STD, EPS_STD = 10.0, 3.5
 TRAIN_MEAN = "train_mean"
 """The reference row that predicts each output's training mean (no model)."""
+SETTINGS = ("imbalanced", "primary")
+PROBLEMS = ("gradnorm", "centred")
+CENTRED_SCALE = math.sqrt(INPUTS * (B_STD**2 + EPS_STD**2) / 3)
+"""The standard deviation of :math:`(B + \\varepsilon_i) x` for :math:`x \\sim U(-1, 1)^{250}`."""
 
 
-def _targets(x: Tensor, matrix: Tensor, sigma: float) -> Tensor:
-    return sigma * torch.tanh(x @ matrix.T)
+def table_key(setting: str, problem: str) -> str:
+    """The results key of a setting on a problem (``imbalanced``, ``primary_centred``, ...)."""
+    return setting if problem == "gradnorm" else f"{setting}_{problem}"
+
+
+def _targets(x: Tensor, matrix: Tensor, sigma: float, problem: str) -> Tensor:
+    scale = CENTRED_SCALE if problem == "centred" else 1.0
+    return sigma * torch.tanh(x @ matrix.T / scale)
 
 
 def make_model(tasks: int, seed: int) -> MultiTaskModel:
@@ -58,13 +82,19 @@ def make_model(tasks: int, seed: int) -> MultiTaskModel:
     return MultiTaskModel(nn.Sequential(*layers), [nn.Linear(WIDTH, OUTPUTS) for _ in range(tasks)])
 
 
-def setting_data(setting: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def setting_data(
+    setting: str, seed: int, args: argparse.Namespace, problem: str = "gradnorm"
+) -> dict[str, Any]:
     g = torch.Generator().manual_seed(1000 + seed)
-    B = 10.0 * torch.randn(OUTPUTS, INPUTS, generator=g)
-    eps = [3.5 * torch.randn(OUTPUTS, INPUTS, generator=g) for _ in range(3)]
+    B = B_STD * torch.randn(OUTPUTS, INPUTS, generator=g)
+    eps = [EPS_STD * torch.randn(OUTPUTS, INPUTS, generator=g) for _ in range(3)]
 
     def sample(n: int) -> Tensor:
-        return torch.rand(n, INPUTS, generator=g)
+        x = torch.rand(n, INPUTS, generator=g)
+        return 2 * x - 1 if problem == "centred" else x
+
+    def targets(x: Tensor, matrix: Tensor, sigma: float) -> Tensor:
+        return _targets(x, matrix, sigma, problem)
 
     if setting == "imbalanced":
         sigmas = [1.0, 100.0]
@@ -73,9 +103,9 @@ def setting_data(setting: str, seed: int, args: argparse.Namespace) -> dict[str,
         return {
             "sigmas": sigmas,
             "train_x": [x_train, x_train],
-            "train_y": [_targets(x_train, m, s) for m, s in zip(matrices, sigmas)],
+            "train_y": [targets(x_train, m, s) for m, s in zip(matrices, sigmas)],
             "test_x": x_test,
-            "test_y": [_targets(x_test, m, s) for m, s in zip(matrices, sigmas)],
+            "test_y": [targets(x_test, m, s) for m, s in zip(matrices, sigmas)],
         }
     sigmas = [1.0, 1.0, 1.0]
     matrices = [B + eps[0], B + eps[1], -B + eps[2]]
@@ -83,16 +113,21 @@ def setting_data(setting: str, seed: int, args: argparse.Namespace) -> dict[str,
     return {
         "sigmas": sigmas,
         "train_x": [x_primary, x_aux, x_aux],
-        "train_y": [_targets(x, m, 1.0) for x, m in zip([x_primary, x_aux, x_aux], matrices)],
+        "train_y": [targets(x, m, 1.0) for x, m in zip([x_primary, x_aux, x_aux], matrices)],
         "test_x": x_test,
-        "test_y": [_targets(x_test, m, 1.0) for m in matrices],
+        "test_y": [targets(x_test, m, 1.0) for m in matrices],
     }
 
 
 def run_one(
-    setting: str, method: str | None, primary: int | None, seed: int, args: argparse.Namespace
+    setting: str,
+    method: str | None,
+    primary: int | None,
+    seed: int,
+    args: argparse.Namespace,
+    problem: str = "gradnorm",
 ) -> dict[str, float]:
-    data = setting_data(setting, seed, args)
+    data = setting_data(setting, seed, args, problem)
     tasks = len(data["sigmas"])
     model = make_model(tasks, seed)
     g = torch.Generator().manual_seed(seed)
@@ -124,10 +159,12 @@ def _scores(setting: str, errors: list[float]) -> dict[str, float]:
     return {"score": errors[0]}
 
 
-def mean_predictor(setting: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
+def mean_predictor(
+    setting: str, seed: int, args: argparse.Namespace, problem: str = "gradnorm"
+) -> dict[str, float]:
     """The scores of predicting each output's training mean, whatever the input: what a
     model that has learnt nothing about ``x`` gets (the ``train_mean`` reference row)."""
-    data = setting_data(setting, seed, args)
+    data = setting_data(setting, seed, args, problem)
     errors = [
         float(((y_test - y_train.mean(0)) ** 2).mean()) / s**2
         for y_train, y_test, s in zip(data["train_y"], data["test_y"], data["sigmas"])
@@ -139,36 +176,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     info = _common.machine(args.seed)
     results: dict[str, Any] = {}
-    for setting in ("imbalanced", "primary"):
-        table: dict[str, Any] = {}
-        reference: dict[str, list[float]] = {}
-        for seed in range(args.seed, args.seed + args.seeds):
-            for key, value in mean_predictor(setting, seed, args).items():
-                reference.setdefault(key, []).append(value)
-        table[TRAIN_MEAN] = {"scores": reference, "summary": summarise(reference), "seconds": 0.0}
-        for label, method, primary in entries(_common.variants(args.methods)):
-            if setting == "imbalanced" and label == SINGLE_TASK:
-                continue  # a single task does not answer the two-task question
-            start = time.perf_counter()
-            scores: dict[str, list[float]] = {}
-            try:
-                for seed in range(args.seed, args.seed + args.seeds):
-                    for key, value in run_one(setting, method, primary, seed, args).items():
-                        scores.setdefault(key, []).append(value)
-                table[label] = {"scores": scores, "summary": summarise(scores)}
-            except Exception as error:
-                table[label] = {"error": _common.error_text(error)}
-            table[label]["seconds"] = time.perf_counter() - start
-            if args.verbose:
-                summary = table[label].get("summary", {}).get("score", table[label].get("error"))
-                print(f"{setting} {label}: {summary}", flush=True)
-        results[setting] = table
+    for problem in args.problems:
+        for setting in SETTINGS:
+            results[table_key(setting, problem)] = run_setting(setting, problem, args)
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     settings = {
         k: getattr(args, k)
-        for k in ("steps", "batch", "lr", "train", "primary_train", "test", "seeds")
+        for k in ("steps", "batch", "lr", "train", "primary_train", "test", "seeds", "problems")
     }
     return {"machine": info, "settings": settings, "results": results}
+
+
+def run_setting(setting: str, problem: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every method's scores (and the references') on one setting of one problem."""
+    seeds = range(args.seed, args.seed + args.seeds)
+    table: dict[str, Any] = {}
+    reference: dict[str, list[float]] = {}
+    for seed in seeds:
+        for key, value in mean_predictor(setting, seed, args, problem).items():
+            reference.setdefault(key, []).append(value)
+    table[TRAIN_MEAN] = {"scores": reference, "summary": summarise(reference), "seconds": 0.0}
+    for label, method, primary in entries(_common.variants(args.methods)):
+        if setting == "imbalanced" and label == SINGLE_TASK:
+            continue  # a single task does not answer the two-task question
+        start = time.perf_counter()
+        scores: dict[str, list[float]] = {}
+        try:
+            for seed in seeds:
+                for key, value in run_one(setting, method, primary, seed, args, problem).items():
+                    scores.setdefault(key, []).append(value)
+            table[label] = {"scores": scores, "summary": summarise(scores)}
+        except Exception as error:
+            table[label] = {"error": _common.error_text(error)}
+        table[label]["seconds"] = time.perf_counter() - start
+        if args.verbose:
+            summary = table[label].get("summary", {}).get("score", table[label].get("error"))
+            print(f"{table_key(setting, problem)} {label}: {summary}", flush=True)
+    return table
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:
@@ -194,44 +238,56 @@ def _rows(table: dict[str, Any], keys: Sequence[str]) -> list[list[Any]]:
     return rows
 
 
+PROBLEM_TITLES = {
+    "gradnorm": "GradNorm's problem: x ~ U(0, 1)^250, tanh nearly saturated",
+    "centred": "Centred problem: x ~ U(-1, 1)^250, tanh's argument of unit deviation",
+}
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
-    return "\n".join(
-        [
-            "# GradNorm synthetic regression",
+    lines = [
+        "# GradNorm synthetic regression",
+        "",
+        "Produced by `python -m benchmarks.regression` (see `benchmarks/README.md`). "
+        f"Adam lr {s['lr']}, {s['steps']} steps, batch {s['batch']}, {s['train']} training "
+        f"and {s['test']} test samples; mean ± standard deviation over {s['seeds']} seeds. "
+        "Lower is better. `[p]`: run with `primary=0`. `train_mean` predicts each "
+        "output's training mean whatever the input (no model): a method scoring above "
+        "it has learnt nothing usable about the inputs. The two problems are defined in "
+        "the module docstring of `benchmarks/regression.py`.",
+        "",
+        "## Machine",
+        "",
+        _common.machine_markdown(result["machine"]),
+        "",
+    ]
+    for problem in s.get("problems", ["gradnorm"]):
+        imbalanced = result["results"][table_key("imbalanced", problem)]
+        primary = result["results"][table_key("primary", problem)]
+        lines += [
+            f"## {PROBLEM_TITLES[problem]}",
             "",
-            "Produced by `python -m benchmarks.regression` (see `benchmarks/README.md`). "
-            f"Adam lr {s['lr']}, {s['steps']} steps, batch {s['batch']}, {s['train']} training "
-            f"and {s['test']} test samples; mean ± standard deviation over {s['seeds']} seeds. "
-            "Lower is better. `[p]`: run with `primary=0`. `train_mean` predicts each "
-            "output's training mean whatever the input (no model): a method scoring above "
-            "it has learnt nothing usable about the inputs.",
-            "",
-            "## Machine",
-            "",
-            _common.machine_markdown(result["machine"]),
-            "",
-            "## Scale-imbalanced tasks (sigma = 1, 100)",
+            "### Scale-imbalanced tasks (sigma = 1, 100)",
             "",
             "Test MSE / sigma^2 per task, and their mean (the score).",
             "",
             _common.markdown_table(
                 ["method", "score", "task 0 (sigma 1)", "task 1 (sigma 100)", "error"],
-                _rows(result["results"]["imbalanced"], ["score", "task0", "task1"]),
+                _rows(imbalanced, ["score", "task0", "task1"]),
             ),
             "",
-            "## Primary task with a helpful and a conflicting auxiliary task",
+            "### Primary task with a helpful and a conflicting auxiliary task",
             "",
             f"Primary test MSE; the primary task has {s['primary_train']} training samples, "
             f"the auxiliaries {s['train']}.",
             "",
             _common.markdown_table(
-                ["method", "primary test MSE", "error"],
-                _rows(result["results"]["primary"], ["score"]),
+                ["method", "primary test MSE", "error"], _rows(primary, ["score"])
             ),
             "",
         ]
-    )
+    return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -240,28 +296,30 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    problems = result["settings"].get("problems", ["gradnorm"])
+    rows = max(len(t) for t in result["results"].values())
     fig, axes = plt.subplots(
-        1, 2, figsize=(11, 0.5 + 0.22 * max(len(t) for t in result["results"].values()))
+        len(problems), 2, figsize=(11, len(problems) * (0.5 + 0.22 * rows)), squeeze=False
     )
-    for ax, (setting, table) in zip(axes, result["results"].items()):
-        items = [(k, v["summary"]["score"]) for k, v in table.items() if "summary" in v]
-        items.sort(key=lambda kv: kv[1]["mean"])
-        labels = [k for k, _ in items]
-        ax.barh(
-            range(len(items)),
-            [v["mean"] for _, v in items],
-            xerr=[v["std"] for _, v in items],
-            color=[
-                "tab:gray" if k in (SINGLE_TASK, TRAIN_MEAN, "sum") else "tab:blue" for k in labels
-            ],
-        )
-        ax.set_yticks(range(len(items)), labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(
-            setting
-            + (": mean test MSE / sigma^2" if setting == "imbalanced" else ": primary test MSE"),
-            fontsize=9,
-        )
+    for row, problem in zip(axes, problems):
+        for ax, setting in zip(row, SETTINGS):
+            table = result["results"][table_key(setting, problem)]
+            items = [(k, v["summary"]["score"]) for k, v in table.items() if "summary" in v]
+            items.sort(key=lambda kv: kv[1]["mean"])
+            labels = [k for k, _ in items]
+            ax.barh(
+                range(len(items)),
+                [v["mean"] for _, v in items],
+                xerr=[v["std"] for _, v in items],
+                color=[
+                    "tab:gray" if k in (SINGLE_TASK, TRAIN_MEAN, "sum") else "tab:blue"
+                    for k in labels
+                ],
+            )
+            ax.set_yticks(range(len(items)), labels, fontsize=7)
+            ax.invert_yaxis()
+            score = "mean test MSE / sigma^2" if setting == "imbalanced" else "primary test MSE"
+            ax.set_title(f"{problem}, {setting}: {score}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -280,6 +338,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--primary-train", type=int, default=100)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument(
+        "--problems",
+        nargs="+",
+        choices=PROBLEMS,
+        default=list(PROBLEMS),
+        help="which versions of the problem to run (default: both; see the module docstring)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     add_output_arguments(parser)
     args = parser.parse_args(argv)

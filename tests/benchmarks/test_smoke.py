@@ -120,22 +120,40 @@ def test_toy_f1_minimum_matches_the_literature():
 def test_regression_smoke(tmp_path):
     regression.main(["--smoke", "--quiet", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "regression.json").read_text())
-    assert set(result["results"]["imbalanced"]) == {"train_mean"} | labels()
-    assert set(result["results"]["primary"]) == {"train_mean", "single_task"} | labels()
+    assert set(result["results"]) == {
+        "imbalanced",
+        "primary",
+        "imbalanced_centred",
+        "primary_centred",
+    }
+    for problem in ("", "_centred"):
+        assert set(result["results"]["imbalanced" + problem]) == {"train_mean"} | labels()
+        expected = {"train_mean", "single_task"} | labels()
+        assert set(result["results"]["primary" + problem]) == expected
     for table in result["results"].values():
         for entry in table.values():
             assert "error" in entry or entry["summary"]["score"]["mean"] >= 0
     assert (tmp_path / "regression.png").stat().st_size > 0
 
 
-def test_regression_mean_predictor_scores_about_the_test_targets_variance():
+@pytest.mark.parametrize("problem", regression.PROBLEMS)
+def test_regression_mean_predictor_scores_about_the_test_targets_variance(problem):
     # Predicting the training mean misses by the test targets' spread, plus the (small)
     # gap between the training and test means.
     args = regression.parse_args(["--smoke"])
-    data = regression.setting_data("primary", 0, args)
+    data = regression.setting_data("primary", 0, args, problem)
     variance = float(data["test_y"][0].var(0, unbiased=False).mean())
-    score = regression.mean_predictor("primary", 0, args)["score"]
+    score = regression.mean_predictor("primary", 0, args, problem)["score"]
     assert variance <= score <= variance + 0.05
+
+
+def test_regression_centred_problem_has_tanh_arguments_of_unit_deviation():
+    args = regression.parse_args(["--smoke"])
+    data = regression.setting_data("imbalanced", 0, args, "centred")
+    x = data["test_x"]
+    assert float(x.min()) >= -1 and float(x.max()) <= 1 and abs(float(x.mean())) < 0.02
+    arguments = torch.atanh(data["test_y"][0].clamp(-1 + 1e-6, 1 - 1e-6))  # sigma = 1
+    assert 0.9 < float(arguments.std()) < 1.1
 
 
 def test_digits_smoke(tmp_path):

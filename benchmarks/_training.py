@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 import gradsurgery
+from benchmarks import _common
 
 SINGLE_TASK = "single_task"
 """Label of the reference run that trains on task 0's loss alone."""
@@ -58,3 +60,22 @@ def entries(
 
 def summarise(scores: dict[str, list[float]]) -> dict[str, Any]:
     return {name: dict(zip(("mean", "std"), mean_std(values))) for name, values in scores.items()}
+
+
+def scored_over_seeds(
+    run_seed: Callable[[int], dict[str, float]], seeds: Sequence[int]
+) -> dict[str, Any]:
+    """One table entry: ``run_seed(seed)``'s scores for every seed, their summary and the
+    seconds it took; or the error that stopped it (``{"error": ..., "seconds": ...}``)."""
+    start = time.perf_counter()
+    entry: dict[str, Any]
+    scores: dict[str, list[float]] = {}
+    try:
+        for seed in seeds:
+            for key, value in run_seed(seed).items():
+                scores.setdefault(key, []).append(value)
+        entry = {"scores": scores, "summary": summarise(scores)}
+    except Exception as error:
+        entry = {"error": _common.error_text(error)}
+    entry["seconds"] = time.perf_counter() - start
+    return entry

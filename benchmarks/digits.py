@@ -16,7 +16,7 @@ Run: ``python -m benchmarks.digits`` or ``--smoke``.
 from __future__ import annotations
 
 import argparse
-import time
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from benchmarks import _common
 from benchmarks._common import add_output_arguments, benchmark_parser
-from benchmarks._training import entries, summarise, train
+from benchmarks._training import entries, scored_over_seeds, train
 from benchmarks.models import MultiTaskModel
 
 
@@ -93,16 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = _common.machine(args.seed)
     table: dict[str, Any] = {}
     for label, method, primary in entries(_common.variants(args.methods)):
-        start = time.perf_counter()
-        scores: dict[str, list[float]] = {}
-        try:
-            for seed in range(args.seed, args.seed + args.seeds):
-                for key, value in run_one(method, primary, seed, args).items():
-                    scores.setdefault(key, []).append(value)
-            table[label] = {"scores": scores, "summary": summarise(scores)}
-        except Exception as error:
-            table[label] = {"error": _common.error_text(error)}
-        table[label]["seconds"] = time.perf_counter() - start
+        run_seed = functools.partial(run_one, method, primary, args=args)
+        table[label] = scored_over_seeds(run_seed, range(args.seed, args.seed + args.seeds))
         if args.verbose:
             print(f"{label}: {table[label].get('summary', table[label].get('error'))}", flush=True)
     info["load_average_1_5_15_min_at_end"] = _common.load_average()

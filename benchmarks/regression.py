@@ -38,8 +38,8 @@ Run: ``python -m benchmarks.regression`` or ``--smoke``.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from benchmarks import _common
 from benchmarks._common import add_output_arguments, benchmark_parser
-from benchmarks._training import SINGLE_TASK, entries, summarise, train
+from benchmarks._training import SINGLE_TASK, entries, scored_over_seeds, train
 from benchmarks.models import MultiTaskModel
 
 INPUTS, OUTPUTS, WIDTH = 250, 100, 100
@@ -190,25 +190,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def run_setting(setting: str, problem: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every method's scores (and the references') on one setting of one problem."""
     seeds = range(args.seed, args.seed + args.seeds)
-    table: dict[str, Any] = {}
-    reference: dict[str, list[float]] = {}
-    for seed in seeds:
-        for key, value in mean_predictor(setting, seed, args, problem).items():
-            reference.setdefault(key, []).append(value)
-    table[TRAIN_MEAN] = {"scores": reference, "summary": summarise(reference), "seconds": 0.0}
+    table: dict[str, Any] = {
+        TRAIN_MEAN: scored_over_seeds(
+            lambda seed: mean_predictor(setting, seed, args, problem), seeds
+        )
+    }
     for label, method, primary in entries(_common.variants(args.methods)):
         if setting == "imbalanced" and label == SINGLE_TASK:
             continue  # a single task does not answer the two-task question
-        start = time.perf_counter()
-        scores: dict[str, list[float]] = {}
-        try:
-            for seed in seeds:
-                for key, value in run_one(setting, method, primary, seed, args, problem).items():
-                    scores.setdefault(key, []).append(value)
-            table[label] = {"scores": scores, "summary": summarise(scores)}
-        except Exception as error:
-            table[label] = {"error": _common.error_text(error)}
-        table[label]["seconds"] = time.perf_counter() - start
+        run_seed = functools.partial(run_one, setting, method, primary, args=args, problem=problem)
+        table[label] = scored_over_seeds(run_seed, seeds)
         if args.verbose:
             summary = table[label].get("summary", {}).get("score", table[label].get("error"))
             print(f"{table_key(setting, problem)} {label}: {summary}", flush=True)

@@ -65,7 +65,7 @@ class CosineGate(GramResolver):
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         # A handful of element-wise steps on the T x T Gram: float64 NumPy on the host
-        # costs less per call than torch (see _simplex).
+        # costs less per call than torch (see _host).
         host = to_host(gram)
         p = 0 if primary is None else primary
         norms = np.sqrt(np.maximum(np.diagonal(host, axis1=-2, axis2=-1), 0.0))

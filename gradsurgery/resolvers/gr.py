@@ -7,9 +7,8 @@ The two halves of the method are separate functions, :func:`remedy_projection` a
 :func:`remedy_rescale`, that work on the 2 x 2 Gram matrix of a (primary, auxiliary) pair;
 :class:`GradientRemedy` composes them. They take float64 NumPy arrays: the method is a few
 dozen element-wise steps on arrays of one entry per block, whose cost is per-call overhead,
-several times lower in NumPy than in torch (as for the solvers of
-:mod:`gradsurgery.resolvers._simplex`); the resolvers copy the ``T x T`` Gram to the host
-once and the ``T`` weights back.
+several times lower in NumPy than in torch; the resolvers copy the ``T x T`` Gram to the
+host once and the weights back (:mod:`gradsurgery.resolvers._host`).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class PCGrad(SeededRandomness, GramResolver):
         # Each task's projections change only its own g_i^PC, so all tasks make their k-th
         # visit at once: row i of ``coefficients`` is g_i^PC in the basis of the original
         # gradients, row i of ``projected`` is G times it. The primary (if any) visits none.
-        # The T x T algebra runs in float64 NumPy on the host (see _simplex: per-call cost).
+        # The T x T algebra runs in float64 NumPy on the host (see _host: per-call cost).
         host = to_host(gram)
         T = host.shape[-1]
         visits = []

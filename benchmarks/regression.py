@@ -67,11 +67,6 @@ def table_key(setting: str, problem: str) -> str:
     return setting if problem == "gradnorm" else f"{setting}_{problem}"
 
 
-def _targets(x: Tensor, matrix: Tensor, sigma: float, problem: str) -> Tensor:
-    scale = CENTRED_SCALE if problem == "centred" else 1.0
-    return sigma * torch.tanh(x @ matrix.T / scale)
-
-
 def make_model(tasks: int, seed: int) -> MultiTaskModel:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
@@ -93,8 +88,10 @@ def setting_data(
         x = torch.rand(n, INPUTS, generator=g)
         return 2 * x - 1 if problem == "centred" else x
 
+    scale = CENTRED_SCALE if problem == "centred" else 1.0
+
     def targets(x: Tensor, matrix: Tensor, sigma: float) -> Tensor:
-        return _targets(x, matrix, sigma, problem)
+        return sigma * torch.tanh(x @ matrix.T / scale)
 
     if setting == "imbalanced":
         sigmas = [1.0, 100.0]

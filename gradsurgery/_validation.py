@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -117,3 +117,74 @@ def first_nonfinite_task(G: Tensor) -> int | None:
     bad = ~torch.isfinite(G).all(dim=1)
     indices = torch.nonzero(bad).flatten()
     return int(indices[0]) if indices.numel() else None
+
+
+def normalize_losses(
+    losses: Mapping[str, Tensor] | Sequence[Tensor],
+) -> tuple[list[str] | None, list[Tensor]]:
+    names: list[str] | None = None
+    if isinstance(losses, Mapping):
+        names = list(losses)
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError(f"Invalid losses: mapping keys must be task names (str), got {names}")
+        loss_list = list(losses.values())
+    elif isinstance(losses, Sequence) and not isinstance(losses, str):
+        loss_list = list(losses)
+    else:
+        raise TypeError(
+            f"Invalid losses: expected a mapping name -> loss or a sequence of losses, "
+            f"got {type(losses).__name__}"
+        )
+    if not loss_list:
+        raise ValueError("Invalid losses: no tasks (T = 0)")
+    for index, loss in enumerate(loss_list):
+        label = task_label(index, names)
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"Invalid losses: {label} is a {type(loss).__name__}, not a tensor")
+        if loss.numel() != 1:
+            raise ValueError(
+                f"Invalid losses: {label} has shape {tuple(loss.shape)}; expected a scalar"
+            )
+        if not loss.requires_grad:
+            raise ValueError(f"Invalid losses: {label} does not require grad (was it detached?)")
+    return names, loss_list
+
+
+def all_finite_values(values: Tensor) -> bool:
+    """Whether the few loss values are all finite, read as Python floats: faster than
+    tensor reductions for a handful of elements, and this runs on every step."""
+    return all(math.isfinite(value) for value in values.tolist())
+
+
+def raise_if_nonfinite_losses(
+    values: Tensor, names: Sequence[str] | None, averaged: bool = False
+) -> None:
+    if all_finite_values(values):
+        return
+    for index in range(values.shape[0]):
+        if not torch.isfinite(values[index]):
+            where = " (on at least one rank)" if averaged else ""
+            raise ValueError(
+                f"Invalid losses: {task_label(index, names)} is {float(values[index])}{where}"
+            )
+
+
+def normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
+    if isinstance(params, Tensor):
+        params = [params]
+    result: list[Tensor] = []
+    seen: set[int] = set()
+    for index, param in enumerate(params):
+        if not isinstance(param, Tensor):
+            raise TypeError(
+                f"Invalid params: item {index} is a {type(param).__name__}, not a tensor"
+            )
+        if not param.requires_grad or id(param) in seen:
+            continue
+        if not param.is_leaf:
+            raise ValueError(f"Invalid params: item {index} is not a leaf tensor")
+        seen.add(id(param))
+        result.append(param)
+    if not result:
+        raise ValueError("Invalid params: no tensor that requires grad")
+    return result

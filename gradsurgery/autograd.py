@@ -16,7 +16,7 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,13 +25,19 @@ import torch
 from torch import Tensor, nn
 
 from gradsurgery import distributed
+from gradsurgery._graph import reached_parameters, reaches_any
 from gradsurgery._validation import (
     TaskKey,
+    all_finite_values,
     build_resolver,
+    normalize_losses,
+    normalize_params,
     normalize_primary,
+    raise_if_nonfinite_losses,
     task_label,
     task_vector,
 )
+from gradsurgery._weighting import coefficients, is_loss_weighting, stack_losses, weighted_total
 from gradsurgery.diagnostics import cosine_from_gram, norm_ratio_from_gram
 from gradsurgery.resolve import run_resolver
 from gradsurgery.resolvers.base import GramResolver, Resolver, gram_of_blocks
@@ -157,9 +163,13 @@ def backward(
         gradsurgery.distributed.DistributedMismatchError: ranks whose tasks reach
             different parameters (raised on every rank).
     """
+    _check_options(granularity, "micro_batch", scaler, sync)
+    built = build_resolver(resolver, {})
+    if is_loss_weighting(built) and not diagnostics and not distributed.is_initialized():
+        return _backward_loss_weighting(losses, params, built, primary, weights, scaler)
     accumulator = Accumulator(
         params,
-        resolver=resolver,
+        resolver=built,
         primary=primary,
         weights=weights,
         granularity=granularity,
@@ -172,6 +182,39 @@ def backward(
     result = accumulator.backward(losses)
     assert result is not None
     return result
+
+
+def _backward_loss_weighting(
+    losses: Mapping[str, Tensor] | Sequence[Tensor],
+    params: Iterable[Tensor] | nn.Module,
+    resolver: GramResolver,
+    primary: TaskKey | None,
+    weights: Any,
+    scaler: torch.amp.GradScaler | None,
+) -> BackwardResult:
+    """:func:`backward` for a loss weighting on one process: one backward pass of
+    :math:`\\sum_i w_i c_i L_i`, with the checks of :class:`Accumulator` and none of its
+    window (it runs on every step of such a method, so it is kept lean)."""
+    names, loss_list = normalize_losses(losses)
+    T = len(loss_list)
+    parameters = normalize_params(params.parameters() if isinstance(params, nn.Module) else params)
+    primary_index = normalize_primary(primary, names, T)
+    loss_weights = task_vector(weights, "weights", names, T, nonnegative=True)
+    stacked = stack_losses(loss_list)
+    loss_floats = stacked.tolist()  # one read of the values (not differentiated)
+    finite = all(math.isfinite(value) for value in loss_floats)
+    loss_values = torch.tensor(loss_floats, dtype=torch.float64)
+    if not finite and (scaler is None or not scaler.is_enabled()):
+        raise_if_nonfinite_losses(loss_values, names)
+    ids = {id(param) for param in parameters}
+    _raise_if_unreached([reaches_any(loss, ids) for loss in loss_list], names)
+    weighting = resolver if finite else None
+    task_weights = coefficients(weighting, primary_index, loss_values, loss_weights)
+    total = weighted_total(stacked, task_weights[0])
+    if scaler is not None:
+        total = scaler.scale(total)
+    torch.autograd.backward(total, inputs=parameters)
+    return BackwardResult(_display_names(names, T), None, task_weights, 0, finite=finite)
 
 
 class Accumulator:
@@ -223,18 +266,7 @@ class Accumulator:
         process_group: distributed.ProcessGroup | None = None,
         sync: bool = True,
     ) -> None:
-        if granularity not in ("global", "tensor"):
-            raise ValueError(
-                f"Invalid granularity: {granularity!r} (expected 'global' or 'tensor')"
-            )
-        if resolution not in ("window", "micro_batch"):
-            raise ValueError(
-                f"Invalid resolution: {resolution!r} (expected 'window' or 'micro_batch')"
-            )
-        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise TypeError(f"Invalid scaler: {scaler!r} (expected a torch.amp.GradScaler or None)")
-        if not isinstance(sync, bool):
-            raise TypeError(f"Invalid sync: {sync!r} (expected True or False)")
+        _check_options(granularity, resolution, scaler, sync)
         if isinstance(params, nn.Module):
             if process_group is None and isinstance(params, nn.parallel.DistributedDataParallel):
                 process_group = params.process_group
@@ -248,7 +280,7 @@ class Accumulator:
         self.scaler = scaler
         self.process_group = process_group
         self.sync = sync
-        self._parameters = _normalize_params(params)
+        self._parameters = normalize_params(params)
         self._position = {id(p): index for index, p in enumerate(self._parameters)}
         self._window: _Window | None = None
         self._last: BackwardResult | None = None
@@ -312,7 +344,7 @@ class Accumulator:
         return float(self.scaler.get_scale())
 
     def _add(self, losses: Mapping[str, Tensor] | Sequence[Tensor]) -> None:
-        names, loss_list = _normalize_losses(losses)
+        names, loss_list = normalize_losses(losses)
         T = len(loss_list)
         window = self._window
         if window is not None and (names != window.names or T != window.T):
@@ -325,24 +357,19 @@ class Accumulator:
         loss_floats = [loss.detach().item() for loss in loss_list]
         loss_values = torch.tensor(loss_floats, dtype=torch.float64)
         if not (self._leaves_nonfinite_to_scaler or self._distributed):
-            _raise_if_nonfinite_losses(loss_values, names)
+            raise_if_nonfinite_losses(loss_values, names)
         capture = distributed.is_initialized()
-        loss_only = isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram
+        loss_only = is_loss_weighting(self.resolver)
         # A loss weighting without diagnostics needs no task gradients, so not which
         # parameters each task reaches: only that each reaches one (checked, stopping early).
         fast = loss_only and not self.diagnostics and not capture
         if fast:
-            reaches = [_reaches_any(loss, self._position) for loss in loss_list]
+            reaches = [reaches_any(loss, self._position) for loss in loss_list]
             reached: list[dict[int, Tensor]] | None = None
         else:
-            reached = [_reached_parameters(loss, self._position) for loss in loss_list]
+            reached = [reached_parameters(loss, self._position) for loss in loss_list]
             reaches = [bool(task_params) for task_params in reached]
-        for index, reaches_one in enumerate(reaches):
-            if not reaches_one:
-                raise ValueError(
-                    f"Invalid losses: {task_label(index, names)} reaches none of params "
-                    "(is it detached, or computed from other parameters?)"
-                )
+        _raise_if_unreached(reaches, names)
         if reached is None:
             shared: list[Tensor] = []
             weights_only = True
@@ -357,7 +384,7 @@ class Accumulator:
         if window is None:
             window = _Window(
                 names=names,
-                display_names=tuple(names) if names is not None else tuple(map(str, range(T))),
+                display_names=_display_names(names, T),
                 T=T,
                 primary=primary_index,
                 loss_weights=loss_weights,
@@ -409,24 +436,18 @@ class Accumulator:
     ) -> None:
         """One backward pass of :math:`\\sum_i w_i c_i L_i`, for loss weightings and unshared
         tasks (scaled by the ``scaler``, if any)."""
-        T = len(losses)
         device = self._parameters[0].device
         if self._distributed:
-            fingerprint = [T, 1, 0, 0, 0, 0]
+            fingerprint = [len(losses), 1, 0, 0, 0, 0]
             loss_values = distributed.agree(loss_values, fingerprint, self.process_group, device)
             if not self._leaves_nonfinite_to_scaler:  # now averaged over the ranks
-                _raise_if_nonfinite_losses(loss_values, window.names, averaged=True)
-        finite = _all_finite_values(loss_values)
-        if isinstance(self.resolver, GramResolver) and not self.resolver.uses_gram and finite:
-            zeros = torch.zeros(1, T, T, dtype=torch.float64)
-            with self._same_draws(device):
-                weights = self.resolver.weights(zeros, primary=window.primary, losses=loss_values)
-        else:  # no shared parameters: every task's gradient goes where it belongs
-            weights = torch.ones(1, T, dtype=torch.float64)
+                raise_if_nonfinite_losses(loss_values, window.names, averaged=True)
+        finite = all_finite_values(loss_values)
+        weighting = self.resolver if is_loss_weighting(self.resolver) and finite else None
+        with self._same_draws(device):  # (no shared parameters: plain weights)
+            weights = coefficients(weighting, window.primary, loss_values, window.loss_weights)
         window.finite = window.finite and finite
-        if window.loss_weights is not None:
-            weights = weights * window.loss_weights
-        total = _weighted_total(losses, weights[0])
+        total = weighted_total(stack_losses(losses), weights[0])
         if self.scaler is not None:
             total = self.scaler.scale(total)
         if reached is None:  # every parameter: those the sum does not reach keep their .grad
@@ -488,7 +509,7 @@ class Accumulator:
             G.div_(scale)
             finite = finite and bool(torch.isfinite(G).all())
         if not (finite or self._leaves_nonfinite_to_scaler):
-            _raise_if_nonfinite_losses(losses, window.names, self._distributed)
+            raise_if_nonfinite_losses(losses, window.names, self._distributed)
         blocks = _blocks(window.shared, window.block_sizes)
         if not finite:  # left to the scaler: it sees the non-finite sum and skips the step
             assert scale is not None
@@ -607,128 +628,28 @@ def _task_gradients(
             param.grad = old
 
 
-def _normalize_losses(
-    losses: Mapping[str, Tensor] | Sequence[Tensor],
-) -> tuple[list[str] | None, list[Tensor]]:
-    names: list[str] | None = None
-    if isinstance(losses, Mapping):
-        names = list(losses)
-        if not all(isinstance(name, str) for name in names):
-            raise TypeError(f"Invalid losses: mapping keys must be task names (str), got {names}")
-        loss_list = list(losses.values())
-    elif isinstance(losses, Sequence) and not isinstance(losses, str):
-        loss_list = list(losses)
-    else:
-        raise TypeError(
-            f"Invalid losses: expected a mapping name -> loss or a sequence of losses, "
-            f"got {type(losses).__name__}"
-        )
-    if not loss_list:
-        raise ValueError("Invalid losses: no tasks (T = 0)")
-    for index, loss in enumerate(loss_list):
-        label = task_label(index, names)
-        if not isinstance(loss, Tensor):
-            raise TypeError(f"Invalid losses: {label} is a {type(loss).__name__}, not a tensor")
-        if loss.numel() != 1:
+def _check_options(granularity: Any, resolution: Any, scaler: Any, sync: Any) -> None:
+    if granularity not in ("global", "tensor"):
+        raise ValueError(f"Invalid granularity: {granularity!r} (expected 'global' or 'tensor')")
+    if resolution not in ("window", "micro_batch"):
+        raise ValueError(f"Invalid resolution: {resolution!r} (expected 'window' or 'micro_batch')")
+    if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+        raise TypeError(f"Invalid scaler: {scaler!r} (expected a torch.amp.GradScaler or None)")
+    if not isinstance(sync, bool):
+        raise TypeError(f"Invalid sync: {sync!r} (expected True or False)")
+
+
+def _raise_if_unreached(reaches: Sequence[bool], names: Sequence[str] | None) -> None:
+    for index, reaches_one in enumerate(reaches):
+        if not reaches_one:
             raise ValueError(
-                f"Invalid losses: {label} has shape {tuple(loss.shape)}; expected a scalar"
-            )
-        if not loss.requires_grad:
-            raise ValueError(f"Invalid losses: {label} does not require grad (was it detached?)")
-    return names, loss_list
-
-
-def _weighted_total(losses: list[Tensor], coefficients: Tensor) -> Tensor:
-    """:math:`\\sum_i a_i L_i` as one product of the stacked losses with ``coefficients``
-    (three autograd nodes whatever ``T``, where a chain of products and sums has ``2T``,
-    each built in the forward and run in the backward). A single loss with coefficient 1
-    is returned as it is; coefficients all 1 (the plain sum) skip the product.
-
-    Each term is the loss times its coefficient rounded to the losses' dtype, as
-    ``c * loss`` with a Python float ``c`` computes it, so the result equals the
-    hand-written ``c_0 * L_0 + c_1 * L_1`` for two losses, bit for bit.
-    """
-    values = coefficients.tolist()
-    if len(losses) == 1 and values[0] == 1.0:
-        return losses[0]
-    device = losses[0].device
-    scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss in losses]
-    stacked = torch.stack([x if x.device == device else x.to(device) for x in scalars])
-    if all(value == 1.0 for value in values):
-        return stacked.sum()
-    return (stacked * torch.tensor(values, dtype=stacked.dtype, device=device)).sum()
-
-
-def _all_finite_values(values: Tensor) -> bool:
-    """Whether the few loss values are all finite, read as Python floats: faster than
-    tensor reductions for a handful of elements, and this runs on every step."""
-    return all(math.isfinite(value) for value in values.tolist())
-
-
-def _raise_if_nonfinite_losses(
-    values: Tensor, names: Sequence[str] | None, averaged: bool = False
-) -> None:
-    if _all_finite_values(values):
-        return
-    for index in range(values.shape[0]):
-        if not torch.isfinite(values[index]):
-            where = " (on at least one rank)" if averaged else ""
-            raise ValueError(
-                f"Invalid losses: {task_label(index, names)} is {float(values[index])}{where}"
+                f"Invalid losses: {task_label(index, names)} reaches none of params "
+                "(is it detached, or computed from other parameters?)"
             )
 
 
-def _normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
-    if isinstance(params, Tensor):
-        params = [params]
-    result: list[Tensor] = []
-    seen: set[int] = set()
-    for index, param in enumerate(params):
-        if not isinstance(param, Tensor):
-            raise TypeError(
-                f"Invalid params: item {index} is a {type(param).__name__}, not a tensor"
-            )
-        if not param.requires_grad or id(param) in seen:
-            continue
-        if not param.is_leaf:
-            raise ValueError(f"Invalid params: item {index} is not a leaf tensor")
-        seen.add(id(param))
-        result.append(param)
-    if not result:
-        raise ValueError("Invalid params: no tensor that requires grad")
-    return result
-
-
-def _walk_to_parameters(loss: Tensor, position: Mapping[int, int]) -> Iterator[Tensor]:
-    """The parameters (among the keys of ``position``, by id) ``loss`` depends on, yielded
-    as its autograd graph is walked (each node visited once; leaves are not expanded), so
-    a caller that needs only the first stops the walk there."""
-    if loss.grad_fn is None:  # the loss is itself a leaf
-        if id(loss) in position:
-            yield loss
-        return
-    seen: set[Any] = set()
-    stack: list[Any] = [loss.grad_fn]
-    while stack:
-        for child, _ in stack.pop().next_functions:
-            if child is None or child in seen:
-                continue
-            seen.add(child)
-            variable = getattr(child, "variable", None)  # only AccumulateGrad nodes have one
-            if variable is None:
-                stack.append(child)
-            elif id(variable) in position:
-                yield variable
-
-
-def _reached_parameters(loss: Tensor, position: Mapping[int, int]) -> dict[int, Tensor]:
-    """Every parameter ``loss`` depends on, by id."""
-    return {id(param): param for param in _walk_to_parameters(loss, position)}
-
-
-def _reaches_any(loss: Tensor, position: Mapping[int, int]) -> bool:
-    """Whether ``loss`` depends on any of the parameters (the walk stops at the first)."""
-    return next(_walk_to_parameters(loss, position), None) is not None
+def _display_names(names: Sequence[str] | None, T: int) -> tuple[str, ...]:
+    return tuple(names) if names is not None else tuple(map(str, range(T)))
 
 
 def _check_same_kind(shared: list[Tensor]) -> None:

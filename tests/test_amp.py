@@ -106,12 +106,15 @@ def infinite_gradient_losses(model: TwoHeads) -> dict[str, torch.Tensor]:
     return losses
 
 
-@pytest.mark.parametrize("make", ["inf_gradient", "nan_loss"])
-def test_nonfinite_step_is_left_to_the_scaler(make):
+@pytest.mark.parametrize(
+    ("make", "method"),
+    [("inf_gradient", "gradnorm"), ("nan_loss", "gradnorm"), ("nan_loss", "uw")],
+)  # uw: a loss weighting, which takes one backward pass of the weighted sum
+def test_nonfinite_step_is_left_to_the_scaler(make, method):
     model = TwoHeads()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
-    resolver = gradsurgery.get_resolver("gradnorm")
+    resolver = gradsurgery.get_resolver(method)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     if make == "inf_gradient":
         losses = infinite_gradient_losses(model)
@@ -123,6 +126,7 @@ def test_nonfinite_step_is_left_to_the_scaler(make):
     )
     assert not result.finite and result.gram is None
     assert resolver.state_dict().get("step", 0) == 0  # the resolver's state is untouched
+    assert "optimizer" not in resolver.state_dict()
     scaler.step(optimizer)
     scaler.update()
     assert scaler.get_scale() == 2.0**7  # the scaler saw the overflow and backed off

@@ -125,6 +125,26 @@ def test_loss_weighting_takes_one_element_losses_of_any_shape_and_dtype():
     assert_grads_match(model, expected)
 
 
+@pytest.mark.parametrize("method", ["uw", "dwa", "famo"])
+def test_loss_weighting_backward_equals_the_micro_batch_accumulator(method):
+    # backward() takes a lean path for loss weightings; Accumulator keeps the general one.
+    direct, windowed = TwoHeads(), TwoHeads()
+    resolvers = gradsurgery.get_resolver(method), gradsurgery.get_resolver(method)
+    accumulator = gradsurgery.Accumulator(
+        windowed.parameters(), resolver=resolvers[1], weights=[0.7, 0.3], resolution="micro_batch"
+    )
+    for step in range(3):
+        x = X[step::3]
+        ours = gradsurgery.backward(
+            direct.losses(x), direct.parameters(), resolver=resolvers[0], weights=[0.7, 0.3]
+        )
+        theirs = accumulator.backward(windowed.losses(x))
+        assert theirs is not None and ours.weights is not None and theirs.weights is not None
+        assert torch.equal(ours.weights, theirs.weights)
+        assert ours.task_names == theirs.task_names == ("a", "b")
+        assert_grads_match(direct, grads_of(windowed), exact=True)
+
+
 def test_gradients_accumulate_like_backward():
     model = TwoHeads()
     gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", primary="a")

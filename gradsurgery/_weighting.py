@@ -1,0 +1,78 @@
+r"""Loss weightings in the autograd glue: one backward pass of :math:`\sum_i w_i c_i L_i`.
+
+A resolver whose weights ignore the Gram matrix (``uses_gram = False``: ``sum``, ``mean``,
+UW, DWA, RLW, FAMO, ...) needs no task gradients: its direction :math:`\sum_i w_i c_i g_i`
+is the gradient of :math:`\sum_i w_i c_i L_i`, with :math:`w` the resolver's weights and
+:math:`c` the loss weights. This module forms those coefficients and that sum; it runs on
+every training step of such a method, so it is kept to a handful of tensor operations.
+"""
+
+from __future__ import annotations
+
+from typing import TypeGuard
+
+import torch
+from torch import Tensor
+
+from gradsurgery.resolvers.base import GramResolver, Resolver
+
+__all__ = ["coefficients", "is_loss_weighting", "stack_losses", "weighted_total"]
+
+
+def is_loss_weighting(resolver: Resolver) -> TypeGuard[GramResolver]:
+    """Whether ``resolver``'s direction is a weighted sum of the task gradients whose weights
+    do not depend on them (so the glue back-propagates one weighted loss)."""
+    return isinstance(resolver, GramResolver) and not resolver.uses_gram
+
+
+def stack_losses(losses: list[Tensor]) -> Tensor:
+    """The ``(T,)`` stacked scalar losses, on the first loss's device (differentiable)."""
+    device = losses[0].device
+    scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss in losses]
+    return torch.stack([x if x.device == device else x.to(device) for x in scalars])
+
+
+def coefficients(
+    resolver: GramResolver | None,
+    primary: int | None,
+    loss_values: Tensor,
+    loss_weights: Tensor | None,
+) -> Tensor:
+    """The ``(1, T)`` float64 coefficients :math:`w_i c_i` of the losses.
+
+    Args:
+        resolver: the loss weighting, or ``None`` for plain weights :math:`w = 1` (tasks
+            that share no parameter, or non-finite losses left to a ``GradScaler``).
+        primary: the primary task's index, handed to the resolver.
+        loss_values: ``(T,)`` float64 loss values, handed to the resolver.
+        loss_weights: ``(T,)`` float64 loss weights :math:`c`, or ``None`` for ones.
+    """
+    T = loss_values.shape[0]
+    if resolver is None:
+        weights = torch.ones(1, T, dtype=torch.float64)
+    else:  # the Gram is not read: a loss weighting is handed NaN-free zeros of its shape
+        gram = torch.zeros(1, T, T, dtype=torch.float64)
+        weights = resolver.weights(gram, primary=primary, losses=loss_values)
+    if loss_weights is not None:
+        weights = weights * loss_weights
+    return weights
+
+
+def weighted_total(stacked: Tensor, coefficients: Tensor) -> Tensor:
+    r""":math:`\sum_i a_i L_i` as one product of the stacked losses with ``coefficients``
+    (three autograd nodes whatever ``T``, where a chain of products and sums has ``2T``,
+    each built in the forward and run in the backward). Coefficients all 1 (the plain
+    sum) skip the product.
+
+    Each term is the loss times its coefficient rounded to the losses' dtype, as
+    ``c * loss`` with a Python float ``c`` computes it, so the result equals the
+    hand-written ``c_0 * L_0 + c_1 * L_1`` for two losses, bit for bit.
+
+    Args:
+        stacked: ``(T,)`` losses from :func:`stack_losses`.
+        coefficients: ``(T,)`` coefficients :math:`a`, any dtype and device.
+    """
+    values = coefficients.tolist()
+    if all(value == 1.0 for value in values):
+        return stacked.sum()
+    return (stacked * torch.tensor(values, dtype=stacked.dtype, device=stacked.device)).sum()

@@ -6,15 +6,20 @@ NumPy operation on a tiny array, 2-10 us for a torch one on the CPU (more with a
 launch on an accelerator). Such resolvers copy the Gram matrices to the host once
 (:func:`to_host`), compute there, and copy the ``(B, T)`` weights back (:func:`from_host`);
 the ``O(T P)`` work on the task gradients themselves stays in torch, where they live.
+:class:`HostGramResolver` is that frame: its subclasses write their weights on arrays.
 """
 
 from __future__ import annotations
+
+from abc import abstractmethod
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["from_host", "to_host"]
+from gradsurgery.resolvers.base import GramResolver
+
+__all__ = ["HostGramResolver", "from_host", "to_host"]
 
 
 def to_host(tensor: Tensor) -> np.ndarray:
@@ -25,3 +30,25 @@ def to_host(tensor: Tensor) -> np.ndarray:
 def from_host(array: np.ndarray, like: Tensor) -> Tensor:
     """``array`` as a tensor with ``like``'s dtype and device."""
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=like.dtype)
+
+
+class HostGramResolver(GramResolver):
+    """A :class:`~gradsurgery.resolvers.base.GramResolver` whose weights are computed in
+    float64 NumPy: subclasses implement :meth:`host_weights`, and :meth:`weights` copies
+    the Gram matrices to the host once and the weights back (for weights that do not read
+    the loss values)."""
+
+    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+        return from_host(self.host_weights(to_host(gram), primary=primary), gram)
+
+    @abstractmethod
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
+        """:meth:`weights` on the host.
+
+        Args:
+            gram: ``(B, T, T)`` float64 Gram matrices, one per block.
+            primary: index of the primary task, or ``None``.
+
+        Returns:
+            ``(B, T)`` float64 weights, finite.
+        """

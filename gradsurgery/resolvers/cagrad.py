@@ -6,11 +6,9 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from torch import Tensor
 
-from gradsurgery.resolvers._host import from_host, to_host
+from gradsurgery.resolvers._host import HostGramResolver
 from gradsurgery.resolvers._simplex import min_norm_in_simplex_array
-from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["CAGrad"]
 
@@ -25,7 +23,7 @@ _NEGLIGIBLE_NORM = 1e-7
 stepping along such a ``g_w`` gives a direction of rounding."""
 
 
-class CAGrad(GramResolver):
+class CAGrad(HostGramResolver):
     r"""CAGrad, conflict-averse gradient descent (Liu et al., NeurIPS 2021).
 
     "Conflict-Averse Gradient Descent for Multi-task Learning",
@@ -95,12 +93,9 @@ class CAGrad(GramResolver):
     def _options(self) -> dict[str, Any]:
         return {"c": self.c, "rescale": self.rescale}
 
-    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        return from_host(self._weights_on_host(to_host(gram)), gram)
-
-    def _weights_on_host(self, gram: np.ndarray) -> np.ndarray:
-        """:meth:`weights` in float64 NumPy: the root search is many tiny steps, whose cost
-        is per-call overhead (see :mod:`gradsurgery.resolvers._simplex`)."""
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
+        # The root search is many tiny steps, whose cost is per-call overhead: NumPy on
+        # the host (see _host).
         T = gram.shape[-1]
         uniform = np.full(gram.shape[:-1], 1.0 / T)
         mean_dots = gram.mean(-1)  # b_i = g_i . g_0

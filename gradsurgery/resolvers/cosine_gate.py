@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
-from gradsurgery.resolvers._host import from_host, to_host
-from gradsurgery.resolvers.base import GramResolver
+from gradsurgery.resolvers._host import HostGramResolver
 
 __all__ = ["CosineGate"]
 
 
-class CosineGate(GramResolver):
+class CosineGate(HostGramResolver):
     r"""Gradient-cosine gating of auxiliary tasks (Du et al., 2018).
 
     With :math:`p` the primary (main) gradient and :math:`a_k` the auxiliary gradients, an
@@ -63,16 +61,13 @@ class CosineGate(GramResolver):
     def _options(self) -> dict[str, Any]:
         return {"weighted": self.weighted}
 
-    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        # A handful of element-wise steps on the T x T Gram: float64 NumPy on the host
-        # costs less per call than torch (see _host).
-        host = to_host(gram)
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
         p = 0 if primary is None else primary
-        norms = np.sqrt(np.maximum(np.diagonal(host, axis1=-2, axis2=-1), 0.0))
+        norms = np.sqrt(np.maximum(np.diagonal(gram, axis1=-2, axis2=-1), 0.0))
         denominator = norms[..., p : p + 1] * norms
         positive = denominator > 0
-        cosine = np.where(positive, host[..., p, :] / np.where(positive, denominator, 1.0), 0.0)
+        cosine = np.where(positive, gram[..., p, :] / np.where(positive, denominator, 1.0), 0.0)
         cosine = np.clip(cosine, -1.0, 1.0)
         weights = np.maximum(cosine, 0.0) if self.weighted else (cosine > 0).astype(np.float64)
         weights[..., p] = 1.0
-        return from_host(weights, gram)
+        return weights

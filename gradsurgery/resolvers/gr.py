@@ -17,10 +17,8 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-from torch import Tensor
 
-from gradsurgery.resolvers._host import from_host, to_host
-from gradsurgery.resolvers.base import GramResolver
+from gradsurgery.resolvers._host import HostGramResolver
 
 __all__ = [
     "GradientRemedy",
@@ -154,7 +152,7 @@ def _cosine(gram: PairGram) -> np.ndarray:
     return np.where(both, np.clip(pa / denominator, -1.0, 1.0), 0.0)
 
 
-class RescaleOptions(GramResolver):
+class RescaleOptions(HostGramResolver):
     """The hyper-parameters of GR's rescale, shared by :class:`GradientRemedy` and the
     rescale-only ablation: ``k`` (dominance threshold, > 0) and ``max_stretch`` (None or
     >= 1)."""
@@ -229,21 +227,20 @@ class GradientRemedy(RescaleOptions):
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
 
-    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        host = to_host(gram)
-        T = host.shape[-1]
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
+        T = gram.shape[-1]
         p = 0 if primary is None else primary
-        weights = np.zeros(host.shape[:-1])
-        stretch = np.ones(host.shape[:-2])
+        weights = np.zeros(gram.shape[:-1])
+        stretch = np.ones(gram.shape[:-2])
         primary_from_auxiliaries = np.zeros_like(stretch)
         for a in range(T):
             if a == p:
                 continue
-            projected = remedy_projection(pair_gram(host, p, a))
+            projected = remedy_projection(pair_gram(gram, p, a))
             rescaled = remedy_rescale(projected.gram, self.k, self.max_stretch)
             # cos * (a + shift * p): the auxiliary's own weight and its share of p.
             weights[..., a] = rescaled.auxiliary_scale
             primary_from_auxiliaries += rescaled.auxiliary_scale * projected.shift
             stretch = np.maximum(stretch, rescaled.primary_scale)
         weights[..., p] = stretch + primary_from_auxiliaries
-        return from_host(weights, gram)
+        return weights

@@ -13,16 +13,14 @@ run.
 from __future__ import annotations
 
 import numpy as np
-from torch import Tensor
 
-from gradsurgery.resolvers._host import from_host, to_host
-from gradsurgery.resolvers.base import GramResolver
+from gradsurgery.resolvers._host import HostGramResolver
 from gradsurgery.resolvers.gr import RescaleOptions, pair_gram, remedy_projection, remedy_rescale
 
 __all__ = ["GradientRemedyProjection", "GradientRemedyRescale"]
 
 
-class GradientRemedyProjection(GramResolver):
+class GradientRemedyProjection(HostGramResolver):
     r"""Gradient Remedy's projection step alone (``"gr_project"``).
 
     For the primary gradient :math:`p` and each auxiliary gradient :math:`a_k`, with
@@ -60,15 +58,14 @@ class GradientRemedyProjection(GramResolver):
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
 
-    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        host = to_host(gram)
-        T = host.shape[-1]
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
+        T = gram.shape[-1]
         p = 0 if primary is None else primary
-        weights = np.ones(host.shape[:-1])
+        weights = np.ones(gram.shape[:-1])
         for a in range(T):
             if a != p:
-                weights[..., p] += remedy_projection(pair_gram(host, p, a)).shift
-        return from_host(weights, gram)
+                weights[..., p] += remedy_projection(pair_gram(gram, p, a)).shift
+        return weights
 
 
 class GradientRemedyRescale(RescaleOptions):
@@ -119,14 +116,13 @@ class GradientRemedyRescale(RescaleOptions):
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict"})
 
-    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        host = to_host(gram)
-        T = host.shape[-1]
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
+        T = gram.shape[-1]
         p = 0 if primary is None else primary
-        weights = np.ones(host.shape[:-1])
+        weights = np.ones(gram.shape[:-1])
         for a in range(T):
             if a != p:
-                rescaled = remedy_rescale(pair_gram(host, p, a), self.k, self.max_stretch)
+                rescaled = remedy_rescale(pair_gram(gram, p, a), self.k, self.max_stretch)
                 weights[..., a] = rescaled.auxiliary_scale
                 weights[..., p] = np.maximum(weights[..., p], rescaled.primary_scale)
-        return from_host(weights, gram)
+        return weights

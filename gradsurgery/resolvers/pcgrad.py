@@ -6,18 +6,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from gradsurgery.resolvers._host import from_host, to_host
+from gradsurgery.resolvers._host import HostGramResolver
 from gradsurgery.resolvers._random import SeededRandomness
-from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["PCGrad"]
 
 Order = Literal["random", "fixed"]
 
 
-class PCGrad(SeededRandomness, GramResolver):
+class PCGrad(SeededRandomness, HostGramResolver):
     r"""PCGrad, "gradient surgery" (Yu et al., NeurIPS 2020, https://arxiv.org/abs/2001.06782).
 
     For each task :math:`i`, visit the other tasks :math:`j` in random order; whenever the
@@ -81,13 +79,11 @@ class PCGrad(SeededRandomness, GramResolver):
             return others
         return self._shuffled(others)
 
-    def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
+    def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
         # Each task's projections change only its own g_i^PC, so all tasks make their k-th
         # visit at once: row i of ``coefficients`` is g_i^PC in the basis of the original
         # gradients, row i of ``projected`` is G times it. The primary (if any) visits none.
-        # The T x T algebra runs in float64 NumPy on the host (see _host: per-call cost).
-        host = to_host(gram)
-        T = host.shape[-1]
+        T = gram.shape[-1]
         visits = []
         for i in range(T):
             if i == primary:
@@ -100,9 +96,9 @@ class PCGrad(SeededRandomness, GramResolver):
         if primary is not None:
             visiting[primary] = False
         tasks = np.arange(T)
-        diagonal = np.diagonal(host, axis1=-2, axis2=-1)
-        coefficients = np.broadcast_to(np.eye(T), host.shape).copy()
-        projected = host.copy()  # G e_i = row i of the symmetric G
+        diagonal = np.diagonal(gram, axis1=-2, axis2=-1)
+        coefficients = np.broadcast_to(np.eye(T), gram.shape).copy()
+        projected = gram.copy()  # G e_i = row i of the symmetric G
         for visit in range(T - 1):
             j = visit_table[:, visit]
             dot = projected[..., tasks, j]  # g_i^PC . g_j
@@ -110,5 +106,6 @@ class PCGrad(SeededRandomness, GramResolver):
             project = visiting & (dot < 0) & (norm_j > 0)
             step = -np.where(project, dot / np.where(project, norm_j, 1.0), 0.0)
             coefficients[..., tasks, j] += step
-            projected += step[..., None] * host[..., j, :]
-        return from_host(coefficients.sum(axis=-2), gram)
+            projected += step[..., None] * gram[..., j, :]
+        weights: np.ndarray = coefficients.sum(axis=-2)
+        return weights

@@ -3,9 +3,10 @@
 A run folder (``runs/<preset>/<system>/seed<N>``) holds checkpoints of several MB and is
 not committed. Its record holds what the report is computed from and what a reader may
 want to recompute: the run's settings (``config.json``), its training log, its conflict
-statistics, every decoded test utterance (gzipped) and its scores (``evaluation.json``). Records
-live beside the report (``results/runs/<system>/seed<N>``), so a grid spread over several
-sittings keeps its finished runs even where the run folders are gone (a fresh clone):
+statistics, the code and machine of each sitting (``sittings.jsonl``), every decoded test
+utterance (gzipped) and its scores (``evaluation.json``). Records live beside the report
+(``results/runs/<system>/seed<N>``), so a grid spread over several sittings keeps its
+finished runs even where the run folders are gone (a fresh clone):
 :func:`examples.asr_se.compare.run_grid` skips a recorded run, and
 :func:`examples.asr_se.compare.collect` reads records only.
 """
@@ -21,13 +22,14 @@ RECORD_FILES = (
     "train_log.csv",
     "conflicts.json",
     "hypotheses.jsonl",
+    "sittings.jsonl",
     "evaluation.json",  # last: its presence marks the record complete
 )
 """The files a record copies from its run folder, in the order they are copied."""
 
-OPTIONAL = frozenset({"conflicts.json"})
+OPTIONAL = frozenset({"conflicts.json", "sittings.jsonl"})
 """Record files a scored run may lack: systems without task gradients to monitor have no
-conflict statistics."""
+conflict statistics, and runs trained before 2026-11-30 have no sittings."""
 
 REQUIRED = tuple(name for name in RECORD_FILES if name not in OPTIONAL)
 

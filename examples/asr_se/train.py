@@ -8,6 +8,8 @@ A run lives in one folder::
     conflicts.csv     gradsurgery's ConflictMonitor record: cosine, norm ratio, conflict and
                       dominance of the ASR and SE gradients per monitored step
     conflicts.json    its summary, and conflicts.png its picture
+    sittings.jsonl    one line per sitting (fresh start or resume): when, from which step,
+                      on which git commit and machine (see ``provenance.py``)
     final.pt          the trained model (written last: its presence means "done")
 
 Under ``torchrun --nproc-per-node N`` each process takes every N-th utterance of each
@@ -39,6 +41,7 @@ from examples.asr_se.batching import epoch_batches
 from examples.asr_se.config import Preset, TrainConfig
 from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
 from examples.asr_se.model import JointModel, ModelConfig, asr_loss, se_loss
+from examples.asr_se.provenance import record_sitting
 from examples.asr_se.systems import System, get_system
 
 TRAIN_LOG_FIELDS = (
@@ -368,6 +371,8 @@ class Trainer:
             (self.run_dir / "config.json").write_text(
                 json.dumps(self.identity(), indent=2, sort_keys=True)
             )
+        if self.rank == 0:
+            record_sitting(self.run_dir, self.position.step)
         train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS, self.rank == 0)
         bar = progress_bar(
             self.total_steps,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from examples.asr_se import provenance
 from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import get_preset
 from examples.asr_se.corpus import CorpusError
@@ -95,12 +96,17 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(
     monkeypatch.setattr(Trainer, "_step", original_step)
     assert not interrupted.final_path.exists()
     resumed = trainer(tiny_manifest, tmp_path / "interrupted", system, steps)
+    resumed_from = torch.load(interrupted.checkpoint_path, weights_only=False)["position"]["step"]
     resumed.train(resume=True)
     actual = torch.load(resumed.final_path, weights_only=False)["model"]
     for name, tensor in expected.items():
         assert torch.equal(actual[name], tensor), name
     log = (tmp_path / "interrupted" / "train_log.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in log[1:]] == [str(s) for s in range(resumed.total_steps)]
+    sittings = (tmp_path / "interrupted" / "sittings.jsonl").read_text().splitlines()
+    starts = [json.loads(line) for line in sittings]
+    assert [start["step"] for start in starts] == [0, resumed_from]
+    assert all(start["commit"] == provenance.PROCESS_CODE["commit"] for start in starts)
 
 
 def test_fresh_start_over_a_checkpoint_is_refused(tiny_manifest, tmp_path):
@@ -264,3 +270,13 @@ def test_a_resolver_variant_trains_with_its_own_options(tiny_manifest, tmp_path)
     assert variant.monitor is not None and variant.monitor.k == 20.0
     variant.train()
     assert variant.final_path.exists()
+
+
+def test_sittings_name_the_commit_or_none_outside_a_repository(tmp_path, monkeypatch):
+    version = provenance.code_version()
+    assert version["commit"] is None or len(version["commit"]) == 40
+    monkeypatch.setattr(provenance, "_REPOSITORY", tmp_path)  # no git repository here
+    assert provenance.code_version() == {"commit": None, "dirty": None}
+    line = provenance.record_sitting(tmp_path, 7)
+    assert json.loads((tmp_path / "sittings.jsonl").read_text()) == line
+    assert line["step"] == 7 and "torch" in line["machine"]

@@ -1,0 +1,68 @@
+"""On what code and machine a run was trained: one line per sitting in ``sittings.jsonl``.
+
+A run of the full preset may be trained across several sittings (``--resume``), and the
+code may change between them. Each sitting appends one JSON line to the run folder's
+``sittings.jsonl``: when it began (UTC), at which step, the git commit of this process's
+code and whether the working tree had uncommitted changes to tracked files, and the
+machine. The commit is read once, when this module is first imported (at the start of
+the process, before any run), because a long ``compare`` keeps the code it started with
+while the repository may move on under it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from examples.asr_se.report import machine
+
+__all__ = ["SITTINGS_FILE", "code_version", "record_sitting"]
+
+SITTINGS_FILE = "sittings.jsonl"
+
+_REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def _git(*arguments: str) -> str | None:
+    """The output of ``git arguments`` in this repository, or ``None`` without git."""
+    try:
+        done = subprocess.run(
+            ["git", *arguments],
+            cwd=_REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_version() -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the working tree now
+    (``None`` where git or the repository is absent, as in an installed copy)."""
+    commit = _git("rev-parse", "HEAD")
+    status = None if commit is None else _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+PROCESS_CODE = code_version()
+"""The code this process imported (read at import; see the module's docstring)."""
+
+
+def record_sitting(run_dir: Path, step: int) -> dict[str, Any]:
+    """Append the line of a sitting that begins at ``step`` to ``run_dir``'s
+    ``sittings.jsonl`` and return it."""
+    line = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "step": step,
+        **PROCESS_CODE,
+        "machine": machine(),
+    }
+    with open(run_dir / SITTINGS_FILE, "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    return line

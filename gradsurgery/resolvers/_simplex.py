@@ -12,7 +12,7 @@ The problems are tiny (``T <= 16`` or so, a few dozen blocks) and the method tak
 dozen element-wise steps per iteration, so its cost is the per-call overhead of each step,
 not arithmetic. NumPy's is several times lower than torch's for such arrays, so the
 solvers run in float64 NumPy on the host; the torch-facing functions copy the ``T x T``
-inputs there and the ``T`` weights back (:mod:`gradsurgery.resolvers._host`). The
+inputs there and the ``T`` weights back (:mod:`gradsurgery.resolvers.host`). The
 ``*_array`` functions are the NumPy cores, for callers that chain many solves (CAGrad).
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from gradsurgery.resolvers._host import from_host, to_host
+from gradsurgery.resolvers.host import from_host, to_host
 
 __all__ = [
     "min_norm_in_simplex",

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gradsurgery.resolvers._host import HostGramResolver
 from gradsurgery.resolvers._simplex import min_norm_in_simplex_array
+from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = ["CAGrad"]
 
@@ -95,7 +95,7 @@ class CAGrad(HostGramResolver):
 
     def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
         # The root search is many tiny steps, whose cost is per-call overhead: NumPy on
-        # the host (see _host).
+        # the host (see gradsurgery.resolvers.host).
         T = gram.shape[-1]
         uniform = np.full(gram.shape[:-1], 1.0 / T)
         mean_dots = gram.mean(-1)  # b_i = g_i . g_0

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from gradsurgery.resolvers._host import HostGramResolver
+from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = ["CosineGate"]
 

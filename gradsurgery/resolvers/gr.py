@@ -8,7 +8,7 @@ The two halves of the method are separate functions, :func:`remedy_projection` a
 :class:`GradientRemedy` composes them. They take float64 NumPy arrays: the method is a few
 dozen element-wise steps on arrays of one entry per block, whose cost is per-call overhead,
 several times lower in NumPy than in torch; the resolvers copy the ``T x T`` Gram to the
-host once and the weights back (:mod:`gradsurgery.resolvers._host`).
+host once and the weights back (:mod:`gradsurgery.resolvers.host`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gradsurgery.resolvers._host import HostGramResolver
+from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = [
     "GradientRemedy",

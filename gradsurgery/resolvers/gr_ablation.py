@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradsurgery.resolvers._host import HostGramResolver
 from gradsurgery.resolvers.gr import RescaleOptions, pair_gram, remedy_projection, remedy_rescale
+from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = ["GradientRemedyProjection", "GradientRemedyRescale"]
 

@@ -33,10 +33,22 @@ def from_host(array: np.ndarray, like: Tensor) -> Tensor:
 
 
 class HostGramResolver(GramResolver):
-    """A :class:`~gradsurgery.resolvers.base.GramResolver` whose weights are computed in
+    """A :class:`~gradsurgery.resolvers.GramResolver` whose weights are computed in
     float64 NumPy: subclasses implement :meth:`host_weights`, and :meth:`weights` copies
     the Gram matrices to the host once and the weights back (for weights that do not read
-    the loss values)."""
+    the loss values).
+
+    Example:
+        >>> import numpy as np, torch, gradsurgery
+        >>> from gradsurgery.resolvers.host import HostGramResolver
+        >>> class InverseNorm(HostGramResolver):  # d = sum_i g_i / ||g_i||
+        ...     def host_weights(self, gram, *, primary):
+        ...         norms = np.sqrt(np.diagonal(gram, axis1=-2, axis2=-1))
+        ...         return 1.0 / np.where(norms > 0, norms, 1.0)
+        >>> G = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+        >>> gradsurgery.resolve(G, method=InverseNorm())
+        tensor([0.6000, 1.8000])
+    """
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         return from_host(self.host_weights(to_host(gram), primary=primary), gram)

@@ -7,8 +7,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from gradsurgery.resolvers._host import HostGramResolver
 from gradsurgery.resolvers._random import SeededRandomness
+from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = ["PCGrad"]
 

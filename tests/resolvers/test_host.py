@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradsurgery.resolvers._host import from_host, to_host
+from gradsurgery.resolvers.host import from_host, to_host
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])

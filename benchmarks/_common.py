@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -180,39 +179,12 @@ def error_text(error: BaseException) -> str:
 def git_describe() -> str | None:
     """The commit the code ran at (12 hex digits), with ``+dirty`` when tracked code (not
     results) differs from it; ``None`` outside a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    head = root / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        commit = (head.parent / ref[5:]).read_text().strip() if ref.startswith("ref: ") else ref
-    except OSError:
+    from examples.asr_se.provenance import code_version  # as the flagship's runs record it
+
+    version = code_version()
+    if version["commit"] is None:
         return None
-    return commit[:12] + ("+dirty" if _code_modified(root) else "")
-
-
-def _code_modified(root: Path) -> bool:
-    """Whether ``git status`` shows changed tracked code (False when git cannot tell)."""
-    try:
-        status = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                ".",
-                ":(exclude)benchmarks/results",
-                ":(exclude)examples/asr_se/results",
-            ],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return bool(status.stdout.strip())
+    return version["commit"][:12] + ("+dirty" if version["dirty"] else "")
 
 
 def benchmark_parser(name: str, description: str, smoke_help: str) -> argparse.ArgumentParser:

@@ -15,11 +15,11 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from examples.asr_se.report import machine
 
-__all__ = ["SITTINGS_FILE", "code_version", "record_sitting"]
+__all__ = ["RESULT_FOLDERS", "SITTINGS_FILE", "CodeVersion", "code_version", "record_sitting"]
 
 SITTINGS_FILE = "sittings.jsonl"
 
@@ -42,11 +42,27 @@ def _git(*arguments: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def code_version() -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the working tree now
-    (``None`` where git or the repository is absent, as in an installed copy)."""
+class CodeVersion(TypedDict):
+    """The git commit of the code (``None`` without git or a repository) and whether tracked
+    files outside :data:`RESULT_FOLDERS` differed from it (``None`` when unknown)."""
+
+    commit: str | None
+    dirty: bool | None
+
+
+RESULT_FOLDERS = ("benchmarks/results", "examples/asr_se/results")
+"""Folders of committed results, which runs themselves rewrite: not code, so changes there
+do not make the working tree "dirty"."""
+
+
+def code_version() -> CodeVersion:
+    """The :class:`CodeVersion` of the working tree now (all ``None`` where git or the
+    repository is absent, as in an installed copy)."""
     commit = _git("rev-parse", "HEAD")
-    status = None if commit is None else _git("status", "--porcelain", "--untracked-files=no")
+    excluded = [f":(exclude){folder}" for folder in RESULT_FOLDERS]
+    status = None
+    if commit is not None:
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

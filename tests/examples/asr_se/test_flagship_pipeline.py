@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,3 +282,24 @@ def test_sittings_name_the_commit_or_none_outside_a_repository(tmp_path, monkeyp
     line = provenance.record_sitting(tmp_path, 7)
     assert json.loads((tmp_path / "sittings.jsonl").read_text()) == line
     assert line["step"] == 7 and "torch" in line["machine"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_results_written_by_runs_do_not_make_the_code_dirty(tmp_path, monkeypatch):
+    def git(*arguments: str) -> None:
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
+
+    results = tmp_path / "examples" / "asr_se" / "results"
+    results.mkdir(parents=True)
+    (results / "RESULTS.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(provenance, "_REPOSITORY", tmp_path)
+    assert provenance.code_version()["dirty"] is False
+    (results / "RESULTS.md").write_text("new\n")
+    assert provenance.code_version()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    version = provenance.code_version()
+    assert version["dirty"] is True and version["commit"] is not None

@@ -103,7 +103,10 @@ def output_dir(path: str | os.PathLike[str] | None) -> Path:
 
 
 def write_json(path: Path, payload: Any, indent: int | None = 1) -> None:
-    path.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
+    """Write ``payload`` to ``path`` atomically (an interruption leaves the old file)."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(payload, indent=indent, default=str) + "\n")
+    os.replace(partial, path)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -9,6 +9,9 @@ reference for the primary-task criterion: reach :math:`\\arg\\min f_1` (within
 ``F1_TOLERANCE`` of its minimum) at least as reliably and as fast as single-task training.
 
 Writes ``toy.json``, ``toy.md``, ``toy.png`` (small multiples) and ``toy/<method>.png``.
+Each finished run is also kept in ``toy.partial.json`` until the end, so that a run
+interrupted (it takes about 84 minutes on one core) continues with ``--resume``: each
+label's optimisation is seeded on its own, so the results are those of a straight run.
 
 Run: ``python -m benchmarks.toy --steps 35000`` or ``--smoke``.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -139,16 +143,41 @@ def _on_pareto(x: torch.Tensor) -> bool:
     return bool(-7.05 <= x[0] <= 7.05 and PARETO_X2[0] <= x[1] <= PARETO_X2[1])
 
 
+PARTIAL_FILE = "toy.partial.json"
+"""The runs finished so far, with what they depend on (see :func:`run`)."""
+
+
+def _finished_runs(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    """The runs kept in ``path`` if they were made with ``key`` (steps, seed and a clean
+    commit equal to this one's), else none."""
+    if key["git_commit"] is None or key["git_commit"].endswith("+dirty"):
+        return {}
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(kept["results"]) if kept.get("key") == key else {}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every requested run; with ``args.resume``, those kept in ``toy.partial.json`` of
+    ``args.out`` by an interrupted run of the same steps, seed and (clean) commit are
+    taken as they are."""
     torch.set_num_threads(1)
     info = _common.machine(args.seed)
     entries: list[tuple[str, str | None, int | None]] = [("single_task_f1", None, None)]
     entries += _common.variants(args.methods)
     if args.labels:
         entries = [entry for entry in entries if entry[0] in args.labels]
+    partial = _common.output_dir(args.out) / PARTIAL_FILE
+    key = {"steps": args.steps, "seed": args.seed, "git_commit": info["git_commit"]}
+    finished = _finished_runs(partial, key) if args.resume else {}
     results: dict[str, Any] = {}
     record_every = max(1, args.steps // 100)
     for label, method, primary in entries:
+        if label in finished:
+            results[label] = finished[label]
+            continue
         start = time.perf_counter()
         try:
             result = optimise(method, primary, args.steps, record_every, args.seed)
@@ -156,8 +185,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = {"error": _common.error_text(error)}
         result.update(method=method, primary=primary, seconds=time.perf_counter() - start)
         results[label] = result
+        _common.write_json(partial, {"key": key, "results": {**finished, **results}}, indent=None)
         if args.verbose:
             print(f"{label}: {result.get('error') or _summary(result)}", flush=True)
+    info["resumed_labels"] = [label for label in results if label in finished]
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
         "machine": info,
@@ -393,6 +424,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--labels", nargs="*", help="only these runs, e.g. single_task_f1 sum gr 'pcgrad[p]'"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"keep the runs an interrupted run left in OUT/{PARTIAL_FILE} (same steps, "
+        "seed and clean commit) and do the rest",
+    )
     _common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -403,7 +440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
-    write_outputs(result, _common.output_dir(args.out), per_method=True)
+    out = _common.output_dir(args.out)
+    write_outputs(result, out, per_method=True)
+    (out / PARTIAL_FILE).unlink(missing_ok=True)
     return result
 
 

@@ -112,6 +112,35 @@ def test_toy_smoke(tmp_path):
     assert "Primary-task criterion" in (tmp_path / "toy.md").read_text()
 
 
+def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(_common, "git_describe", lambda: "0123456789ab")  # a clean commit
+    arguments = ["--smoke", "--quiet", "--out", str(tmp_path), "--labels", "sum", "gr", "mgda"]
+    straight = toy.run(toy.parse_args(arguments))
+    optimise, calls = toy.optimise, []
+
+    def interrupted_at_the_third(method, *rest):
+        calls.append(method)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return optimise(method, *rest)
+
+    monkeypatch.setattr(toy, "optimise", interrupted_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        toy.run(toy.parse_args(arguments))
+    assert set(json.loads((tmp_path / toy.PARTIAL_FILE).read_text())["results"]) == {"gr", "mgda"}
+    calls.clear()
+    resumed = toy.main([*arguments, "--resume"])
+    assert calls == ["sum"]  # the two finished runs are kept
+    assert resumed["machine"]["resumed_labels"] == ["gr", "mgda"]
+    for label, entry in straight["results"].items():
+        assert resumed["results"][label]["runs"] == entry["runs"], label
+    assert not (tmp_path / toy.PARTIAL_FILE).exists()
+    monkeypatch.setattr(toy, "optimise", optimise)
+    monkeypatch.setattr(_common, "git_describe", lambda: "0123456789ab+dirty")  # not kept
+    toy.run(toy.parse_args([*arguments[:-3], "gr"]))
+    assert toy.run(toy.parse_args([*arguments, "--resume"]))["machine"]["resumed_labels"] == []
+
+
 def test_toy_f1_minimum_matches_the_literature():
     # ALGORITHMS.md §3.1: min f1 is about -19.99, near (7, -8.43).
     assert toy._f1_minimum() == pytest.approx(toy.F1_MIN, abs=0.01)

@@ -147,10 +147,27 @@ PARTIAL_FILE = "toy.partial.json"
 """The runs finished so far, with what they depend on (see :func:`run`)."""
 
 
+TOY_CODE = (
+    "gradsurgery",
+    "benchmarks/toy.py",
+    "benchmarks/toy_problem.py",
+    "benchmarks/_common.py",
+)
+"""The files the toy's results are computed from."""
+
+
+def _code_version() -> str | None:
+    """The last commit that changed :data:`TOY_CODE`, or ``None`` when it has uncommitted
+    changes (or git cannot tell)."""
+    from examples.asr_se.provenance import last_clean_change
+
+    return last_clean_change(TOY_CODE)
+
+
 def _finished_runs(path: Path, key: dict[str, Any]) -> dict[str, Any]:
-    """The runs kept in ``path`` if they were made with ``key`` (steps, seed and a clean
-    commit equal to this one's), else none."""
-    if key["git_commit"] is None or key["git_commit"].endswith("+dirty"):
+    """The runs kept in ``path`` if they were made with ``key`` (steps, seed, torch, and
+    the same committed toy code), else none."""
+    if key["code"] is None:
         return {}
     try:
         kept = json.loads(path.read_text())
@@ -161,8 +178,8 @@ def _finished_runs(path: Path, key: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every requested run; with ``args.resume``, those kept in ``toy.partial.json`` of
-    ``args.out`` by an interrupted run of the same steps, seed and (clean) commit are
-    taken as they are."""
+    ``args.out`` by an interrupted run of the same steps, seed, torch and committed toy
+    code (:data:`TOY_CODE`, unchanged since) are taken as they are."""
     torch.set_num_threads(1)
     info = _common.machine(args.seed)
     entries: list[tuple[str, str | None, int | None]] = [("single_task_f1", None, None)]
@@ -170,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels:
         entries = [entry for entry in entries if entry[0] in args.labels]
     partial = _common.output_dir(args.out) / PARTIAL_FILE
-    key = {"steps": args.steps, "seed": args.seed, "git_commit": info["git_commit"]}
+    key = {"steps": args.steps, "seed": args.seed, "torch": info["torch"], "code": _code_version()}
     finished = _finished_runs(partial, key) if args.resume else {}
     results: dict[str, Any] = {}
     record_every = max(1, args.steps // 100)
@@ -428,7 +445,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help=f"keep the runs an interrupted run left in OUT/{PARTIAL_FILE} (same steps, "
-        "seed and clean commit) and do the rest",
+        "seed, torch and committed code) and do the rest",
     )
     _common.add_output_arguments(parser)
     args = parser.parse_args(argv)

@@ -14,12 +14,20 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
 from examples.asr_se.report import machine
 
-__all__ = ["RESULT_FOLDERS", "SITTINGS_FILE", "CodeVersion", "code_version", "record_sitting"]
+__all__ = [
+    "RESULT_FOLDERS",
+    "SITTINGS_FILE",
+    "CodeVersion",
+    "code_version",
+    "last_clean_change",
+    "record_sitting",
+]
 
 SITTINGS_FILE = "sittings.jsonl"
 
@@ -64,6 +72,15 @@ def code_version() -> CodeVersion:
     if commit is not None:
         status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def last_clean_change(paths: Sequence[str]) -> str | None:
+    """The last commit that changed any of ``paths`` (relative to the repository root),
+    or ``None`` when one of them has uncommitted changes or git cannot tell: what a
+    result computed from those files alone depends on."""
+    if _git("status", "--porcelain", "--untracked-files=no", "--", *paths) != "":
+        return None
+    return _git("log", "-1", "--format=%H", "--", *paths) or None
 
 
 PROCESS_CODE = code_version()

@@ -113,7 +113,7 @@ def test_toy_smoke(tmp_path):
 
 
 def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch):
-    monkeypatch.setattr(_common, "git_describe", lambda: "0123456789ab")  # a clean commit
+    monkeypatch.setattr(toy, "_code_version", lambda: "0123456789ab")  # committed code
     arguments = ["--smoke", "--quiet", "--out", str(tmp_path), "--labels", "sum", "gr", "mgda"]
     straight = toy.run(toy.parse_args(arguments))
     optimise, calls = toy.optimise, []
@@ -136,8 +136,8 @@ def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch
         assert resumed["results"][label]["runs"] == entry["runs"], label
     assert not (tmp_path / toy.PARTIAL_FILE).exists()
     monkeypatch.setattr(toy, "optimise", optimise)
-    monkeypatch.setattr(_common, "git_describe", lambda: "0123456789ab+dirty")  # not kept
     toy.run(toy.parse_args([*arguments[:-3], "gr"]))
+    monkeypatch.setattr(toy, "_code_version", lambda: "fedcba987654")  # the code changed
     assert toy.run(toy.parse_args([*arguments, "--resume"]))["machine"]["resumed_labels"] == []
 
 

@@ -293,13 +293,18 @@ def test_results_written_by_runs_do_not_make_the_code_dirty(tmp_path, monkeypatc
     results.mkdir(parents=True)
     (results / "RESULTS.md").write_text("old\n")
     (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "library.py").write_text("y = 1\n")
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
     monkeypatch.setattr(provenance, "_REPOSITORY", tmp_path)
-    assert provenance.code_version()["dirty"] is False
+    version_before = provenance.code_version()
+    assert version_before["dirty"] is False
     (results / "RESULTS.md").write_text("new\n")
     assert provenance.code_version()["dirty"] is False
+    assert provenance.last_clean_change(["code.py"]) == version_before["commit"]
     (tmp_path / "code.py").write_text("x = 2\n")
     version = provenance.code_version()
-    assert version["dirty"] is True and version["commit"] is not None
+    assert version["dirty"] is True and version["commit"] == version_before["commit"]
+    assert provenance.last_clean_change(["code.py"]) is None
+    assert provenance.last_clean_change(["library.py"]) == version_before["commit"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from examples.asr_se.config import Preset
 from examples.asr_se.evaluate import evaluate_run
+from examples.asr_se.provenance import SITTINGS_FILE
 from examples.asr_se.records import is_recorded, record_dir_for, record_run
 from examples.asr_se.systems import get_system
 from examples.asr_se.train import Trainer, run_dir_for, run_identity, same_run
@@ -124,6 +125,12 @@ def _run_statistics(record_dir: Path) -> dict[str, Any]:
         ),
         "skipped_steps": sum(int(row["skipped"]) for row in steps),
     }
+    sittings_path = record_dir / SITTINGS_FILE  # absent for runs trained before it existed
+    if sittings_path.exists():
+        statistics_["sittings"] = [
+            {key: sitting[key] for key in ("started", "step", "commit", "dirty")}
+            for sitting in map(json.loads, sittings_path.read_text().splitlines())
+        ]
     conflicts_path = record_dir / "conflicts.json"  # gradsurgery.ConflictMonitor.summary()
     if conflicts_path.exists():
         summary = json.loads(conflicts_path.read_text())

@@ -211,6 +211,34 @@ def _enhancement(se: Records, systems: Sequence[str]) -> list[str]:
     return lines
 
 
+def _code_versions(runs: Records) -> list[str]:
+    """Which commit each sitting of each run trained on (its ``sittings.jsonl``)."""
+    lines = [
+        "## Code",
+        "",
+        "The git commit each run was trained on, per sitting (a fresh start or a resume, from "
+        "the step given), from the `sittings.jsonl` of its record; *dirty*: tracked files "
+        "differed from the commit. Runs trained before sittings were recorded have none; a "
+        "run whose first sitting starts after step 0 was begun before then.",
+        "",
+        "| system | seed | sittings |",
+        "| --- | --- | --- |",
+    ]
+    for run in runs:
+        sittings = run.get("sittings")
+        cells = (
+            "; ".join(
+                f"step {s['step']}: {(s['commit'] or 'unknown')[:12]}"
+                + (" (dirty)" if s["dirty"] else "")
+                for s in sittings
+            )
+            if sittings
+            else "not recorded"
+        )
+        lines.append(f"| {run['system']} | {run['seed']} | {cells} |")
+    return lines
+
+
 def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> list[str]:
     lines = [
         "## Gradient conflict between ASR and SE on the front end",
@@ -337,6 +365,7 @@ def write_report(
         lines += ["", *_by_snr(results["wer"], present, seeds, test_set)]
     lines += ["", *_enhancement(results["se"], present)]
     lines += ["", *_conflicts(results["runs"], present, preset.train.monitor_every)]
+    lines += ["", *_code_versions(results["runs"])]
     lines += ["", "## Plots", "", *[f"![{name}](results/{name})" for name in plots], ""]
     lines += _examples(results["runs"], present)
     lines += ["## Configuration", "", "```json", preset.to_json(), "```", ""]

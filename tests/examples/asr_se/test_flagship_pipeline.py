@@ -62,6 +62,8 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     text = report.read_text()
     for system in TINY.systems:
         assert f"| {system} |" in text
+    commit = (provenance.PROCESS_CODE["commit"] or "unknown")[:12]
+    assert f"| gr | 0 | step 0: {commit}" in text  # the Code section, from the sittings
     levels = [len(line) - len(line.lstrip("#")) for line in text.splitlines() if line[:1] == "#"]
     assert all(b - a <= 1 for a, b in itertools.pairwise(levels)), levels  # docs build needs it
     assert (tmp_path / "report" / "results" / "wer_vs_snr.png").stat().st_size > 0

@@ -163,9 +163,9 @@ def backward(
         gradsurgery.distributed.DistributedMismatchError: ranks whose tasks reach
             different parameters (raised on every rank).
     """
-    _check_options(granularity, "micro_batch", scaler, sync)
     built = build_resolver(resolver, {})
     if is_loss_weighting(built) and not diagnostics and not distributed.is_initialized():
+        _check_options(granularity, "micro_batch", scaler, sync)  # (Accumulator checks its own)
         return _backward_loss_weighting(losses, params, built, primary, weights, scaler)
     accumulator = Accumulator(
         params,

@@ -292,9 +292,10 @@ def test_bad_input(make, error, message, method):
         gradsurgery.backward(losses, params, resolver=method)
 
 
-def test_bad_granularity():
+@pytest.mark.parametrize("method", ["gr", "sum"])  # sum: the loss-weighting path checks too
+def test_bad_granularity(method):
     model = TwoHeads()
     with pytest.raises(ValueError, match="granularity"):
         gradsurgery.backward(
-            model.losses(X), model.parameters(), resolver="gr", granularity="layer"
+            model.losses(X), model.parameters(), resolver=method, granularity="layer"
         )

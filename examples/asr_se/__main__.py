@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not getattr(args, "report_only", False):
         run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
-    results = collect(systems, seeds, records)
+    results = collect(systems, seeds, records, manifest)
     command = "python -m examples.asr_se " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )

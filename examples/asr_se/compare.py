@@ -22,6 +22,7 @@ from examples.asr_se.provenance import SITTINGS_FILE
 from examples.asr_se.records import is_recorded, record_dir_for, record_run
 from examples.asr_se.systems import get_system
 from examples.asr_se.train import Trainer, run_dir_for, run_identity, same_run
+from examples.asr_se.voices import read_hypotheses, read_test_split, score_by_engine
 
 
 def run_grid(
@@ -76,9 +77,21 @@ def _check_settings(folder: Path, identity: dict[str, Any]) -> None:
         )
 
 
-def collect(systems: Sequence[str], seeds: Sequence[int], records_root: Path) -> dict[str, Any]:
+def collect(
+    systems: Sequence[str],
+    seeds: Sequence[int],
+    records_root: Path,
+    manifest: Path | None = None,
+) -> dict[str, Any]:
     """Gather the recorded runs' numbers: WER and CER records, SE records, timings,
-    conflicts. Runs scored before CER was recorded contribute no CER records."""
+    conflicts. Runs scored before CER was recorded contribute no CER records.
+
+    With the corpus ``manifest``, also the error rates by voice engine
+    (:func:`examples.asr_se.voices.score_by_engine`, key ``voices``), recomputed from each
+    record's decoded utterances; without it, ``voices`` is empty.
+    """
+    test_split = read_test_split(manifest) if manifest is not None else None
+    voices: list[dict[str, Any]] = []
     wer: list[dict[str, Any]] = []
     cer: list[dict[str, Any]] = []
     se: list[dict[str, Any]] = []
@@ -98,6 +111,9 @@ def collect(systems: Sequence[str], seeds: Sequence[int], records_root: Path) ->
                         {**condition, "cer": record["cer"], "characters": record["characters"]}
                     )
             se.extend({"system": system, "seed": seed, **record} for record in evaluation["se"])
+            if test_split is not None:
+                by_engine = score_by_engine(read_hypotheses(record_dir), test_split)
+                voices.extend({"system": system, "seed": seed, **record} for record in by_engine)
             runs.append(
                 {
                     "system": system,
@@ -106,7 +122,7 @@ def collect(systems: Sequence[str], seeds: Sequence[int], records_root: Path) ->
                     "examples": evaluation["examples"],
                 }
             )
-    return {"wer": wer, "cer": cer, "se": se, "runs": runs}
+    return {"wer": wer, "cer": cer, "se": se, "runs": runs, "voices": voices}
 
 
 def _run_statistics(record_dir: Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every number comes from the finished runs gathered by :func:`examples.asr_se.compare.collect`;
 ``summary.json`` holds one record per system, seed and condition
 (``system, seed, test_set, noise, snr, wer, words``) so that any table can be recomputed;
-``cer.json`` the same in characters (``cer, characters`` in place of ``wer, words``).
+``cer.json`` the same in characters (``cer, characters`` in place of ``wer, words``);
+``voices.json`` both by voice engine and condition (:mod:`examples.asr_se.voices`).
 """
 
 from __future__ import annotations
@@ -179,6 +180,57 @@ def _by_snr(wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set
     return lines
 
 
+def _by_voice(voices: Records, systems: Sequence[str], seeds: Sequence[int]) -> list[str]:
+    """WER and CER by voice engine (:mod:`examples.asr_se.voices`): whether the recogniser
+    fails on the human voice alone or on every voice unlike its training voices."""
+    if not voices:
+        return []
+    # in the order score_by_engine gives them: the voices least like the training ones first
+    present = list(dict.fromkeys(r["engine"] for r in voices))
+    conditions = list(dict.fromkeys(r["condition"] for r in voices))
+    first = voices[0]
+    named = []
+    for engine in present:
+        names = sorted(
+            {v.split(":", 1)[1] for r in select(voices, engine=engine) for v in r["voices"]}
+        )
+        count = sum(
+            r["utterances"]
+            for r in select(voices, engine=engine, system=first["system"], seed=first["seed"])
+        )
+        voice_list = ", ".join(names) if len(names) <= 3 else f"{len(names)} voices"
+        named.append(f"`{engine}`: {voice_list}, {count} utterances")
+    lines = [
+        "## Error rate by voice",
+        "",
+        "Every test set split by the engine of its voice, none of them heard in training "
+        f"({'; '.join(named)} per run), clean and noisy conditions (every noise and SNR "
+        "pooled). "
+        "WER in percent, mean ± standard deviation over seeds, and CER (mean) in brackets; "
+        "recomputed from the records' decoded utterances (`results/voices.json`).",
+        "",
+        "| system | " + " | ".join(f"{e} {c}" for e in present for c in conditions) + " |",
+        "|" + " --- |" * (1 + len(present) * len(conditions)),
+    ]
+    for system in systems:
+        cells = []
+        for engine in present:
+            for condition in conditions:
+
+                def keep(
+                    r: dict[str, Any], engine: str = engine, condition: str = condition
+                ) -> bool:
+                    return bool(r["engine"] == engine and r["condition"] == condition)
+
+                words = seed_wers(voices, system, seeds, keep)
+                characters = seed_wers(voices, system, seeds, keep, "cer", "characters")
+                cells.append(
+                    f"{spread(words)} ({percent(mean_std(characters)[0])})" if words else "–"
+                )
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _enhancement(se: Records, systems: Sequence[str]) -> list[str]:
     lines = [
         "## Speech enhancement quality",
@@ -323,6 +375,7 @@ def write_report(
     (results_dir / "summary.json").write_text(json.dumps(results["wer"], indent=1))
     (results_dir / "cer.json").write_text(json.dumps(results.get("cer", []), indent=1))
     (results_dir / "se_quality.json").write_text(json.dumps(results["se"], indent=1))
+    (results_dir / "voices.json").write_text(json.dumps(results.get("voices", []), indent=1))
     public_runs = [{k: v for k, v in run.items() if k != "examples"} for run in results["runs"]]
     (results_dir / "runs.json").write_text(json.dumps(public_runs, indent=1))
     present = [s for s in systems if select(results["wer"], system=s)]
@@ -363,6 +416,8 @@ def write_report(
     ]
     for test_set in TEST_SETS:
         lines += ["", *_by_snr(results["wer"], present, seeds, test_set)]
+    by_voice = _by_voice(results.get("voices", []), present, seeds)
+    lines += ["", *by_voice] if by_voice else []
     lines += ["", *_enhancement(results["se"], present)]
     lines += ["", *_conflicts(results["runs"], present, preset.train.monitor_every)]
     lines += ["", *_code_versions(results["runs"])]

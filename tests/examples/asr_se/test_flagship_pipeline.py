@@ -16,7 +16,7 @@ from examples.asr_se import provenance
 from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import get_preset
 from examples.asr_se.corpus import CorpusError
-from examples.asr_se.report import write_report
+from examples.asr_se.report import select, write_report
 from examples.asr_se.train import CheckpointError, Trainer
 
 TINY = get_preset("tiny")
@@ -30,7 +30,7 @@ def trainer(manifest: Path, run_dir: Path, system: str = "gr", steps: int = 2) -
 def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     runs, records = tmp_path / "runs", tmp_path / "report" / "results" / "runs"
     run_grid(TINY, TINY.systems, TINY.seeds, runs, tiny_manifest, records, progress=False)
-    results = collect(TINY.systems, TINY.seeds, records)
+    results = collect(TINY.systems, TINY.seeds, records, tiny_manifest)
     assert {r["system"] for r in results["wer"]} == set(TINY.systems)
     for record in results["wer"]:
         assert set(record) == {"system", "seed", "test_set", "noise", "snr", "wer", "words"}
@@ -58,10 +58,16 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     scored = json.loads((run_dir / "evaluation.json").read_text())["wer"]
     decoded = [json.loads(line) for line in (run_dir / "hypotheses.jsonl").read_text().splitlines()]
     assert len(decoded) == sum(r["utterances"] for r in scored)
+    by_voice = select(results["voices"], system="gr", seed=0)
+    assert sum(r["utterances"] for r in by_voice) == len(decoded)
+    assert {r["engine"] for r in by_voice} >= {"human"}
+    voices = json.loads((tmp_path / "report" / "results" / "voices.json").read_text())
+    assert voices == results["voices"]
     assert [d["id"] for d in decoded] == sorted({d["id"] for d in decoded})
     text = report.read_text()
     for system in TINY.systems:
         assert f"| {system} |" in text
+    assert "## Error rate by voice" in text and "| human clean | human noisy |" in text
     commit = (provenance.PROCESS_CODE["commit"] or "unknown")[:12]
     assert f"| gr | 0 | step 0: {commit}" in text  # the Code section, from the sittings
     levels = [len(line) - len(line.lstrip("#")) for line in text.splitlines() if line[:1] == "#"]

@@ -4,6 +4,7 @@ python -m examples.asr_se build-corpus --preset quick
 python -m examples.asr_se train --preset quick --system gr --seed 0 [--resume]
 python -m examples.asr_se evaluate --preset quick --system gr --seed 0
 python -m examples.asr_se compare --preset full [--systems sum gr] [--seeds 0 1 2]
+python -m examples.asr_se tempo-probe --preset full [--systems sum gr] [--tempos 0.7 1 1.4]
 python -m examples.asr_se demo          # what `make demo` runs
 """
 
@@ -16,12 +17,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from examples.asr_se import launch
 from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
-from examples.asr_se.evaluate import evaluate_run
-from examples.asr_se.report import print_table, write_report
+from examples.asr_se.evaluate import evaluate_run, load_trained
+from examples.asr_se.provenance import code_version
+from examples.asr_se.report import machine, print_table, write_report
+from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
 from examples.asr_se.train import Trainer, run_dir_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +36,59 @@ RUNS = REPO / "runs" / "asr_se"
 def _corpus(preset: Preset, corpus_dir: Path | None, progress: bool) -> Path:
     out = corpus_dir or default_out_dir(preset.corpus)
     return build_corpus(preset.corpus, out, seed=0, progress=progress)
+
+
+def _tempo_probe(
+    args: argparse.Namespace,
+    preset: Preset,
+    manifest: Path,
+    argv: list[str] | None,
+    progress: bool,
+) -> int:
+    torch.set_num_threads(preset.train.threads)
+    models = {  # all loaded first: a missing or foreign checkpoint stops before any decoding
+        system: load_trained(
+            preset, system, run_dir_for(args.runs, preset.name, system, args.seed) / "final.pt"
+        )
+        for system in args.systems
+    }
+    records = []
+    for system, model in models.items():
+        scored = probe_tempo(
+            model,
+            manifest,
+            args.tempos,
+            per_condition=preset.train.test_per_condition,
+            batch_size=preset.train.eval_batch_size,
+            progress=progress,
+        )
+        records += [{"system": system, "seed": args.seed, **record} for record in scored]
+    out = args.out or (
+        Path(__file__).parent / "results" if preset.name == "full" else args.runs / preset.name
+    )
+    paths = write_probe(
+        records,
+        out,
+        training_pace=training_pace(manifest),
+        command=_command_line(argv),
+        machine=machine(),
+        code=code_version(),
+        per_condition=preset.train.test_per_condition,
+    )
+    for record in records:
+        print(
+            f"{record['system']:<10} {record['engine']:<7} tempo {record['tempo']:<5g} "
+            f"{record['characters_per_second']:5.1f} chars/s  WER {100 * record['wer']:5.1f}  "
+            f"CER {100 * record['cer']:5.1f}"
+        )
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+def _command_line(argv: list[str] | None) -> str:
+    return "python -m examples.asr_se " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +138,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--report-only", action="store_true", help="only rewrite the report from finished runs"
     )
+    p = sub.add_parser(
+        "tempo-probe",
+        help="score trained systems (final.pt) on the clean test speech played faster or slower",
+    )
+    common(p)
+    p.add_argument("--systems", nargs="+", default=["sum", "gr", "noisy_asr"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tempos",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_TEMPOS),
+        help="speed factors (above 1: faster)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder of tempo_probe.json and .png (default examples/asr_se/results for full, "
+        "else the runs folder)",
+    )
     common(
         sub.add_parser(
             "demo", help="the quick run: build the quick corpus, train and score sum and gr"
@@ -95,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         # a run folder of its own: runs of the preset's own length are not mixed with these
         name = f"{preset.name}-{args.steps}steps"
         preset = replace(preset, name=name, train=replace(preset.train, steps=args.steps))
+    if args.command == "tempo-probe" and not all(t > 0 for t in args.tempos):
+        parser.error(f"--tempos must be positive factors, got {args.tempos}")
     if args.command == "build-corpus":
         print(_corpus(preset, args.corpus_dir, progress))
         return 0
@@ -114,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         print(evaluate_run(preset, args.system, run_dir, manifest, progress=progress))
         return 0
+    if args.command == "tempo-probe":
+        return _tempo_probe(args, preset, manifest, argv, progress)
     systems = preset.systems if args.command == "demo" or not args.systems else tuple(args.systems)
     seeds = preset.seeds if args.command == "demo" or not args.seeds else tuple(args.seeds)
     out = getattr(args, "out", None) or (
@@ -124,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "report_only", False):
         run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
     results = collect(systems, seeds, records, manifest)
-    command = "python -m examples.asr_se " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = _command_line(argv)
     report = write_report(
         preset,
         systems,

@@ -1,0 +1,204 @@
+"""Speaking-rate probe: would the recogniser hear the human voice if it spoke faster?
+
+The human test prompts run at about 12.6 characters per second, the training speech at
+17.5 (``python -m examples.asr_se.corpus stats``), so the pace is one suspect for the
+recogniser's near-100% WER on the human voice. The probe changes only the pace: it
+time-stretches the clean test utterances with sox's ``tempo`` effect (WSOLA, pitch and
+spectrum kept), decodes them with a trained system at each ``tempo`` factor (above 1:
+faster), and scores them by voice engine (:func:`examples.asr_se.voices.score_by_engine`).
+If the pace were the cause, speeding the human voice up to the training pace would bring
+its WER down towards the synthetic voices'; slowing the synthetic voices down to the human
+pace shows what the pace alone costs them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from examples.asr_se import vocabulary
+from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
+from examples.asr_se.corpus.errors import MissingPackageError
+from examples.asr_se.corpus.manifest import read_manifest
+from examples.asr_se.evaluate import hashed_subset
+from examples.asr_se.model import JointModel
+from examples.asr_se.train import progress_bar
+from examples.asr_se.voices import score_by_engine, voice_engine
+
+DEFAULT_TEMPOS = (0.7, 0.85, 1.0, 1.2, 1.4, 1.6)
+"""Tempo factors of the committed probe: the synthetic voices slowed to about the human
+pace (0.7) up to the human voice sped past the training pace (1.4)."""
+
+
+def stretch(samples: Tensor, factor: float, sample_rate: int) -> Tensor:
+    """``samples`` (1-D, in [-1, 1]) played ``factor`` times faster at the same pitch, by
+    sox's ``tempo -s`` (WSOLA tuned for speech); ``factor == 1`` returns them unchanged.
+
+    Raises:
+        ValueError: ``factor`` is not positive.
+        MissingPackageError: sox is not installed.
+    """
+    if not factor > 0:
+        raise ValueError(f"factor must be positive, got {factor!r}")
+    if factor == 1.0:
+        return samples
+    sox = shutil.which("sox")
+    if sox is None:
+        raise MissingPackageError("sox", "the sox program (for the tempo effect)")
+    pcm = (samples.numpy() * 32768.0).round().clip(-32768, 32767).astype("<i2").tobytes()
+    raw = ["-t", "raw", "-r", str(sample_rate), "-e", "signed", "-b", "16", "-c", "1"]
+    command = [sox, "-q", *raw, "-", *raw, "-", "tempo", "-s", repr(float(factor))]
+    output = subprocess.run(command, input=pcm, capture_output=True, check=True).stdout
+    return torch.from_numpy(np.frombuffer(output, dtype="<i2").astype(np.float32) / 32768.0)
+
+
+def training_pace(manifest: Path) -> float:
+    """Characters per second of the training speech, silences included: the pace the
+    recogniser learnt (reference characters over the total duration of the train split)."""
+    train = [r for r in read_manifest(manifest) if r["split"] == "train"]
+    if not train:
+        raise ValueError(f"{manifest} has no train split")
+    return sum(len(r["text"]) for r in train) / sum(float(r["duration"]) for r in train)
+
+
+@torch.no_grad()
+def probe_tempo(
+    model: JointModel,
+    manifest: Path,
+    tempos: Sequence[float] = DEFAULT_TEMPOS,
+    *,
+    per_condition: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score ``model`` on the clean test utterances played at each of ``tempos``.
+
+    ``per_condition`` keeps, of each test set, the clean utterances that ``evaluate``
+    scores with the same setting (the lowest CRC-32 of their ids; ``None``: all).
+
+    Returns:
+        One record per tempo and voice engine: ``tempo``, ``characters_per_second``
+        (reference characters over the stretched duration, silences included, as the
+        corpus statistics count them) and the fields of
+        :func:`~examples.asr_se.voices.score_by_engine` (``condition`` is ``"clean"``).
+
+    Raises:
+        ValueError: ``tempos`` is empty or holds a factor that is not positive.
+    """
+    if not tempos or not all(t > 0 for t in tempos):
+        raise ValueError(f"tempos must be positive factors, got {list(tempos)!r}")
+    dataset = NoisySpeechDataset(manifest, "test", snr=float("inf"))
+    kept = hashed_subset(dataset.records, per_condition)
+    indices = [i for i, r in enumerate(dataset.records) if r["id"] in kept]
+    utterances = {dataset.records[i]["id"]: dataset.records[i] for i in indices}
+    sample_rate = model.config.sample_rate
+    records: list[dict[str, Any]] = []
+    bar = progress_bar(len(tempos) * len(indices), 0, "tempo probe", progress)
+    for tempo in tempos:
+        items = []
+        for index in indices:
+            item = dataset[index]
+            # the clean condition: noisy and clean are the same signal
+            item["noisy"] = item["clean"] = stretch(item["noisy"], tempo, sample_rate)
+            items.append(item)
+        items.sort(key=lambda item: item["noisy"].numel())
+        hypotheses = []
+        for start in range(0, len(items), batch_size):
+            batch = collate_batch(items[start : start + batch_size])
+            outputs = model(batch["noisy"], batch["lengths"])
+            texts = vocabulary.greedy_decode(outputs.log_probs, outputs.out_frames)
+            hypotheses += [
+                {"id": i, "hypothesis": t} for i, t in zip(batch["ids"], texts, strict=True)
+            ]
+            bar.update(len(batch["ids"]))
+        pace: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for item in items:
+            totals = pace[voice_engine(item["voice"])]
+            totals[0] += len(item["text"])
+            totals[1] += item["noisy"].numel() / sample_rate
+        for scored in score_by_engine(hypotheses, utterances):
+            characters, seconds = pace[scored["engine"]]
+            records.append(
+                {"tempo": tempo, "characters_per_second": characters / seconds, **scored}
+            )
+    bar.close()
+    return records
+
+
+def write_probe(
+    records: list[dict[str, Any]], out_dir: Path, *, training_pace: float, **provenance: Any
+) -> list[Path]:
+    """Write ``tempo_probe.json`` (``provenance`` fields, ``training_pace``, then
+    ``records``) and the figure ``tempo_probe.png`` (:func:`plot_probe`) into ``out_dir``;
+    returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = out_dir / "tempo_probe.json"
+    temporary = data.with_name(data.name + ".tmp")
+    temporary.write_text(
+        json.dumps({**provenance, "training_pace": training_pace, "records": records}, indent=1)
+    )
+    temporary.replace(data)
+    return [data, plot_probe(records, out_dir / "tempo_probe.png", training_pace)]
+
+
+def plot_probe(records: list[dict[str, Any]], path: Path, training_pace: float) -> Path:
+    """WER and CER against the speaking rate reached at each tempo: one colour per voice
+    engine, one line style per system, the tempo factor written by each point and the
+    training speech's pace marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(dict.fromkeys(r["system"] for r in records))
+    engines = list(dict.fromkeys(r["engine"] for r in records))
+    styles = ["-", "--", ":", "-."]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for axis, (rate, label) in zip(axes, [("wer", "WER (%)"), ("cer", "CER (%)")], strict=True):
+        for e, engine in enumerate(engines):
+            for s, system in enumerate(systems):
+                chosen = sorted(
+                    (r for r in records if r["engine"] == engine and r["system"] == system),
+                    key=lambda r: r["tempo"],
+                )
+                pace = [r["characters_per_second"] for r in chosen]
+                axis.plot(
+                    pace,
+                    [100 * r[rate] for r in chosen],
+                    styles[s % len(styles)],
+                    marker="o",
+                    markersize=3,
+                    color=f"C{e}",
+                    label=f"{engine}, {system}",
+                )
+                if s == 0:
+                    for r, x in zip(chosen, pace, strict=True):
+                        axis.annotate(
+                            f"{r['tempo']:g}x",
+                            (x, 100 * r[rate]),
+                            fontsize=7,
+                            textcoords="offset points",
+                            xytext=(3, 3),
+                        )
+        axis.axvline(training_pace, color="grey", linewidth=1)
+        axis.annotate(
+            "training pace", (training_pace, 0.02), xycoords=("data", "axes fraction"), fontsize=7
+        )
+        axis.set_xlabel("speaking rate (characters per second)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle("Clean test speech played faster or slower (sox tempo)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -24,7 +24,7 @@ from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.evaluate import evaluate_run, load_trained
-from examples.asr_se.provenance import code_version
+from examples.asr_se.provenance import PROCESS_CODE
 from examples.asr_se.report import machine, print_table, write_report
 from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
 from examples.asr_se.train import Trainer, run_dir_for
@@ -72,7 +72,7 @@ def _tempo_probe(
         training_pace=training_pace(manifest),
         command=_command_line(argv),
         machine=machine(),
-        code=code_version(),
+        code=PROCESS_CODE,  # as the process started: edits made while it ran do not count
         per_condition=preset.train.test_per_condition,
     )
     for record in records:

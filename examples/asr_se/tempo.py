@@ -41,7 +41,8 @@ pace (0.7) up to the human voice sped past the training pace (1.4)."""
 
 def stretch(samples: Tensor, factor: float, sample_rate: int) -> Tensor:
     """``samples`` (1-D, in [-1, 1]) played ``factor`` times faster at the same pitch, by
-    sox's ``tempo -s`` (WSOLA tuned for speech); ``factor == 1`` returns them unchanged.
+    sox's ``tempo -s`` (WSOLA tuned for speech), without dither, so the same samples give
+    the same output; ``factor == 1`` returns them unchanged.
 
     Raises:
         ValueError: ``factor`` is not positive.
@@ -56,7 +57,8 @@ def stretch(samples: Tensor, factor: float, sample_rate: int) -> Tensor:
         raise MissingPackageError("sox", "the sox program (for the tempo effect)")
     pcm = (samples.numpy() * 32768.0).round().clip(-32768, 32767).astype("<i2").tobytes()
     raw = ["-t", "raw", "-r", str(sample_rate), "-e", "signed", "-b", "16", "-c", "1"]
-    command = [sox, "-q", *raw, "-", *raw, "-", "tempo", "-s", repr(float(factor))]
+    # -D: no dither, which sox adds at random when it writes 16-bit samples
+    command = [sox, "-q", "-D", *raw, "-", *raw, "-", "tempo", "-s", repr(float(factor))]
     output = subprocess.run(command, input=pcm, capture_output=True, check=True).stdout
     return torch.from_numpy(np.frombuffer(output, dtype="<i2").astype(np.float32) / 32768.0)
 

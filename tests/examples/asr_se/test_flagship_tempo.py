@@ -32,6 +32,12 @@ def test_tempo_changes_the_duration_and_keeps_the_pitch(factor):
     assert peak == pytest.approx(440.0, abs=5.0)
 
 
+@needs_sox
+def test_tempo_is_repeatable():
+    samples = torch.sin(torch.arange(4000) * 0.05) * 0.3 + 0.01 * torch.randn(4000)
+    assert torch.equal(stretch(samples, 1.3, 8000), stretch(samples, 1.3, 8000))
+
+
 def test_tempo_one_is_the_identity_and_a_bad_factor_is_named():
     samples = torch.rand(100) - 0.5
     assert stretch(samples, 1.0, 8000) is samples

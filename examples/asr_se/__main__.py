@@ -24,8 +24,8 @@ from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.evaluate import evaluate_run, load_trained
-from examples.asr_se.provenance import PROCESS_CODE
-from examples.asr_se.report import machine, print_table, write_report
+from examples.asr_se.provenance import PROCESS_CODE, machine
+from examples.asr_se.report import print_table, write_report
 from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
 from examples.asr_se.train import Trainer, run_dir_for
 

@@ -12,13 +12,15 @@ while the repository may move on under it.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from examples.asr_se.report import machine
+import torch
 
 __all__ = [
     "RESULT_FOLDERS",
@@ -26,10 +28,28 @@ __all__ = [
     "CodeVersion",
     "code_version",
     "last_clean_change",
+    "machine",
     "record_sitting",
 ]
 
 SITTINGS_FILE = "sittings.jsonl"
+
+
+def machine() -> str:
+    """Cores, CPU model, torch and Python versions, and the date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+
 
 _REPOSITORY = Path(__file__).resolve().parents[2]
 

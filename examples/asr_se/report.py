@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from examples.asr_se.config import Preset
 from examples.asr_se.corpus.noise import SEEN_NOISES
+from examples.asr_se.provenance import machine
 
 TEST_SETS = ("real_seen_text", "real_unseen_text", "synthetic")
 BASELINE = "sum"
@@ -341,22 +337,6 @@ def _examples(runs: Records, systems: Sequence[str]) -> list[str]:
             )
         lines.append("")
     return lines
-
-
-def machine() -> str:
-    """Cores, CPU model, torch and Python versions, and the date."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
-    )
 
 
 def write_report(

@@ -24,7 +24,7 @@ import torch
 
 from examples.asr_se.config import get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
-from examples.asr_se.report import machine
+from examples.asr_se.provenance import machine
 from examples.asr_se.train import Trainer
 
 

@@ -52,17 +52,15 @@ def _tempo_probe(
         )
         for system in args.systems
     }
-    records = []
-    for system, model in models.items():
-        scored = probe_tempo(
-            model,
-            manifest,
-            args.tempos,
-            per_condition=preset.train.test_per_condition,
-            batch_size=preset.train.eval_batch_size,
-            progress=progress,
-        )
-        records += [{"system": system, "seed": args.seed, **record} for record in scored]
+    scored = probe_tempo(
+        models,
+        manifest,
+        args.tempos,
+        per_condition=preset.train.test_per_condition,
+        batch_size=preset.train.eval_batch_size,
+        progress=progress,
+    )
+    records = [{"system": record["system"], "seed": args.seed, **record} for record in scored]
     out = args.out or (
         Path(__file__).parent / "results" if preset.name == "full" else args.runs / preset.name
     )

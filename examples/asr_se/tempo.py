@@ -17,7 +17,7 @@ import json
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def training_pace(manifest: Path) -> float:
 
 @torch.no_grad()
 def probe_tempo(
-    model: JointModel,
+    models: Mapping[str, JointModel],
     manifest: Path,
     tempos: Sequence[float] = DEFAULT_TEMPOS,
     *,
@@ -82,29 +82,32 @@ def probe_tempo(
     batch_size: int = 32,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Score ``model`` on the clean test utterances played at each of ``tempos``.
+    """Score each of ``models`` (by system name) on the clean test utterances played at
+    each of ``tempos``; each utterance is stretched once per tempo, for all of them.
 
     ``per_condition`` keeps, of each test set, the clean utterances that ``evaluate``
     scores with the same setting (the lowest CRC-32 of their ids; ``None``: all).
 
     Returns:
-        One record per tempo and voice engine: ``tempo``, ``characters_per_second``
-        (reference characters over the stretched duration, silences included, as the
-        corpus statistics count them) and the fields of
+        One record per system, tempo and voice engine: ``system``, ``tempo``,
+        ``characters_per_second`` (reference characters over the stretched duration,
+        silences included, as the corpus statistics count them) and the fields of
         :func:`~examples.asr_se.voices.score_by_engine` (``condition`` is ``"clean"``).
 
     Raises:
-        ValueError: ``tempos`` is empty or holds a factor that is not positive.
+        ValueError: no model, or ``tempos`` is empty or holds a factor that is not positive.
     """
+    if not models:
+        raise ValueError("models must name at least one trained system")
     if not tempos or not all(t > 0 for t in tempos):
         raise ValueError(f"tempos must be positive factors, got {list(tempos)!r}")
     dataset = NoisySpeechDataset(manifest, "test", snr=float("inf"))
     kept = hashed_subset(dataset.records, per_condition)
     indices = [i for i, r in enumerate(dataset.records) if r["id"] in kept]
     utterances = {dataset.records[i]["id"]: dataset.records[i] for i in indices}
-    sample_rate = model.config.sample_rate
-    records: list[dict[str, Any]] = []
-    bar = progress_bar(len(tempos) * len(indices), 0, "tempo probe", progress)
+    sample_rate = next(iter(models.values())).config.sample_rate
+    scored: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    bar = progress_bar(len(tempos) * len(indices) * len(models), 0, "tempo probe", progress)
     for tempo in tempos:
         items = []
         for index in indices:
@@ -113,27 +116,33 @@ def probe_tempo(
             item["noisy"] = item["clean"] = stretch(item["noisy"], tempo, sample_rate)
             items.append(item)
         items.sort(key=lambda item: item["noisy"].numel())
-        hypotheses = []
-        for start in range(0, len(items), batch_size):
-            batch = collate_batch(items[start : start + batch_size])
-            outputs = model(batch["noisy"], batch["lengths"])
-            texts = vocabulary.greedy_decode(outputs.log_probs, outputs.out_frames)
-            hypotheses += [
-                {"id": i, "hypothesis": t} for i, t in zip(batch["ids"], texts, strict=True)
-            ]
-            bar.update(len(batch["ids"]))
         pace: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for item in items:
             totals = pace[voice_engine(item["voice"])]
             totals[0] += len(item["text"])
             totals[1] += item["noisy"].numel() / sample_rate
-        for scored in score_by_engine(hypotheses, utterances):
-            characters, seconds = pace[scored["engine"]]
-            records.append(
-                {"tempo": tempo, "characters_per_second": characters / seconds, **scored}
-            )
+        for system, model in models.items():
+            hypotheses = []
+            for start in range(0, len(items), batch_size):
+                batch = collate_batch(items[start : start + batch_size])
+                outputs = model(batch["noisy"], batch["lengths"])
+                texts = vocabulary.greedy_decode(outputs.log_probs, outputs.out_frames)
+                hypotheses += [
+                    {"id": i, "hypothesis": t} for i, t in zip(batch["ids"], texts, strict=True)
+                ]
+                bar.update(len(batch["ids"]))
+            scored[(system, tempo)] = [
+                {
+                    "system": system,
+                    "tempo": tempo,
+                    "characters_per_second": pace[record["engine"]][0] / pace[record["engine"]][1],
+                    **record,
+                }
+                for record in score_by_engine(hypotheses, utterances)
+            ]
     bar.close()
-    return records
+    # by system, then tempo, as the committed probe lists them
+    return [record for system in models for tempo in tempos for record in scored[(system, tempo)]]
 
 
 def write_probe(

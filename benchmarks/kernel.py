@@ -1,12 +1,16 @@
 """``resolve()`` alone on large matrices: bytes of gradient read per second.
 
 For each ``(T, P)`` in the grid whose float32 matrix fits ``--max-gib``, and each registered
-resolver, ``gradsurgery.resolve(G, method=..., losses=...)`` is timed (median of
-``--repeats`` calls after one warm-up) and compared with the machine's own memory bandwidth
-measured in the same run on the same matrix: ``buffer.copy_(G)``, which reads the matrix
-once and writes a same-size buffer. ``ratio_to_copy`` = time of ``resolve`` / time of the
-copy. The goal for the cheap methods (``sum``, ``gr``, ``pcgrad`` with ``T = 2``, and the
-cosine gate) is a ratio of at most 3.
+resolver, ``gradsurgery.resolve(G, method=..., losses=...)`` is timed against the
+machine's own memory bandwidth on the same matrix: ``buffer.copy_(G)``, which reads the
+matrix once and writes a same-size buffer. The two are timed in ``--repeats`` interleaved
+pairs after one warm-up, so that a drift of the machine's speed during the run (other
+processes, frequency) moves both alike, and ``ratio_to_copy`` is the median of the pairs'
+ratios of ``resolve``'s time to the copy's. A call shorter than :data:`MIN_SAMPLE_SECONDS`
+is timed as the mean of enough back-to-back calls to last that long (timeit's autorange):
+at P = 1e5 a copy takes tens of microseconds, where one call's timing is mostly jitter.
+The goal for the cheap methods (``sum``, ``gr``, ``pcgrad`` with ``T = 2``, and the cosine
+gate) is a ratio of at most 3.
 
 ``--profile`` adds, for the cheap methods at the largest size run, the top operators of
 ``torch.profiler`` by self CPU time, to show where time goes when the goal is missed.
@@ -17,9 +21,12 @@ Run: ``python -m benchmarks.kernel`` (full) or ``--smoke``.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +40,56 @@ CHEAP = ("sum", "gr", "pcgrad", "cosine_gate")
 GOAL = 3.0
 
 
-def _median_seconds(call: Any, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
+MIN_SAMPLE_SECONDS = 0.005
+"""The shortest timed sample: shorter calls are repeated back to back within one sample."""
+
+
+@dataclass
+class Timer:
+    """One callable, warmed up, timed in samples of ``calls`` back-to-back calls."""
+
+    call: Callable[[], Any]
+    calls: int
+
+    @classmethod
+    def calibrated(cls, call: Callable[[], Any], min_sample_seconds: float) -> Timer:
+        """Warm ``call`` up and size its samples from that first call's time (an upper
+        bound on the later calls', so a sample lasts at least about ``min_sample_seconds``)."""
         start = time.perf_counter()
         call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        once = time.perf_counter() - start
+        return cls(call, max(1, math.ceil(min_sample_seconds / max(once, 1e-9))))
+
+    def seconds(self) -> float:
+        """The mean time of one call over one sample."""
+        start = time.perf_counter()
+        for _ in range(self.calls):
+            self.call()
+        return (time.perf_counter() - start) / self.calls
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Medians over the interleaved pairs of a timed call and its reference."""
+
+    seconds: float
+    reference_seconds: float
+    ratio: float
+    """The median of the pairs' ratios (not the ratio of the medians)."""
+
+
+def time_paired(call: Timer, reference: Timer, repeats: int) -> Paired:
+    """Time ``reference`` then ``call``, ``repeats`` times over."""
+    times: list[float] = []
+    references: list[float] = []
+    for _ in range(repeats):
+        references.append(reference.seconds())
+        times.append(call.seconds())
+    return Paired(
+        seconds=statistics.median(times),
+        reference_seconds=statistics.median(references),
+        ratio=statistics.median(t / r for t, r in zip(times, references)),
+    )
 
 
 def _matrix(tasks: int, size: int, seed: int) -> torch.Tensor:
@@ -73,9 +122,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             G = _matrix(tasks, size, args.seed)
             losses = torch.ones(tasks)
             buffer = torch.empty_like(G)
-            copy_seconds = _median_seconds(lambda b=buffer, g=G: b.copy_(g), args.repeats)
-            del buffer
-            new_direction_seconds = _median_seconds(lambda p=size: torch.zeros(p), args.repeats)
+            copy = Timer.calibrated(partial(buffer.copy_, G), args.min_sample_seconds)
+            new_direction = time_paired(
+                Timer.calibrated(partial(torch.zeros, size), args.min_sample_seconds),
+                copy,
+                args.repeats,
+            )
             largest = (tasks, size)
             for method in selected:
                 record: dict[str, Any] = {
@@ -83,24 +135,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "tasks": tasks,
                     "size": size,
                     "bytes": nbytes,
-                    "copy_seconds": copy_seconds,
-                    "copy_gb_per_s": nbytes / copy_seconds / 1e9,
-                    "new_direction_ratio": new_direction_seconds / copy_seconds,
+                    "copy_seconds": new_direction.reference_seconds,
+                    "copy_gb_per_s": nbytes / new_direction.reference_seconds / 1e9,
+                    "new_direction_ratio": new_direction.ratio,
                     "cheap": is_cheap(method, tasks),
                 }
                 try:
                     torch.manual_seed(args.seed)
                     resolver = gradsurgery.get_resolver(method)
-                    seconds = _median_seconds(
-                        lambda r=resolver, g=G, v=losses: gradsurgery.resolve(
-                            g, method=r, losses=v
-                        ),
-                        args.repeats,
+                    resolve = Timer.calibrated(
+                        partial(gradsurgery.resolve, G, method=resolver, losses=losses),
+                        args.min_sample_seconds,
                     )
+                    paired = time_paired(resolve, copy, args.repeats)
                     record.update(
-                        seconds=seconds,
-                        gb_per_s=nbytes / seconds / 1e9,
-                        ratio_to_copy=seconds / copy_seconds,
+                        seconds=paired.seconds,
+                        gb_per_s=nbytes / paired.seconds / 1e9,
+                        ratio_to_copy=paired.ratio,
+                        paired_copy_seconds=paired.reference_seconds,
+                        calls_per_sample=resolve.calls,
                     )
                 except Exception as error:
                     record.update(seconds=None, gb_per_s=None, ratio_to_copy=None)
@@ -108,12 +161,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 records.append(record)
                 if args.verbose:
                     print(_progress(record), flush=True)
-            del G
+            del G, buffer
     profiles = profile_cheap(largest, selected, args) if args.profile and largest else {}
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
         "machine": info,
-        "settings": {"repeats": args.repeats, "max_gib": args.max_gib, "dtype": "float32"},
+        "settings": {
+            "repeats": args.repeats,
+            "min_sample_seconds": args.min_sample_seconds,
+            "max_gib": args.max_gib,
+            "dtype": "float32",
+        },
         "records": records,
         "profiles": profiles,
     }
@@ -215,8 +273,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Produced by `python -m benchmarks.kernel` (see `benchmarks/README.md`). float32 "
         "matrices; each cell is the time of `gradsurgery.resolve(G, method=...)` divided by "
-        "the time of `buffer.copy_(G)` on the same matrix in the same run (one read and one "
-        "write of the matrix). ✓/✗: a cheap method meets/misses the goal of at most "
+        "the time of `buffer.copy_(G)` on the same matrix (one read and one write of the "
+        "matrix), the median over pairs of the two timed one after the other; calls "
+        "shorter than the settings' `min_sample_seconds` are timed back to back for that "
+        "long. ✓/✗: a cheap method meets/misses the goal of at most "
         f"{GOAL:g}x.",
         "",
         "## Machine",
@@ -227,8 +287,9 @@ def markdown(result: dict[str, Any]) -> str:
         "## The copy reference",
         "",
         "A method returns a new `(P,)` direction: the last column is the time of "
-        "`torch.zeros(P)` over the copy's, the floor that allocating (and, above glibc's "
-        "mmap threshold, faulting in fresh pages for) the result costs any method.",
+        "`torch.zeros(P)` over the copy's (paired as above), the floor that allocating "
+        "(and, above glibc's mmap threshold, faulting in fresh pages for) the result costs "
+        "any method. The copy's GB/s is from those pairs.",
         "",
         _common.markdown_table(
             ["matrix", "MiB", "copy GB/s (bytes of G / time)", "new (P,) tensor, x copy"],
@@ -319,7 +380,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-gib", type=float, default=2.0, help="skip matrices larger than this (default 2 GiB)"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="interleaved timed pairs (default 5)"
+    )
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=None,
+        help="time shorter calls back to back for this long, in milliseconds "
+        f"(default {MIN_SAMPLE_SECONDS * 1e3:g})",
+    )
     parser.add_argument("--profile", action="store_true", help="profile the cheap methods")
     parser.add_argument("--threads", type=int, default=None)
     add_output_arguments(parser)
@@ -329,7 +399,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.tasks is None:
         args.tasks = [2, 4] if args.smoke else [2, 4, 8, 16]
     if args.repeats is None:
-        args.repeats = 1 if args.smoke else 3
+        args.repeats = 1 if args.smoke else 5
+    if args.min_sample_ms is None:
+        args.min_sample_ms = 0.0 if args.smoke else MIN_SAMPLE_SECONDS * 1e3
+    if args.min_sample_ms < 0:
+        parser.error(f"--min-sample-ms must be >= 0, got {args.min_sample_ms}")
+    args.min_sample_seconds = args.min_sample_ms / 1e3
     if args.threads is None:
         args.threads = 1 if args.smoke else torch.get_num_threads()
     return args

@@ -1,0 +1,68 @@
+"""The kernel benchmark's paired timing, on a fake clock (no real time is measured)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import kernel
+
+
+class FakeClock:
+    """``perf_counter`` that advances only when a fake call runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def call_taking(self, *durations: float):
+        """A call whose successive runs take ``durations`` (the last one repeats)."""
+        remaining = list(durations)
+
+        def call() -> None:
+            self.now += remaining.pop(0) if len(remaining) > 1 else remaining[0]
+
+        return call
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(kernel.time, "perf_counter", fake.perf_counter)
+    return fake
+
+
+def test_short_calls_are_timed_back_to_back_for_the_minimum_sample(clock):
+    timer = kernel.Timer.calibrated(clock.call_taking(0.001), min_sample_seconds=0.0045)
+    assert timer.calls == 5  # ceil(4.5 ms / 1 ms)
+    assert timer.seconds() == pytest.approx(0.001)  # the mean of one call, not the sample
+    assert clock.now == pytest.approx(0.001 + 5 * 0.001)  # warm-up + one sample
+
+
+def test_long_calls_are_timed_one_at_a_time(clock):
+    assert kernel.Timer.calibrated(clock.call_taking(0.2), 0.005).calls == 1
+    assert kernel.Timer.calibrated(clock.call_taking(0.2), 0.0).calls == 1
+
+
+def test_the_warm_up_sizes_the_samples_and_is_not_timed(clock):
+    # a slow first call (cold caches) makes fewer calls per sample, never too many
+    timer = kernel.Timer.calibrated(clock.call_taking(0.004, 0.001), 0.008)
+    assert timer.calls == 2
+    assert timer.seconds() == pytest.approx(0.001)
+
+
+def test_pairs_give_the_median_ratio_not_the_ratio_of_medians(clock):
+    # pairs (resolve, copy) of (4, 1), (6, 3), (8, 2) ms: ratios 4, 2, 4
+    resolve = kernel.Timer(clock.call_taking(0.004, 0.006, 0.008), calls=1)
+    copy = kernel.Timer(clock.call_taking(0.001, 0.003, 0.002), calls=1)
+    paired = kernel.time_paired(resolve, copy, repeats=3)
+    assert paired.ratio == pytest.approx(4.0)  # the ratio of the medians would be 3
+    assert paired.seconds == pytest.approx(0.006)
+    assert paired.reference_seconds == pytest.approx(0.002)
+
+
+def test_a_negative_minimum_sample_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        kernel.parse_args(["--min-sample-ms", "-1"])
+    assert "--min-sample-ms" in capsys.readouterr().err

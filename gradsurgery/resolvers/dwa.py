@@ -152,14 +152,14 @@ class DynamicWeightAverage(GramResolver):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._reset()
-        if not state_dict:
-            return
-        if set(state_dict) != {"loss_sum", "calls", "history"}:
+        if state_dict and set(state_dict) != {"loss_sum", "calls", "history"}:
             raise ValueError(
                 "DynamicWeightAverage.load_state_dict: expected keys ['calls', 'history', "
                 f"'loss_sum'], got {sorted(state_dict)}"
             )
+        self._reset()
+        if not state_dict:
+            return
         loss_sum = state_dict["loss_sum"]
         self._loss_sum = None if loss_sum is None else loss_sum.clone()
         self._calls = int(state_dict["calls"])

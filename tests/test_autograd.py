@@ -282,6 +282,12 @@ def test_error_restores_the_shared_grads():
         (lambda m: ([3.0], m.parameters()), TypeError, "task 0 is a float"),
         (lambda m: (m.losses(X), []), ValueError, "no tensor that requires grad"),
         (lambda m: (m.losses(X), [1.0]), TypeError, "item 0"),
+        (lambda m: ({0: m.losses(X)["a"]}, m.parameters()), TypeError, "task names"),
+        (
+            lambda m: (m.losses(X), [m.trunk[0].weight * 2]),
+            ValueError,
+            "item 0 is not a leaf",
+        ),
     ],
 )
 @pytest.mark.parametrize("method", ["gr", "sum"])  # sum: the loss-weighting fast path
@@ -299,3 +305,14 @@ def test_bad_granularity(method):
         gradsurgery.backward(
             model.losses(X), model.parameters(), resolver=method, granularity="layer"
         )
+
+
+@pytest.mark.parametrize("method", ["gr", "sum"])
+def test_a_single_parameter_tensor_is_accepted_as_params(method):
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    losses = [(w**2).sum(), (w - 1.0).pow(2).sum()]
+    gradsurgery.backward(losses, w, resolver=method, primary=0)
+    by_hand = gradsurgery.resolve(
+        torch.stack([2 * w.detach(), 2 * (w.detach() - 1.0)]), method=method, primary=0
+    )
+    torch.testing.assert_close(w.grad, by_hand)

@@ -66,6 +66,7 @@ def test_options_reach_the_resolver():
         ({"grads": {1: torch.ones(2)}}, TypeError, "task names"),
         ({"grads": G, "primary": 2}, ValueError, "out of range"),
         ({"grads": G, "primary": True}, TypeError, "Invalid primary"),
+        ({"grads": G, "primary": 1.0}, TypeError, "Invalid primary: 1.0"),
         ({"grads": G, "primary": "asr"}, ValueError, "no names"),
         ({"grads": {"asr": G[0], "se": G[1]}, "primary": "mt"}, ValueError, "not a task"),
         ({"grads": G, "method": "nope"}, ValueError, "available methods: .*gr"),
@@ -75,6 +76,8 @@ def test_options_reach_the_resolver():
         ({"grads": G, "losses": [1.0]}, ValueError, "1 values for 2"),
         ({"grads": G, "losses": [1.0, float("nan")]}, ValueError, "losses: task 1 has nan"),
         ({"grads": G, "weights": [1.0, -1.0]}, ValueError, "expected >= 0"),
+        ({"grads": G, "weights": [1.0, "a"]}, TypeError, "Invalid weights: expected 2 numbers"),
+        ({"grads": G, "weights": 2.0}, TypeError, "Invalid weights: expected a sequence"),
         ({"grads": G, "weights": {"a": 1.0, "b": 1.0}}, TypeError, "named tasks"),
         ({"grads": {"asr": G[0], "se": G[1]}, "weights": {"asr": 1.0}}, ValueError, "do not match"),
         (

@@ -316,3 +316,19 @@ def test_a_single_parameter_tensor_is_accepted_as_params(method):
         torch.stack([2 * w.detach(), 2 * (w.detach() - 1.0)]), method=method, primary=0
     )
     torch.testing.assert_close(w.grad, by_hand)
+
+
+@pytest.mark.parametrize("method", ["gr", "sum"])
+def test_sync_must_be_a_bool(method):
+    model = TwoHeads()
+    with pytest.raises(TypeError, match="Invalid sync: 'yes'"):
+        gradsurgery.backward(model.losses(X), model.parameters(), resolver=method, sync="yes")
+
+
+def test_shared_parameters_of_two_dtypes_are_refused_with_both_named():
+    w32 = torch.ones(3, requires_grad=True)
+    w64 = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    shared = (w32 * 2).sum() + (w64 * 3).sum().float()
+    losses = [shared * 2, shared + (w32**2).sum()]
+    with pytest.raises(ValueError, match=r"one dtype and device.*float32.*float64"):
+        gradsurgery.backward(losses, [w32, w64], resolver="gr", primary=0)

@@ -204,6 +204,18 @@ def test_bad_input():
         ConflictMonitor(["a", "a"])
     with pytest.raises(ValueError, match="Invalid group"):
         ConflictMonitor(["a", "b"]).summary("trunk")
+    with pytest.raises(TypeError, match="Invalid task_names: 'ab'"):
+        ConflictMonitor("ab")
+    with pytest.raises(ValueError, match="Invalid primary: 2"):
+        ConflictMonitor(["a", "b"], primary=2)
+    with pytest.raises(ValueError, match="'all' is reserved"):
+        ConflictMonitor(["a", "b"], groups={"all": model.trunk.parameters()})
+    with pytest.raises(ValueError, match="saved groups \\['all'\\] differ"):
+        ConflictMonitor(["a", "b"], groups={"trunk": model.trunk.parameters()}).load_state_dict(
+            ConflictMonitor(["a", "b"]).state_dict()
+        )
+    with pytest.raises(ValueError, match="2 blocks of weights for 1 Gram"):
+        direction_cosine_from_gram(torch.eye(2), torch.ones(2, 2))
 
 
 def test_dominance_blocks_is_the_share_of_dominated_blocks():

@@ -110,3 +110,11 @@ def test_the_glue_runs_one_backward_pass():
 def test_invalid_options(options, name):
     with pytest.raises(ValueError, match=name):
         DynamicWeightAverage(**options)
+
+
+def test_a_changed_number_of_tasks_is_refused_once_weights_are_formed():
+    resolver = DynamicWeightAverage(epoch_length=1)
+    for losses in ([1.0, 2.0], [1.0, 2.0]):
+        gradsurgery.resolve(G, method=resolver, losses=losses)
+    with pytest.raises(ValueError, match="loss averages for 2 tasks, got 3"):
+        gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)

@@ -153,3 +153,12 @@ def test_the_glue_runs_one_backward_pass():
 def test_invalid_options(options, error, name):
     with pytest.raises(error, match=name):
         FAMO(**options)
+
+
+def test_a_changed_number_of_tasks_is_refused():
+    resolver = FAMO()
+    gradsurgery.resolve(torch.eye(2, dtype=torch.float64), method=resolver, losses=[1.0, 2.0])
+    with pytest.raises(ValueError, match="Invalid losses: got 3 values for 2 task"):
+        resolver.update([1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="logits for 2 tasks, got 3 losses"):
+        gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)

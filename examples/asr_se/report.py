@@ -142,6 +142,48 @@ def _cer_overview(cer: Records, systems: Sequence[str], seeds: Sequence[int]) ->
     ]
 
 
+def _by_seed(
+    wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set: str = "synthetic"
+) -> list[str]:
+    """Each seed's pooled noisy WER on ``test_set``, and its difference from the baseline's
+    run with the same seed. A seed fixes the data order and the initial weights, so the
+    differences within a seed show whether a gap between means holds seed by seed."""
+    present = [seed for seed in seeds if any(select(wer, system=s, seed=seed) for s in systems)]
+    if len(present) < 2:
+        return []
+
+    def noisy(r: dict[str, Any]) -> bool:
+        return bool(r["test_set"] == test_set and r["snr"] is not None)
+
+    def of(system: str, seed: int) -> float:
+        values = seed_wers(wer, system, [seed], noisy)
+        return values[0] if values else math.nan
+
+    lines = [
+        f"## Seed by seed: `{test_set}`, noisy conditions",
+        "",
+        f"WER in percent of each run, pooled as in the first table, and in brackets its "
+        f"difference in points from the `{BASELINE}` run of the same seed (negative is "
+        "better). A seed fixes the data order, and the initial weights of the systems that "
+        "share a model.",
+        "",
+        "| system | " + " | ".join(f"seed {seed}" for seed in present) + " |",
+        "|" + " --- |" * (1 + len(present)),
+    ]
+    for system in systems:
+        cells = []
+        for seed in present:
+            value, baseline = of(system, seed), of(BASELINE, seed)
+            if math.isnan(value):
+                cells.append("–")
+            elif system == BASELINE or math.isnan(baseline):
+                cells.append(percent(value))
+            else:
+                cells.append(f"{percent(value)} ({100 * (value - baseline):+.1f})")
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _by_snr(wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set: str) -> list[str]:
     snrs = sorted({r["snr"] for r in select(wer, test_set=test_set) if r["snr"] is not None})[::-1]
     lines = [
@@ -394,6 +436,8 @@ def write_report(
         "",
         *_cer_overview(results.get("cer", []), present, seeds),
     ]
+    by_seed = _by_seed(results["wer"], present, seeds)
+    lines += ["", *by_seed] if by_seed else []
     for test_set in TEST_SETS:
         lines += ["", *_by_snr(results["wer"], present, seeds, test_set)]
     by_voice = _by_voice(results.get("voices", []), present, seeds)

@@ -144,6 +144,37 @@ def test_spread_over_seeds_says_when_there_is_one():
     assert spread([0.5, 0.7]) == "60.0 ± 14.1"  # sample standard deviation: 0.1 * sqrt(2)
 
 
+def test_seed_by_seed_table_gives_each_run_and_its_gap_to_the_baseline_of_its_seed():
+    from examples.asr_se.report import _by_seed
+
+    def record(system, seed, snr, wer, words=10, test_set="synthetic"):
+        return {"system": system, "seed": seed, "test_set": test_set, "noise": "babble"} | {
+            "snr": snr,
+            "wer": wer,
+            "words": words,
+        }
+
+    records = [
+        record("sum", 0, 0.0, 0.5),
+        record("sum", 0, 10.0, 0.2, words=30),  # pooled: (5 + 6) / 40 = 27.5 %
+        record("sum", 0, None, 0.0),  # clean: not a noisy condition
+        record("sum", 1, 0.0, 0.6),
+        record("gr", 0, 0.0, 0.3, words=40),  # 30.0 %: 2.5 points below sum's seed 0
+        record("gr", 0, 0.0, 0.9, test_set="real_seen_text"),  # another test set
+        record("gr", 1, 0.0, 0.7),
+        record("pcgrad", 1, 0.0, 0.55),
+    ]
+    lines = _by_seed(records, ["sum", "gr", "pcgrad"], [0, 1, 2])
+    assert lines[-5:] == [
+        "| system | seed 0 | seed 1 |",
+        "| --- | --- | --- |",
+        "| sum | 27.5 | 60.0 |",
+        "| gr | 30.0 (+2.5) | 70.0 (+10.0) |",
+        "| pcgrad | – | 55.0 (-5.0) |",
+    ]
+    assert _by_seed(records, ["sum", "gr"], [0]) == []  # one seed: nothing to pair
+
+
 def test_wer_plot_bands_the_spread_over_seeds_and_shares_each_rows_y_axis(tmp_path, monkeypatch):
     import matplotlib.figure
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from examples.asr_se import launch
-from examples.asr_se.compare import collect, run_grid
+from examples.asr_se.compare import collect, report_scope, run_grid
 from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.evaluate import evaluate_run, load_trained
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not getattr(args, "report_only", False):
         run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
+    systems, seeds = report_scope(preset, systems, seeds)
     results = collect(systems, seeds, records, manifest)
     command = _command_line(argv)
     report = write_report(

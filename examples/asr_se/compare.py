@@ -65,6 +65,21 @@ def run_grid(
             print(f"[compare] {system} seed {seed}: recorded in {record_dir}")
 
 
+def report_scope(
+    preset: Preset, systems: Sequence[str], seeds: Sequence[int]
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The systems and seeds a report covers: the preset's grid, then any others asked for.
+
+    ``compare --systems gr:k=20 --seeds 0`` trains that one run; its report still holds
+    every recorded run of the preset's grid, so a run added beside the grid never
+    replaces the grid's report with a smaller one.
+    """
+    return (
+        tuple(dict.fromkeys((*preset.systems, *systems))),
+        tuple(sorted({*preset.seeds, *seeds})),
+    )
+
+
 def _check_settings(folder: Path, identity: dict[str, Any]) -> None:
     """Refuse to keep or resume a run folder or record made with other settings."""
     path = folder / "config.json"

@@ -381,6 +381,25 @@ def _examples(runs: Records, systems: Sequence[str]) -> list[str]:
     return lines
 
 
+def finished_runs(preset: Preset, runs: Records) -> str:
+    """The report's count of finished runs: those of the preset's grid (systems x seeds)
+    against its size, then any run beside it (a variant such as ``gr:k=20``, a seed
+    outside the preset's)."""
+
+    def named(chosen: Records) -> str:
+        return ", ".join(f"{run['system']} seed {run['seed']}" for run in chosen)
+
+    in_grid = [
+        run for run in runs if run["system"] in preset.systems and run["seed"] in preset.seeds
+    ]
+    beside = [run for run in runs if run not in in_grid]
+    text = (
+        f"Finished runs of the preset's grid: {len(in_grid)} of "
+        f"{len(preset.systems) * len(preset.seeds)} ({named(in_grid)})"
+    )
+    return text + (f"; beside the grid: {named(beside)}" if beside else "")
+
+
 def write_report(
     preset: Preset,
     systems: Sequence[str],
@@ -419,7 +438,7 @@ def write_report(
         else f"at most {per_condition} test utterances per condition (test set, noise, SNR), "
         "the same ones for every system and seed (the lowest CRC-32 of their ids)"
     )
-    finished = ", ".join(f"{run['system']} seed {run['seed']}" for run in results["runs"])
+    finished = finished_runs(preset, results["runs"])
     lines = [
         f"# Results: preset `{preset.name}`",
         "",
@@ -428,7 +447,7 @@ def write_report(
         f"    {command}",
         "",
         f"on {machine()}. Systems: {', '.join(present)}; seeds: {', '.join(map(str, seeds))}. "
-        f"Finished runs: {len(results['runs'])} of {len(systems) * len(seeds)} ({finished}). "
+        f"{finished}. "
         f"Training time summed over the finished runs: {train_hours:.2f} h{sitting}. "
         f"Evaluated on {test_scope}.",
         "",

@@ -175,6 +175,31 @@ def test_seed_by_seed_table_gives_each_run_and_its_gap_to_the_baseline_of_its_se
     assert _by_seed(records, ["sum", "gr"], [0]) == []  # one seed: nothing to pair
 
 
+def test_a_run_beside_the_grid_widens_the_report_and_is_counted_apart():
+    from dataclasses import replace
+
+    from examples.asr_se.compare import report_scope
+    from examples.asr_se.config import get_preset
+    from examples.asr_se.report import finished_runs
+
+    preset = replace(get_preset("tiny"), systems=("sum", "gr"), seeds=(0, 1))
+    assert report_scope(preset, ("gr:k=20",), (0,)) == (("sum", "gr", "gr:k=20"), (0, 1))
+    assert report_scope(preset, ("gr", "sum"), (2, 0)) == (("sum", "gr"), (0, 1, 2))
+    runs = [
+        {"system": "sum", "seed": 0},
+        {"system": "gr", "seed": 1},
+        {"system": "gr:k=20", "seed": 0},
+        {"system": "gr", "seed": 2},
+    ]
+    assert finished_runs(preset, runs) == (
+        "Finished runs of the preset's grid: 2 of 4 (sum seed 0, gr seed 1); "
+        "beside the grid: gr:k=20 seed 0, gr seed 2"
+    )
+    assert finished_runs(preset, runs[:1]) == (
+        "Finished runs of the preset's grid: 1 of 4 (sum seed 0)"
+    )
+
+
 def test_wer_plot_bands_the_spread_over_seeds_and_shares_each_rows_y_axis(tmp_path, monkeypatch):
     import matplotlib.figure
 

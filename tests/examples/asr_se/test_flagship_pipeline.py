@@ -65,6 +65,8 @@ def test_grid_trains_scores_and_reports_every_system(tiny_manifest, tmp_path):
     assert voices == results["voices"]
     assert [d["id"] for d in decoded] == sorted({d["id"] for d in decoded})
     text = report.read_text()
+    grid = len(TINY.systems) * len(TINY.seeds)
+    assert f"Finished runs of the preset's grid: {grid} of {grid} (" in text
     for system in TINY.systems:
         assert f"| {system} |" in text
     assert "## Error rate by voice" in text and "| human clean | human noisy |" in text

@@ -1,13 +1,15 @@
-"""The report's pictures: WER against SNR per system, and gradient conflict over training."""
+"""The report's pictures: WER against SNR per system, each system's gap to the baseline seed
+by seed, and gradient conflict over training."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from examples.asr_se.report import TEST_SETS, mean_std, seed_wers, select
+from examples.asr_se.report import BASELINE, TEST_SETS, mean_std, noisy_rate, seed_wers, select
 
 
 def _pyplot() -> Any:
@@ -73,6 +75,65 @@ def plot_wer_vs_snr(
     axes[0][-1].legend()
     figure.tight_layout()
     name = "wer_vs_snr.png"
+    figure.savefig(out_dir / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def plot_seed_gaps(
+    systems: Sequence[str],
+    wer: list[dict[str, Any]],
+    out_dir: Path,
+    cer: list[dict[str, Any]] | None = None,
+    test_set: str = "synthetic",
+) -> str | None:
+    """Each system's difference in points from the baseline run of the same seed, WER (and
+    CER) pooled over the noisy conditions of ``test_set``: a dot per seed, a bar at their
+    mean. Differences of one or two points, lost among the curves of
+    :func:`plot_wer_vs_snr`, show here with their sign on every seed. ``None`` when no
+    seed has both a baseline run and another system's."""
+    compared = [s for s in systems if s != BASELINE]
+    rows = [("WER", wer, "wer", "words")] + ([("CER", cer, "cer", "characters")] if cer else [])
+    gaps: dict[str, dict[str, list[tuple[int, float]]]] = {label: {} for label, *_ in rows}
+    for label, records, rate, weight in rows:
+        seeds = sorted({r["seed"] for r in records})
+        for system in compared:
+            pairs = []
+            for seed in seeds:
+                value = noisy_rate(records, system, seed, test_set, rate, weight)
+                baseline = noisy_rate(records, BASELINE, seed, test_set, rate, weight)
+                if not (math.isnan(value) or math.isnan(baseline)):
+                    pairs.append((seed, 100 * (value - baseline)))
+            gaps[label][system] = pairs
+    if not any(gaps["WER"].values()):
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(
+        1, len(rows), figsize=(5.5 * len(rows), 0.5 * len(compared) + 1.5), squeeze=False
+    )
+    markers = "osD^v<>"
+    for axis, (label, *_) in zip(axes[0], rows, strict=True):
+        for position, system in enumerate(compared):
+            pairs = gaps[label][system]
+            for seed, gap in pairs:
+                axis.plot(gap, position, markers[seed % len(markers)], color="C0", alpha=0.8)
+            if pairs:
+                mean = statistics.fmean(gap for _, gap in pairs)
+                axis.plot([mean, mean], [position - 0.3, position + 0.3], color="black")
+        axis.axvline(0.0, color="grey", linewidth=0.8)
+        axis.set_yticks(range(len(compared)), compared)
+        axis.invert_yaxis()
+        axis.set_xlabel(f"{label} minus {BASELINE}'s, same seed (points; left is better)")
+        axis.set_title(f"{label}, {test_set}, noisy conditions")
+        axis.grid(axis="x", alpha=0.3)
+    seeds_drawn = sorted({seed for pairs in gaps["WER"].values() for seed, _ in pairs})
+    handles = [
+        plt.Line2D([], [], linestyle="", marker=markers[s % len(markers)], color="C0")
+        for s in seeds_drawn
+    ]
+    axes[0][-1].legend(handles, [f"seed {s}" for s in seeds_drawn], fontsize=8)
+    figure.tight_layout()
+    name = "seed_gaps.png"
     figure.savefig(out_dir / name, dpi=110)
     plt.close(figure)
     return name

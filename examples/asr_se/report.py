@@ -68,6 +68,24 @@ def seed_wers(
     return values
 
 
+def noisy_rate(
+    records: Records,
+    system: str,
+    seed: int,
+    test_set: str = "synthetic",
+    rate: str = "wer",
+    weight: str = "words",
+) -> float:
+    """One run's WER (or ``rate``) on ``test_set``, pooled over its noisy conditions (every
+    noise and SNR); NaN when the run is not among ``records``."""
+
+    def noisy(r: dict[str, Any]) -> bool:
+        return bool(r["test_set"] == test_set and r["snr"] is not None)
+
+    values = seed_wers(records, system, [seed], noisy, rate, weight)
+    return values[0] if values else math.nan
+
+
 def spread(values: Sequence[float]) -> str:
     """``mean ± sd`` in percent over seeds; the mean alone (``(1 seed)``) for one value."""
     mean, std = mean_std(values)
@@ -152,12 +170,8 @@ def _by_seed(
     if len(present) < 2:
         return []
 
-    def noisy(r: dict[str, Any]) -> bool:
-        return bool(r["test_set"] == test_set and r["snr"] is not None)
-
     def of(system: str, seed: int) -> float:
-        values = seed_wers(wer, system, [seed], noisy)
-        return values[0] if values else math.nan
+        return noisy_rate(wer, system, seed, test_set)
 
     lines = [
         f"## Seed by seed: `{test_set}`, noisy conditions",
@@ -420,9 +434,12 @@ def write_report(
     public_runs = [{k: v for k, v in run.items() if k != "examples"} for run in results["runs"]]
     (results_dir / "runs.json").write_text(json.dumps(public_runs, indent=1))
     present = [s for s in systems if select(results["wer"], system=s)]
-    from examples.asr_se.plots import plot_conflicts, plot_wer_vs_snr
+    from examples.asr_se.plots import plot_conflicts, plot_seed_gaps, plot_wer_vs_snr
 
     plots = [plot_wer_vs_snr(present, results["wer"], results_dir, results.get("cer"))]
+    seed_gaps = plot_seed_gaps(present, results["wer"], results_dir, results.get("cer"))
+    if seed_gaps:
+        plots.append(seed_gaps)
     conflict_plot = plot_conflicts(present, results["runs"], results_dir)
     if conflict_plot:
         plots.append(conflict_plot)

@@ -175,6 +175,44 @@ def test_seed_by_seed_table_gives_each_run_and_its_gap_to_the_baseline_of_its_se
     assert _by_seed(records, ["sum", "gr"], [0]) == []  # one seed: nothing to pair
 
 
+def test_seed_gap_plot_puts_a_dot_per_seed_at_the_gap_to_the_baseline(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from examples.asr_se.plots import plot_seed_gaps
+
+    def record(system, seed, wer, test_set="synthetic", snr=5.0):
+        return {"system": system, "seed": seed, "test_set": test_set, "noise": "babble"} | {
+            "snr": snr,
+            "wer": wer,
+            "words": 10,
+        }
+
+    records = [
+        record("sum", 0, 0.50),
+        record("sum", 1, 0.60),
+        record("sum", 1, 0.10, snr=None),  # clean: left out
+        record("gr", 0, 0.47),  # -3 points
+        record("gr", 1, 0.59),  # -1 point
+        record("gr", 1, 0.90, test_set="real_seen_text"),  # another test set: left out
+        record("pcgrad", 1, 0.62),  # +2 points; no seed 0
+    ]
+    figures = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: figures.append(self)
+    )
+    assert plot_seed_gaps(["sum", "gr", "pcgrad"], records, tmp_path) == "seed_gaps.png"
+    (axis,) = figures[0].axes
+    dots = {
+        (round(float(line.get_xdata()[0]), 6), int(line.get_ydata()[0]))
+        for line in axis.lines
+        if len(line.get_xdata()) == 1
+    }
+    assert dots == {(-3.0, 0), (-1.0, 0), (2.0, 1)}  # gr on row 0, pcgrad on row 1
+    means = [line.get_xdata()[0] for line in axis.lines if len(line.get_xdata()) == 2]
+    assert means[:2] == pytest.approx([-2.0, 2.0])
+    assert plot_seed_gaps(["sum", "gr"], records[:2], tmp_path) is None  # nothing to pair
+
+
 def test_a_run_beside_the_grid_widens_the_report_and_is_counted_apart():
     from dataclasses import replace
 

@@ -164,8 +164,9 @@ def _by_seed(
     wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set: str = "synthetic"
 ) -> list[str]:
     """Each seed's pooled noisy WER on ``test_set``, and its difference from the baseline's
-    run with the same seed. A seed fixes the data order and the initial weights, so the
-    differences within a seed show whether a gap between means holds seed by seed."""
+    run with the same seed. A seed fixes the data order, and the initial weights of the
+    systems that share a model, so the differences within a seed show whether a gap
+    between means holds seed by seed."""
     present = [seed for seed in seeds if any(select(wer, system=s, seed=seed) for s in systems)]
     if len(present) < 2:
         return []

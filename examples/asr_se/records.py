@@ -17,6 +17,8 @@ import gzip
 import shutil
 from pathlib import Path
 
+from examples.asr_se.systems import folder_name
+
 RECORD_FILES = (
     "config.json",
     "train_log.csv",
@@ -45,7 +47,7 @@ def recorded_name(name: str) -> str:
 
 def record_dir_for(root: Path, system: str, seed: int) -> Path:
     """The record folder of one (system, seed) run under ``root``."""
-    return root / system / f"seed{seed}"
+    return root / folder_name(system) / f"seed{seed}"
 
 
 def is_recorded(record_dir: Path) -> bool:

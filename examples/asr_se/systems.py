@@ -46,6 +46,12 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def folder_name(system: str) -> str:
+    """The folder name of a system's runs and records: its name with ``:`` (not allowed in
+    Windows paths) written ``+``, so ``gr:k=20`` lives in ``gr+k=20``."""
+    return system.replace(":", "+")
+
+
 def get_system(name: str) -> System:
     """The system called ``name``; raises ``ValueError`` listing the known ones, or naming
     a variant's bad option."""

@@ -42,7 +42,7 @@ from examples.asr_se.config import Preset, TrainConfig
 from examples.asr_se.corpus import NoisySpeechDataset, collate_batch
 from examples.asr_se.model import JointModel, ModelConfig, asr_loss, se_loss
 from examples.asr_se.provenance import record_sitting
-from examples.asr_se.systems import System, get_system
+from examples.asr_se.systems import System, folder_name, get_system
 
 TRAIN_LOG_FIELDS = (
     "step",
@@ -72,7 +72,7 @@ class Position:
 
 def run_dir_for(root: Path, preset: str, system: str, seed: int) -> Path:
     """The folder of one (preset, system, seed) run under ``root``."""
-    return root / preset / system / f"seed{seed}"
+    return root / preset / folder_name(system) / f"seed{seed}"
 
 
 _GRID_FIELDS = ("systems", "seeds")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -211,6 +213,18 @@ def test_seed_gap_plot_puts_a_dot_per_seed_at_the_gap_to_the_baseline(tmp_path, 
     means = [line.get_xdata()[0] for line in axis.lines if len(line.get_xdata()) == 2]
     assert means[:2] == pytest.approx([-2.0, 2.0])
     assert plot_seed_gaps(["sum", "gr"], records[:2], tmp_path) is None  # nothing to pair
+
+
+def test_a_variants_folders_hold_no_colon():
+    from examples.asr_se.records import record_dir_for
+    from examples.asr_se.train import run_dir_for
+
+    root = Path("root")
+    assert run_dir_for(root, "full", "gr:k=20", 0) == root / "full" / "gr+k=20" / "seed0"
+    assert record_dir_for(root, "gr:k=20,granularity=global", 1) == (
+        root / "gr+k=20,granularity=global" / "seed1"
+    )
+    assert record_dir_for(root, "gr", 2) == root / "gr" / "seed2"
 
 
 def test_a_run_beside_the_grid_widens_the_report_and_is_counted_apart():

@@ -3,13 +3,19 @@ by seed, and gradient conflict over training."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from examples.asr_se.report import BASELINE, TEST_SETS, mean_std, noisy_rate, seed_wers, select
+from examples.asr_se.report import (
+    BASELINE,
+    TEST_SETS,
+    gaps_to_baseline,
+    mean_std,
+    seed_wers,
+    select,
+)
 
 
 def _pyplot() -> Any:
@@ -94,17 +100,12 @@ def plot_seed_gaps(
     seed has both a baseline run and another system's."""
     compared = [s for s in systems if s != BASELINE]
     rows = [("WER", wer, "wer", "words")] + ([("CER", cer, "cer", "characters")] if cer else [])
-    gaps: dict[str, dict[str, list[tuple[int, float]]]] = {label: {} for label, *_ in rows}
-    for label, records, rate, weight in rows:
-        seeds = sorted({r["seed"] for r in records})
-        for system in compared:
-            pairs = []
-            for seed in seeds:
-                value = noisy_rate(records, system, seed, test_set, rate, weight)
-                baseline = noisy_rate(records, BASELINE, seed, test_set, rate, weight)
-                if not (math.isnan(value) or math.isnan(baseline)):
-                    pairs.append((seed, 100 * (value - baseline)))
-            gaps[label][system] = pairs
+    gaps = {
+        label: gaps_to_baseline(
+            records, compared, sorted({r["seed"] for r in records}), test_set, rate, weight
+        )
+        for label, records, rate, weight in rows
+    }
     if not any(gaps["WER"].values()):
         return None
     plt = _pyplot()
@@ -114,11 +115,11 @@ def plot_seed_gaps(
     markers = "osD^v<>"
     for axis, (label, *_) in zip(axes[0], rows, strict=True):
         for position, system in enumerate(compared):
-            pairs = gaps[label][system]
-            for seed, gap in pairs:
+            points = {seed: 100 * gap for seed, gap in gaps[label][system].items()}
+            for seed, gap in points.items():
                 axis.plot(gap, position, markers[seed % len(markers)], color="C0", alpha=0.8)
-            if pairs:
-                mean = statistics.fmean(gap for _, gap in pairs)
+            if points:
+                mean = statistics.fmean(points.values())
                 axis.plot([mean, mean], [position - 0.3, position + 0.3], color="black")
         axis.axvline(0.0, color="grey", linewidth=0.8)
         axis.set_yticks(range(len(compared)), compared)
@@ -126,7 +127,7 @@ def plot_seed_gaps(
         axis.set_xlabel(f"{label} minus {BASELINE}'s, same seed (points; left is better)")
         axis.set_title(f"{label}, {test_set}, noisy conditions")
         axis.grid(axis="x", alpha=0.3)
-    seeds_drawn = sorted({seed for pairs in gaps["WER"].values() for seed, _ in pairs})
+    seeds_drawn = sorted({seed for points in gaps["WER"].values() for seed in points})
     handles = [
         plt.Line2D([], [], linestyle="", marker=markers[s % len(markers)], color="C0")
         for s in seeds_drawn

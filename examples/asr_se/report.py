@@ -86,6 +86,31 @@ def noisy_rate(
     return values[0] if values else math.nan
 
 
+def gaps_to_baseline(
+    records: Records,
+    systems: Sequence[str],
+    seeds: Sequence[int],
+    test_set: str = "synthetic",
+    rate: str = "wer",
+    weight: str = "words",
+) -> dict[str, dict[int, float]]:
+    """Each system's :func:`noisy_rate` minus the baseline's on the same seed, as a
+    fraction, for every seed where both runs are among ``records``; the baseline itself is
+    left out. Within a seed the runs share data order (and the joint systems their initial
+    weights), so these differences show whether a gap between means holds seed by seed."""
+    baseline = {seed: noisy_rate(records, BASELINE, seed, test_set, rate, weight) for seed in seeds}
+    gaps: dict[str, dict[int, float]] = {}
+    for system in systems:
+        if system == BASELINE:
+            continue
+        gaps[system] = {}
+        for seed in seeds:
+            value = noisy_rate(records, system, seed, test_set, rate, weight)
+            if not (math.isnan(value) or math.isnan(baseline[seed])):
+                gaps[system][seed] = value - baseline[seed]
+    return gaps
+
+
 def spread(values: Sequence[float]) -> str:
     """``mean ± sd`` in percent over seeds; the mean alone (``(1 seed)``) for one value."""
     mean, std = mean_std(values)
@@ -163,17 +188,13 @@ def _cer_overview(cer: Records, systems: Sequence[str], seeds: Sequence[int]) ->
 def _by_seed(
     wer: Records, systems: Sequence[str], seeds: Sequence[int], test_set: str = "synthetic"
 ) -> list[str]:
-    """Each seed's pooled noisy WER on ``test_set``, and its difference from the baseline's
-    run with the same seed. A seed fixes the data order, and the initial weights of the
-    systems that share a model, so the differences within a seed show whether a gap
-    between means holds seed by seed."""
+    """The table of each run's pooled noisy WER on ``test_set`` with its
+    :func:`gaps_to_baseline` in brackets; empty when fewer than two seeds ran."""
     present = [seed for seed in seeds if any(select(wer, system=s, seed=seed) for s in systems)]
     if len(present) < 2:
         return []
 
-    def of(system: str, seed: int) -> float:
-        return noisy_rate(wer, system, seed, test_set)
-
+    gaps = gaps_to_baseline(wer, systems, present, test_set)
     lines = [
         f"## Seed by seed: `{test_set}`, noisy conditions",
         "",
@@ -188,13 +209,14 @@ def _by_seed(
     for system in systems:
         cells = []
         for seed in present:
-            value, baseline = of(system, seed), of(BASELINE, seed)
+            value = noisy_rate(wer, system, seed, test_set)
+            gap = gaps.get(system, {}).get(seed)
             if math.isnan(value):
                 cells.append("–")
-            elif system == BASELINE or math.isnan(baseline):
+            elif gap is None:
                 cells.append(percent(value))
             else:
-                cells.append(f"{percent(value)} ({100 * (value - baseline):+.1f})")
+                cells.append(f"{percent(value)} ({100 * gap:+.1f})")
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     return lines
 
@@ -404,10 +426,11 @@ def finished_runs(preset: Preset, runs: Records) -> str:
     def named(chosen: Records) -> str:
         return ", ".join(f"{run['system']} seed {run['seed']}" for run in chosen)
 
-    in_grid = [
-        run for run in runs if run["system"] in preset.systems and run["seed"] in preset.seeds
-    ]
-    beside = [run for run in runs if run not in in_grid]
+    def of_grid(run: dict[str, Any]) -> bool:
+        return run["system"] in preset.systems and run["seed"] in preset.seeds
+
+    in_grid = [run for run in runs if of_grid(run)]
+    beside = [run for run in runs if not of_grid(run)]
     text = (
         f"Finished runs of the preset's grid: {len(in_grid)} of "
         f"{len(preset.systems) * len(preset.seeds)} ({named(in_grid)})"

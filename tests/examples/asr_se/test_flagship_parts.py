@@ -177,6 +177,28 @@ def test_seed_by_seed_table_gives_each_run_and_its_gap_to_the_baseline_of_its_se
     assert _by_seed(records, ["sum", "gr"], [0]) == []  # one seed: nothing to pair
 
 
+def test_gaps_to_the_baseline_pair_runs_of_one_seed_and_skip_unpaired_ones():
+    from examples.asr_se.report import gaps_to_baseline
+
+    def record(system, seed, cer, characters):
+        return {"system": system, "seed": seed, "test_set": "synthetic", "noise": "babble"} | {
+            "snr": 5.0,
+            "cer": cer,
+            "characters": characters,
+        }
+
+    records = [
+        record("sum", 0, 0.5, 10),
+        record("sum", 0, 0.2, 30),  # pooled by characters: (5 + 6) / 40 = 0.275
+        record("gr", 0, 0.25, 20),  # 0.025 below
+        record("gr", 1, 0.4, 10),  # no baseline on seed 1: skipped
+        record("sum", 2, 0.3, 10),  # no gr on seed 2: skipped
+    ]
+    gaps = gaps_to_baseline(records, ["sum", "gr"], [0, 1, 2], rate="cer", weight="characters")
+    assert list(gaps) == ["gr"]  # the baseline has no gap to itself
+    assert gaps["gr"] == {0: pytest.approx(-0.025)}
+
+
 def test_seed_gap_plot_puts_a_dot_per_seed_at_the_gap_to_the_baseline(tmp_path, monkeypatch):
     import matplotlib.figure
 

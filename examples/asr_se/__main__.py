@@ -25,6 +25,7 @@ from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.evaluate import evaluate_run, load_trained
 from examples.asr_se.provenance import PROCESS_CODE, machine
+from examples.asr_se.records import recorded_runs
 from examples.asr_se.report import print_table, write_report
 from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
 from examples.asr_se.train import Trainer, run_dir_for
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not getattr(args, "report_only", False):
         run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
-    systems, seeds = report_scope(preset, systems, seeds)
+    systems, seeds = report_scope(preset, systems, seeds, recorded_runs(records))
     results = collect(systems, seeds, records, manifest)
     command = _command_line(argv)
     report = write_report(

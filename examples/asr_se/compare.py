@@ -66,17 +66,22 @@ def run_grid(
 
 
 def report_scope(
-    preset: Preset, systems: Sequence[str], seeds: Sequence[int]
+    preset: Preset,
+    systems: Sequence[str],
+    seeds: Sequence[int],
+    recorded: Sequence[tuple[str, int]] = (),
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The systems and seeds a report covers: the preset's grid, then any others asked for.
+    """The systems and seeds a report covers: the preset's grid, then the systems and seeds
+    of the ``recorded`` runs (:func:`examples.asr_se.records.recorded_runs`), then any
+    others asked for.
 
     ``compare --systems gr:k=20 --seeds 0`` trains that one run; its report still holds
-    every recorded run of the preset's grid, so a run added beside the grid never
-    replaces the grid's report with a smaller one.
+    every recorded run, of the grid and beside it, so a run added beside the grid never
+    replaces the report with a smaller one, and ``--report-only`` alone rewrites it whole.
     """
     return (
-        tuple(dict.fromkeys((*preset.systems, *systems))),
-        tuple(sorted({*preset.seeds, *seeds})),
+        tuple(dict.fromkeys((*preset.systems, *(s for s, _ in recorded), *systems))),
+        tuple(sorted({*preset.seeds, *(seed for _, seed in recorded), *seeds})),
     )
 
 

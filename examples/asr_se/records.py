@@ -14,6 +14,7 @@ finished runs even where the run folders are gone (a fresh clone):
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def recorded_name(name: str) -> str:
 def record_dir_for(root: Path, system: str, seed: int) -> Path:
     """The record folder of one (system, seed) run under ``root``."""
     return root / folder_name(system) / f"seed{seed}"
+
+
+def recorded_runs(root: Path) -> list[tuple[str, int]]:
+    """The ``(system, seed)`` of every complete record under ``root``, sorted, as each
+    record's ``config.json`` names them (a folder name writes a variant's ``:`` as ``+``,
+    so the folder alone cannot say which it was)."""
+    runs = []
+    for evaluation in root.glob("*/seed*/evaluation.json"):
+        config = json.loads((evaluation.parent / "config.json").read_text())
+        runs.append((str(config["system"]), int(config["seed"])))
+    return sorted(runs)
 
 
 def is_recorded(record_dir: Path) -> bool:

@@ -374,7 +374,8 @@ def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> lis
         f"{monitor_every}th step). *conflicting steps*: share of monitored steps where the whole "
         "front-end gradients conflict (cosine < 0); *tensor conflicts*: mean share of front-end "
         "tensors whose gradients conflict; *SE dominates*: mean share of tensors where "
-        "‖g_SE‖ > K ‖g_ASR‖ (K = 5); gradients are those of the weighted losses (0.7 ASR, 0.3 SE).",
+        "‖g_SE‖ > K ‖g_ASR‖ (K = 5, the paper's, unless the system sets its own `k`, as "
+        "`gr:k=20` does); gradients are those of the weighted losses (0.7 ASR, 0.3 SE).",
         "",
         "| system | monitored steps | conflicting steps | tensor conflicts | mean cosine "
         "| median ‖g_SE‖/‖g_ASR‖ | SE dominates | median step (s) |",

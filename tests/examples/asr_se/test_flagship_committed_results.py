@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from examples.asr_se.compare import collect
+from examples.asr_se.compare import collect, report_scope
 from examples.asr_se.config import get_preset
+from examples.asr_se.records import record_dir_for, recorded_runs
 from examples.asr_se.voices import read_hypotheses
 
 RESULTS = Path(__file__).resolve().parents[3] / "examples" / "asr_se" / "results"
@@ -29,7 +30,8 @@ def committed(name: str) -> list[dict]:
 
 
 def test_summary_and_cer_are_the_records_scores():
-    results = collect(FULL.systems, FULL.seeds, RESULTS / "runs")
+    scope = report_scope(FULL, (), (), recorded_runs(RESULTS / "runs"))
+    results = collect(*scope, RESULTS / "runs")
     assert results["runs"], "the records folder holds no complete record"
     assert committed("summary.json") == results["wer"]
     assert committed("cer.json") == results["cer"]
@@ -42,7 +44,7 @@ def test_the_voice_split_covers_every_decoded_utterance_of_every_record():
     assert {(r["system"], r["seed"]) for r in voices} == runs
     summary = committed("summary.json")
     for system, seed in runs:
-        decoded = read_hypotheses(RESULTS / "runs" / system / f"seed{seed}")
+        decoded = read_hypotheses(record_dir_for(RESULTS / "runs", system, seed))
         split = [r for r in voices if (r["system"], r["seed"]) == (system, seed)]
         assert sum(r["utterances"] for r in split) == len(decoded)
         words = Counter({"clean": 0, "noisy": 0})

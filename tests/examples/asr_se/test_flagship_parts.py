@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,24 @@ def test_a_variants_folders_hold_no_colon():
     assert record_dir_for(root, "gr", 2) == root / "gr" / "seed2"
 
 
+def test_recorded_runs_are_named_by_their_configs_and_only_when_complete(tmp_path):
+    from examples.asr_se.records import record_dir_for, recorded_runs
+
+    def record(system, seed, complete=True):
+        folder = record_dir_for(tmp_path, system, seed)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"system": system, "seed": seed}))
+        if complete:
+            (folder / "evaluation.json").write_text("{}")
+
+    record("gr:k=20,granularity=global", 0)  # its folder: gr+k=20,granularity=global
+    record("sum", 10)
+    record("sum", 2)
+    record("gr", 1, complete=False)  # interrupted while being recorded: not yet a record
+    assert recorded_runs(tmp_path) == [("gr:k=20,granularity=global", 0), ("sum", 2), ("sum", 10)]
+    assert recorded_runs(tmp_path / "absent") == []
+
+
 def test_a_run_beside_the_grid_widens_the_report_and_is_counted_apart():
     from dataclasses import replace
 
@@ -259,6 +278,11 @@ def test_a_run_beside_the_grid_widens_the_report_and_is_counted_apart():
     preset = replace(get_preset("tiny"), systems=("sum", "gr"), seeds=(0, 1))
     assert report_scope(preset, ("gr:k=20",), (0,)) == (("sum", "gr", "gr:k=20"), (0, 1))
     assert report_scope(preset, ("gr", "sum"), (2, 0)) == (("sum", "gr"), (0, 1, 2))
+    recorded = [("gr", 0), ("gr:k=20", 0), ("pcgrad", 3), ("sum", 1)]
+    assert report_scope(preset, ("gr_project",), (0,), recorded) == (
+        ("sum", "gr", "gr:k=20", "pcgrad", "gr_project"),
+        (0, 1, 3),
+    )
     runs = [
         {"system": "sum", "seed": 0},
         {"system": "gr", "seed": 1},

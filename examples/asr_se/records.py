@@ -57,8 +57,15 @@ def recorded_runs(root: Path) -> list[tuple[str, int]]:
     so the folder alone cannot say which it was)."""
     runs = []
     for evaluation in root.glob("*/seed*/evaluation.json"):
-        config = json.loads((evaluation.parent / "config.json").read_text())
-        runs.append((str(config["system"]), int(config["seed"])))
+        path = evaluation.parent / "config.json"
+        try:
+            config = json.loads(path.read_text())
+            runs.append((str(config["system"]), int(config["seed"])))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path}: not a run's settings ({error!r}); the record is damaged: restore "
+                "it from git or move its folder away"
+            ) from error
     return sorted(runs)
 
 

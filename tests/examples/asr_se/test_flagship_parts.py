@@ -266,6 +266,9 @@ def test_recorded_runs_are_named_by_their_configs_and_only_when_complete(tmp_pat
     record("gr", 1, complete=False)  # interrupted while being recorded: not yet a record
     assert recorded_runs(tmp_path) == [("gr:k=20,granularity=global", 0), ("sum", 2), ("sum", 10)]
     assert recorded_runs(tmp_path / "absent") == []
+    (record_dir_for(tmp_path, "sum", 2) / "config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"seed2.config\.json"):
+        recorded_runs(tmp_path)
 
 
 def test_a_run_beside_the_grid_widens_the_report_and_is_counted_apart():

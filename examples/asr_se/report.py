@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,11 @@ def seed_wers(
     return values
 
 
+def noisy_in(test_set: str) -> Callable[[dict[str, Any]], bool]:
+    """The predicate of ``test_set``'s noisy conditions (every noise and SNR; not clean)."""
+    return lambda r: bool(r["test_set"] == test_set and r["snr"] is not None)
+
+
 def noisy_rate(
     records: Records,
     system: str,
@@ -78,11 +83,7 @@ def noisy_rate(
 ) -> float:
     """One run's WER (or ``rate``) on ``test_set``, pooled over its noisy conditions (every
     noise and SNR); NaN when the run is not among ``records``."""
-
-    def noisy(r: dict[str, Any]) -> bool:
-        return bool(r["test_set"] == test_set and r["snr"] is not None)
-
-    values = seed_wers(records, system, [seed], noisy, rate, weight)
+    values = seed_wers(records, system, [seed], noisy_in(test_set), rate, weight)
     return values[0] if values else math.nan
 
 
@@ -137,9 +138,6 @@ def _overview(
     rate: str = "wer",
     weight: str = "words",
 ) -> list[str]:
-    def noisy_in(test_set: str) -> Any:
-        return lambda r: r["test_set"] == test_set and r["snr"] is not None
-
     def clean_real(r: dict[str, Any]) -> bool:
         return r["snr"] is None and r["test_set"] != "synthetic"
 

@@ -3,8 +3,9 @@ by seed, and gradient conflict over training."""
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from examples.asr_se.report import (
     TEST_SETS,
     gaps_to_baseline,
     mean_std,
+    noisy_in,
     seed_wers,
     select,
 )
@@ -34,13 +36,20 @@ def plot_wer_vs_snr(
     cer: list[dict[str, Any]] | None = None,
 ) -> str:
     """One panel per test set: WER (mean over seeds, a band of one standard deviation
-    where there are several) against SNR, a line per system; with ``cer`` records, a second
-    row of the same in characters. The panels of a row share their y axis, so that test
-    sets compare at a glance."""
+    where there are several) against SNR, a line per system. Below it, each system's WER
+    minus the baseline's at each SNR, averaged over the seeds both ran
+    (:func:`~examples.asr_se.report.gaps_to_baseline`): gaps of a point or two, lost
+    among the curves of the first row, show there. With ``cer`` records, a last row of
+    the first in characters. The panels of a row share their y axis, so that test sets
+    compare at a glance."""
     plt = _pyplot()
-    rows = [("WER (%)", wer, "wer", "words")]
+    rows: list[tuple[str, list[dict[str, Any]], str, str, bool]] = [
+        ("WER (%)", wer, "wer", "words", False)
+    ]
+    if BASELINE in systems and len(systems) > 1:
+        rows.append((f"WER minus {BASELINE}'s (points)", wer, "wer", "words", True))
     if cer:
-        rows.append(("CER (%)", cer, "cer", "characters"))
+        rows.append(("CER (%)", cer, "cer", "characters", False))
     figure, axes = plt.subplots(
         len(rows),
         len(TEST_SETS),
@@ -48,42 +57,79 @@ def plot_wer_vs_snr(
         squeeze=False,
         sharey="row",
     )
-    for row, (label, records, rate, weight) in zip(axes, rows, strict=True):
+    colours = {system: f"C{index % 10}" for index, system in enumerate(systems)}
+    for row, (label, records, rate, weight, gap) in zip(axes, rows, strict=True):
         for axis, test_set in zip(row, TEST_SETS, strict=True):
             snrs = sorted(
                 {r["snr"] for r in select(records, test_set=test_set) if r["snr"] is not None}
             )
-            for system in systems:
-                seeds = sorted({r["seed"] for r in select(records, system=system)})
-                spread = [
-                    mean_std(
-                        seed_wers(
-                            records,
-                            system,
-                            seeds,
-                            lambda r, s=snr, t=test_set: r["test_set"] == t and r["snr"] == s,
-                            rate,
-                            weight,
-                        )
-                    )
-                    for snr in snrs
-                ]
-                means = [100 * mean for mean, _ in spread]
-                (line,) = axis.plot(snrs, means, marker="o", label=system)
-                if len(seeds) > 1:
-                    low = [100 * (mean - std) for mean, std in spread]
-                    high = [100 * (mean + std) for mean, std in spread]
-                    axis.fill_between(snrs, low, high, color=line.get_color(), alpha=0.15)
+            if gap:
+                _draw_gaps_by_snr(axis, systems, records, test_set, snrs, colours)
+            else:
+                _draw_rates_by_snr(axis, systems, records, test_set, snrs, rate, weight, colours)
             axis.set_title(test_set)
             axis.set_xlabel("SNR (dB)")
             axis.grid(alpha=0.3)
         row[0].set_ylabel(label)
-    axes[0][-1].legend()
+    axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
     name = "wer_vs_snr.png"
     figure.savefig(out_dir / name, dpi=110)
     plt.close(figure)
     return name
+
+
+def _draw_rates_by_snr(
+    axis: Any,
+    systems: Sequence[str],
+    records: list[dict[str, Any]],
+    test_set: str,
+    snrs: list[float],
+    rate: str,
+    weight: str,
+    colours: dict[str, str],
+) -> None:
+    """A line per system: its pooled rate at each SNR, mean over seeds with a band of one
+    standard deviation where there are several."""
+    for system in systems:
+        seeds = sorted({r["seed"] for r in select(records, system=system)})
+        spread = [
+            mean_std(seed_wers(records, system, seeds, _at_snr(test_set, snr), rate, weight))
+            for snr in snrs
+        ]
+        means = [100 * mean for mean, _ in spread]
+        axis.plot(snrs, means, marker="o", label=system, color=colours[system])
+        if len(seeds) > 1:
+            low = [100 * (mean - std) for mean, std in spread]
+            high = [100 * (mean + std) for mean, std in spread]
+            axis.fill_between(snrs, low, high, color=colours[system], alpha=0.15)
+
+
+def _draw_gaps_by_snr(
+    axis: Any,
+    systems: Sequence[str],
+    records: list[dict[str, Any]],
+    test_set: str,
+    snrs: list[float],
+    colours: dict[str, str],
+) -> None:
+    """A line per system other than the baseline: at each SNR, the mean over seeds of its
+    WER minus the baseline's of the same seed, in points (a gap to 0 where no seed pairs)."""
+    seeds = sorted({r["seed"] for r in records})
+    for system in systems:
+        if system == BASELINE:
+            continue
+        means = []
+        for snr in snrs:
+            gaps = gaps_to_baseline(records, [system], seeds, _at_snr(test_set, snr))[system]
+            means.append(100 * statistics.fmean(gaps.values()) if gaps else math.nan)
+        axis.plot(snrs, means, marker="o", label=system, color=colours[system])
+    axis.axhline(0.0, color="black", linewidth=0.8)
+
+
+def _at_snr(test_set: str, snr: float) -> Callable[[dict[str, Any]], bool]:
+    """The predicate of ``test_set``'s records at ``snr`` (every noise)."""
+    return lambda r: bool(r["test_set"] == test_set and r["snr"] == snr)
 
 
 def plot_seed_gaps(
@@ -102,7 +148,12 @@ def plot_seed_gaps(
     rows = [("WER", wer, "wer", "words")] + ([("CER", cer, "cer", "characters")] if cer else [])
     gaps = {
         label: gaps_to_baseline(
-            records, compared, sorted({r["seed"] for r in records}), test_set, rate, weight
+            records,
+            compared,
+            sorted({r["seed"] for r in records}),
+            noisy_in(test_set),
+            rate,
+            weight,
         )
         for label, records, rate, weight in rows
     }
@@ -141,30 +192,58 @@ def plot_seed_gaps(
 
 
 def plot_conflicts(systems: Sequence[str], runs: list[dict[str, Any]], out_dir: Path) -> str | None:
-    """Share of conflicting front-end tensors and the whole-front-end cosine over training."""
-    traced = [run for run in runs if "conflict" in run]
+    """Share of conflicting front-end tensors and the whole-front-end cosine over training,
+    a line per system: the mean over its seeds at each monitored step, then a moving
+    average over a tenth of training. Every system is smoothed over the same span of
+    steps; one monitored on fewer steps (``sum``, every ``monitor_every``-th step, where
+    the others are monitored on every step) averages fewer points and looks noisier,
+    which its label says."""
+    traced = [run for run in runs if "conflict" in run and run["conflict"]["trace"]]
     if not traced:
         return None
     plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for system in systems:
-        for run in select(traced, system=system)[:1]:
-            steps, share, cosine = zip(*run["conflict"]["trace"], strict=True)
-            window = max(1, len(share) // 30)
-            left.plot(steps[window - 1 :], _rolling(share, window), label=system)
-            right.plot(steps[window - 1 :], _rolling(cosine, window), label=system)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
+    last_step = max(run["conflict"]["trace"][-1][0] for run in traced)
+    span = max(1, round(last_step / 10))
+    for index, system in enumerate(systems):
+        mine = select(traced, system=system)
+        if not mine:
+            continue
+        steps, share, cosine = _mean_over_seeds([run["conflict"]["trace"] for run in mine])
+        interval = steps[1] - steps[0] if len(steps) > 1 else 1.0
+        window = max(1, round(span / interval))
+        label = f"{system} ({len(mine)} seed{'s' if len(mine) > 1 else ''}"
+        label += f", every {interval:g} steps)" if interval > 1 else ")"
+        colour = f"C{index % 10}"
+        left.plot(steps[window - 1 :], _rolling(share, window), label=label, color=colour)
+        right.plot(steps[window - 1 :], _rolling(cosine, window), label=label, color=colour)
     left.set_title("share of front-end tensors in conflict")
     right.set_title("cosine(g_ASR, g_SE), whole front end")
     for axis in (left, right):
-        axis.set_xlabel("step")
+        axis.set_xlabel(f"step (moving average over {span:g} steps)")
         axis.grid(alpha=0.3)
     right.axhline(0.0, color="black", linewidth=0.8)
-    left.legend()
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.tight_layout()
     name = "conflict_over_training.png"
     figure.savefig(out_dir / name, dpi=110)
     plt.close(figure)
     return name
+
+
+def _mean_over_seeds(
+    traces: Sequence[Sequence[Sequence[float]]],
+) -> tuple[list[float], list[float], list[float]]:
+    """Steps, conflict share and cosine, each the mean over the traces (``[step, share,
+    cosine]`` rows) that monitored that step."""
+    by_step: dict[float, list[Sequence[float]]] = {}
+    for trace in traces:
+        for row in trace:
+            by_step.setdefault(row[0], []).append(row)
+    steps = sorted(by_step)
+    share = [statistics.fmean(row[1] for row in by_step[step]) for step in steps]
+    cosine = [statistics.fmean(row[2] for row in by_step[step]) for step in steps]
+    return steps, share, cosine
 
 
 def _rolling(values: Sequence[float], window: int) -> list[float]:

@@ -83,7 +83,20 @@ def noisy_rate(
 ) -> float:
     """One run's WER (or ``rate``) on ``test_set``, pooled over its noisy conditions (every
     noise and SNR); NaN when the run is not among ``records``."""
-    values = seed_wers(records, system, [seed], noisy_in(test_set), rate, weight)
+    return run_rate(records, system, seed, noisy_in(test_set), rate, weight)
+
+
+def run_rate(
+    records: Records,
+    system: str,
+    seed: int,
+    keep: Callable[[dict[str, Any]], bool],
+    rate: str = "wer",
+    weight: str = "words",
+) -> float:
+    """One run's WER (or ``rate``) pooled over the records ``keep`` accepts; NaN when the
+    run has none."""
+    values = seed_wers(records, system, [seed], keep, rate, weight)
     return values[0] if values else math.nan
 
 
@@ -91,22 +104,24 @@ def gaps_to_baseline(
     records: Records,
     systems: Sequence[str],
     seeds: Sequence[int],
-    test_set: str = "synthetic",
+    keep: Callable[[dict[str, Any]], bool] | None = None,
     rate: str = "wer",
     weight: str = "words",
 ) -> dict[str, dict[int, float]]:
-    """Each system's :func:`noisy_rate` minus the baseline's on the same seed, as a
-    fraction, for every seed where both runs are among ``records``; the baseline itself is
+    """Each system's :func:`run_rate` over the records ``keep`` accepts (by default the
+    synthetic voices' noisy conditions) minus the baseline's on the same seed, as a
+    fraction, for every seed where both runs have such records; the baseline itself is
     left out. Within a seed the runs share data order (and the joint systems their initial
     weights), so these differences show whether a gap between means holds seed by seed."""
-    baseline = {seed: noisy_rate(records, BASELINE, seed, test_set, rate, weight) for seed in seeds}
+    keep = noisy_in("synthetic") if keep is None else keep
+    baseline = {seed: run_rate(records, BASELINE, seed, keep, rate, weight) for seed in seeds}
     gaps: dict[str, dict[int, float]] = {}
     for system in systems:
         if system == BASELINE:
             continue
         gaps[system] = {}
         for seed in seeds:
-            value = noisy_rate(records, system, seed, test_set, rate, weight)
+            value = run_rate(records, system, seed, keep, rate, weight)
             if not (math.isnan(value) or math.isnan(baseline[seed])):
                 gaps[system][seed] = value - baseline[seed]
     return gaps
@@ -192,7 +207,7 @@ def _by_seed(
     if len(present) < 2:
         return []
 
-    gaps = gaps_to_baseline(wer, systems, present, test_set)
+    gaps = gaps_to_baseline(wer, systems, present, noisy_in(test_set))
     lines = [
         f"## Seed by seed: `{test_set}`, noisy conditions",
         "",
@@ -504,12 +519,30 @@ def write_report(
     lines += ["", *_enhancement(results["se"], present)]
     lines += ["", *_conflicts(results["runs"], present, preset.train.monitor_every)]
     lines += ["", *_code_versions(results["runs"])]
-    lines += ["", "## Plots", "", *[f"![{name}](results/{name})" for name in plots], ""]
+    lines += ["", "## Plots", "", *_plot_lines(plots), ""]
     lines += _examples(results["runs"], present)
     lines += ["## Configuration", "", "```json", preset.to_json(), "```", ""]
     path = out_dir / "RESULTS.md"
     path.write_text("\n".join(lines))
     return path
+
+
+_PLOT_CAPTIONS = {
+    "wer_vs_snr.png": "WER against SNR per test set (mean over seeds, a band of one standard "
+    f"deviation); below, each system's WER minus `{BASELINE}`'s of the same seeds; last, CER.",
+    "seed_gaps.png": f"Each run's noisy WER and CER on the synthetic voices minus the `{BASELINE}` "
+    "run of the same seed: a dot per seed, a bar at the mean.",
+    "conflict_over_training.png": "Conflict between the ASR and SE gradients on the front end "
+    "over training: mean over each system's seeds, moving average over a tenth of training.",
+}
+"""What each plot of the report shows, written under it."""
+
+
+def _plot_lines(plots: Sequence[str]) -> list[str]:
+    lines = []
+    for name in plots:
+        lines += [f"![{name}](results/{name})", "", _PLOT_CAPTIONS.get(name, ""), ""]
+    return lines[:-1]
 
 
 def print_table(results: dict[str, Any], systems: Sequence[str]) -> None:

@@ -321,11 +321,51 @@ def test_wer_plot_bands_the_spread_over_seeds_and_shares_each_rows_y_axis(tmp_pa
     )
     plot_wer_vs_snr(["sum", "gr"], records, tmp_path)
     (figure,) = figures
-    first, *others = figure.axes
-    assert all(axis.get_shared_y_axes().joined(first, axis) for axis in others)
+    rates, gaps = figure.axes[: len(TEST_SETS)], figure.axes[len(TEST_SETS) :]
+    assert len(gaps) == len(TEST_SETS)  # no CER records: a row of rates, a row of gaps
+    for row in (rates, gaps):
+        first, *others = row
+        assert all(axis.get_shared_y_axes().joined(first, axis) for axis in others)
+    # gr scores 20 points below sum on each seed, at every SNR; a line at 0 marks sum
+    (gap_line,) = [line for line in gaps[0].lines if line.get_label() == "gr"]
+    assert list(gap_line.get_xdata()) == [0.0, 10.0]
+    assert list(gap_line.get_ydata()) == pytest.approx([-20.0, -20.0])
+    first = rates[0]
     # one band per system; sum's seeds score 50 % and 60 %: mean 55 %, sd 10 / sqrt(2) %
     bands = first.collections
     assert len(bands) == 2
     heights = bands[0].get_paths()[0].vertices[:, 1]
     assert heights.min() == pytest.approx(55 - 10 / 2**0.5)
     assert heights.max() == pytest.approx(55 + 10 / 2**0.5)
+
+
+def test_conflict_plot_averages_the_seeds_and_smooths_every_system_over_the_same_steps(
+    tmp_path, monkeypatch
+):
+    import matplotlib.figure
+
+    from examples.asr_se.plots import plot_conflicts
+
+    def run(system, seed, every, share):
+        trace = [[float(step), share + seed / 10, 0.1] for step in range(0, 100, every)]
+        return {"system": system, "seed": seed, "conflict": {"trace": trace}}
+
+    # gr on every step, sum on every tenth (as monitored without task gradients)
+    runs = [run("gr", 0, 1, 0.4), run("gr", 1, 1, 0.4), run("sum", 0, 10, 0.2)]
+    runs.append({"system": "noisy_asr", "seed": 0})  # no conflict trace: not drawn
+    figures = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: figures.append(self)
+    )
+    assert (
+        plot_conflicts(["sum", "gr", "noisy_asr"], runs, tmp_path) == "conflict_over_training.png"
+    )
+    share_axis, _ = figures[0].axes
+    lines = {line.get_label(): line for line in share_axis.lines}
+    assert set(lines) == {"sum (1 seed, every 10 steps)", "gr (2 seeds)"}
+    # a tenth of 99 steps is 10 steps: 10 points of gr's, 1 of sum's
+    gr, sum_ = lines["gr (2 seeds)"], lines["sum (1 seed, every 10 steps)"]
+    assert gr.get_xdata()[0] == 9.0 and len(gr.get_xdata()) == 91
+    assert list(gr.get_ydata()) == pytest.approx([0.45] * 91)  # seeds 0.4 and 0.5
+    assert len(sum_.get_xdata()) == 10 and list(sum_.get_ydata()) == pytest.approx([0.2] * 10)
+    assert plot_conflicts(["noisy_asr"], runs[-1:], tmp_path) is None

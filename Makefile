@@ -7,7 +7,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs clean
+.PHONY: demo test lint typecheck coverage docs clean
 
 $(STAMP): pyproject.toml tools/setup_env.sh
 	VENV=$(VENV) bash tools/setup_env.sh
@@ -29,5 +29,11 @@ typecheck: $(STAMP)
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy examples benchmarks
 
+coverage: $(STAMP)
+	$(PYTHON) -m coverage erase
+	$(PYTHON) -m coverage run -m pytest -q tests --ignore=tests/examples --ignore=tests/benchmarks
+	$(PYTHON) -m coverage combine -q
+	$(PYTHON) -m coverage report
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -155,3 +155,24 @@ def test_bad_scaler():
     model = TwoHeads()
     with pytest.raises(TypeError, match="Invalid scaler"):
         gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", scaler=2.0)
+
+
+@pytest.mark.parametrize("method", ["sum", "uw"])
+def test_grad_scaler_with_a_loss_weighting_accumulator(method):
+    # a loss weighting back-propagates each micro-batch's weighted sum, scaled by the scaler
+    grads = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        model = TwoHeads()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        accumulator = gradsurgery.Accumulator(
+            model.parameters(), resolver=method, primary="a", scaler=scaler
+        )
+        for half in (X[:8], X[8:]):
+            accumulator.backward(model.losses(half))
+        accumulator.resolve()
+        if scaler is not None:
+            assert model.trunk[0].weight.grad.abs().max() > 10  # still scaled by 2^10
+            scaler.unscale_(optimizer)
+        grads.append([p.grad.clone() for p in model.trunk.parameters()])
+    for unscaled, plain in zip(*grads, strict=True):
+        torch.testing.assert_close(unscaled, plain)

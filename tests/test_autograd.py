@@ -332,3 +332,17 @@ def test_shared_parameters_of_two_dtypes_are_refused_with_both_named():
     losses = [shared * 2, shared + (w32**2).sum()]
     with pytest.raises(ValueError, match=r"one dtype and device.*float32.*float64"):
         gradsurgery.backward(losses, [w32, w64], resolver="gr", primary=0)
+
+
+@pytest.mark.parametrize("method", ["sum", "gr"])
+def test_repeated_and_frozen_params_are_skipped(method):
+    model = TwoHeads()
+    expected_model = TwoHeads()
+    gradsurgery.backward(
+        expected_model.losses(X), expected_model.parameters(), resolver=method, primary="a"
+    )
+    model.head_b.bias.requires_grad_(False)
+    expected_model.head_b.bias.grad = None  # frozen: no gradient
+    params = [*model.parameters(), *model.trunk.parameters()]  # the trunk twice
+    gradsurgery.backward(model.losses(X), params, resolver=method, primary="a")
+    assert_grads_match(model, grads_of(expected_model), exact=True)

@@ -229,3 +229,20 @@ def test_dominance_blocks_is_the_share_of_dominated_blocks():
     stats = conflict_statistics(gram, primary=0, k=5.0)
     assert stats.dominance_blocks == 0.5
     assert stats.conflict_blocks == 0.25
+
+
+def test_columns_name_the_csv_columns_after_step_and_group(tmp_path):
+    monitor = ConflictMonitor(["a", "b"], primary=0)
+    monitor.update(synthetic([(-1.0, 1.0)])[0])
+    path = tmp_path / "conflicts.csv"
+    monitor.to_csv(path)
+    with open(path, newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["step", "group", *monitor.columns]
+    assert "cos_a_b" in monitor.columns and "angle_b" in monitor.columns
+
+
+def test_summary_of_a_monitor_without_steps_is_nan_not_an_error():
+    summary = ConflictMonitor(["a", "b"]).summary()
+    assert summary["steps"] == 0 and math.isnan(summary["conflict_share"])
+    assert all(math.isnan(q) for q in summary["norm_ratio_quantiles"]["a_b"].values())

@@ -47,3 +47,9 @@ def test_register_a_custom_resolver():
 def test_register_rejects_non_resolvers():
     with pytest.raises(TypeError, match="resolver_class"):
         gradsurgery.register("bad", int)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", 3])
+def test_register_rejects_a_name_that_is_not_a_non_empty_string(name):
+    with pytest.raises(TypeError, match="Invalid name"):
+        gradsurgery.register(name, gradsurgery.resolvers.Resolver)  # type: ignore[arg-type]

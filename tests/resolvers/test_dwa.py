@@ -118,3 +118,18 @@ def test_a_changed_number_of_tasks_is_refused_once_weights_are_formed():
         gradsurgery.resolve(G, method=resolver, losses=losses)
     with pytest.raises(ValueError, match="loss averages for 2 tasks, got 3"):
         gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)
+
+
+def test_a_changed_number_of_tasks_is_refused_within_an_epoch():
+    resolver = DynamicWeightAverage(epoch_length=3)
+    gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0])
+    with pytest.raises(ValueError, match="averaging 2 losses, got 3"):
+        gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)
+
+
+def test_epochs_completed_counts_ended_epochs_up_to_the_two_the_weights_use():
+    resolver = DynamicWeightAverage(epoch_length=1)
+    assert resolver.epochs_completed == 0
+    for expected in (1, 2, 2):
+        gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0])
+        assert resolver.epochs_completed == expected

@@ -121,3 +121,15 @@ def test_user_generator_and_global_generator():
 def test_invalid_options(options, error):
     with pytest.raises(error):
         GradDrop(**options)
+
+
+def test_loss_weights_scale_each_task_before_the_sign_rule():
+    # GradDrop on c_i g_i: the same draw gives the same direction as the scaled matrix
+    weights = torch.tensor([2.0, 0.5, 1.0])
+    weighted = gradsurgery.resolve(G, method=GradDrop(seed=11), weights=weights)
+    scaled = gradsurgery.resolve(G * weights[:, None], method=GradDrop(seed=11))
+    torch.testing.assert_close(weighted, scaled)
+    # and the weights matter: a task weighted 0 contributes nothing, so G's last column
+    # of zeros stays zero and task 0's entries alone decide where only it is non-zero
+    only_first = gradsurgery.resolve(G, method=GradDrop(seed=11), weights=[1.0, 0.0, 0.0])
+    torch.testing.assert_close(only_first, G[0])

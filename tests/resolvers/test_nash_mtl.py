@@ -85,3 +85,12 @@ def test_zero_and_opposed_tasks():
 def test_invalid_options(options):
     with pytest.raises(ValueError):
         NashMTL(**options)
+
+
+def test_a_changed_number_of_tasks_starts_the_weights_afresh():
+    # the warm start (the previous step's weights) is dropped when T changes
+    resolver = NashMTL()
+    gradsurgery.resolve(torch.eye(2, dtype=torch.float64), method=resolver)
+    three = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    warm_then_three = gradsurgery.resolve(three, method=resolver)
+    torch.testing.assert_close(warm_then_three, gradsurgery.resolve(three, method=NashMTL()))

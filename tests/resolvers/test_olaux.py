@@ -87,3 +87,8 @@ def test_state_restores_mid_horizon():
 def test_invalid_options(options, name):
     with pytest.raises(ValueError, match=name):
         OLAux(**options)
+
+
+def test_nonnegative_must_be_a_bool():
+    with pytest.raises(TypeError, match="nonnegative"):
+        OLAux(nonnegative=1)

@@ -36,3 +36,10 @@ def test_weights_apply_before_other_resolvers():
         torch.testing.assert_close(
             gradsurgery.resolve(G, method=method, primary=0, weights=weights), direct
         )
+
+
+def test_more_tasks_than_the_row_additions_serve_sum_the_same():
+    # above _AXPY_MAX_TASKS rows, w^T G is one matrix-vector product
+    G = torch.randn(12, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(gradsurgery.resolve(G, method="sum"), G.sum(0))
+    torch.testing.assert_close(gradsurgery.resolve(G, method="mean"), G.mean(0))

@@ -388,11 +388,14 @@ def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> lis
         "front-end gradients conflict (cosine < 0); *tensor conflicts*: mean share of front-end "
         "tensors whose gradients conflict; *SE dominates*: mean share of tensors where "
         "‖g_SE‖ > K ‖g_ASR‖ (K = 5, the paper's, unless the system sets its own `k`, as "
-        "`gr:k=20` does); gradients are those of the weighted losses (0.7 ASR, 0.3 SE).",
+        "`gr:k=20` does); gradients are those of the weighted losses (0.7 ASR, 0.3 SE); "
+        "*late*: the same over the second half of training (the steps of the runs' traces "
+        "from half their last step on).",
         "",
-        "| system | monitored steps | conflicting steps | tensor conflicts | mean cosine "
-        "| median ‖g_SE‖/‖g_ASR‖ | SE dominates | median step (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | monitored steps | conflicting steps | tensor conflicts | tensor conflicts, "
+        "late | mean cosine | mean cosine, late | median ‖g_SE‖/‖g_ASR‖ | SE dominates "
+        "| median step (s) |",
+        "|" + " --- |" * 10,
     ]
     for system in systems:
         chosen = select(runs, system=system)
@@ -400,7 +403,7 @@ def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> lis
         steps = [run["median_step_seconds"] for run in chosen if run["median_step_seconds"]]
         step_cell = f"{statistics.fmean(steps):.2f}" if steps else "–"
         if not conflicts:
-            lines.append(f"| {system} | – | – | – | – | – | – | {step_cell} |")
+            lines.append(f"| {system} |" + " – |" * 8 + f" {step_cell} |")
             continue
 
         def mean_of(key: str, conflicts: Records = conflicts) -> float:
@@ -409,11 +412,25 @@ def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> lis
         lines.append(
             f"| {system} | {sum(c['monitored_steps'] for c in conflicts)} "
             f"| {100 * mean_of('conflicting_steps'):.1f}% "
-            f"| {100 * mean_of('mean_conflict_share'):.1f}% | {mean_of('mean_cosine'):+.3f} "
+            f"| {100 * mean_of('mean_conflict_share'):.1f}% "
+            f"| {100 * late_mean(conflicts, 1):.1f}% | {mean_of('mean_cosine'):+.3f} "
+            f"| {late_mean(conflicts, 2):+.3f} "
             f"| {mean_of('median_norm_ratio'):.2f} | {100 * mean_of('mean_dominance_share'):.1f}% "
             f"| {step_cell} |"
         )
     return lines
+
+
+def late_mean(conflicts: Records, column: int) -> float:
+    """The mean over runs of ``column`` of each run's conflict trace (rows ``[step,
+    tensor conflict share, cosine]``) over its second half: the rows from half the
+    trace's last step on."""
+    means = []
+    for conflict in conflicts:
+        trace = conflict["trace"]
+        half = trace[-1][0] / 2
+        means.append(statistics.fmean(row[column] for row in trace if row[0] >= half))
+    return statistics.fmean(means)
 
 
 def _examples(runs: Records, systems: Sequence[str]) -> list[str]:

@@ -369,3 +369,15 @@ def test_conflict_plot_averages_the_seeds_and_smooths_every_system_over_the_same
     assert list(gr.get_ydata()) == pytest.approx([0.45] * 91)  # seeds 0.4 and 0.5
     assert len(sum_.get_xdata()) == 10 and list(sum_.get_ydata()) == pytest.approx([0.2] * 10)
     assert plot_conflicts(["noisy_asr"], runs[-1:], tmp_path) is None
+
+
+def test_late_conflict_statistics_average_each_runs_second_half_then_the_runs():
+    from examples.asr_se.report import late_mean
+
+    # steps 0..3: the second half is steps 2 and 3 (from half the last step, 1.5, on)
+    first = {"trace": [[0.0, 1.0, 0.5], [1.0, 1.0, 0.5], [2.0, 0.2, 0.1], [3.0, 0.4, 0.3]]}
+    # steps 0, 10, 20: from step 10 on
+    second = {"trace": [[0.0, 0.9, 0.0], [10.0, 0.5, -0.2], [20.0, 0.5, 0.0]]}
+    assert late_mean([first], 1) == pytest.approx(0.3)
+    assert late_mean([first, second], 1) == pytest.approx((0.3 + 0.5) / 2)
+    assert late_mean([first, second], 2) == pytest.approx((0.2 - 0.1) / 2)

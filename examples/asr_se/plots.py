@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from examples.asr_se.report import (
+from examples.asr_se.rates import (
     BASELINE,
     TEST_SETS,
     gaps_to_baseline,
@@ -38,7 +38,7 @@ def plot_wer_vs_snr(
     """One panel per test set: WER (mean over seeds, a band of one standard deviation
     where there are several) against SNR, a line per system. Below it, each system's WER
     minus the baseline's at each SNR, averaged over the seeds both ran
-    (:func:`~examples.asr_se.report.gaps_to_baseline`): gaps of a point or two, lost
+    (:func:`~examples.asr_se.rates.gaps_to_baseline`): gaps of a point or two, lost
     among the curves of the first row, show there. With ``cer`` records, a last row of
     the first in characters. The panels of a row share their y axis, so that test sets
     compare at a glance."""

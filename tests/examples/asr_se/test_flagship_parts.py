@@ -179,7 +179,7 @@ def test_seed_by_seed_table_gives_each_run_and_its_gap_to_the_baseline_of_its_se
 
 
 def test_gaps_to_the_baseline_pair_runs_of_one_seed_and_skip_unpaired_ones():
-    from examples.asr_se.report import gaps_to_baseline
+    from examples.asr_se.rates import gaps_to_baseline
 
     def record(system, seed, cer, characters):
         return {"system": system, "seed": seed, "test_set": "synthetic", "noise": "babble"} | {
@@ -305,7 +305,7 @@ def test_wer_plot_bands_the_spread_over_seeds_and_shares_each_rows_y_axis(tmp_pa
     import matplotlib.figure
 
     from examples.asr_se.plots import plot_wer_vs_snr
-    from examples.asr_se.report import TEST_SETS
+    from examples.asr_se.rates import TEST_SETS
 
     records = [
         {"system": system, "seed": seed, "test_set": test_set, "noise": "babble", "snr": snr}

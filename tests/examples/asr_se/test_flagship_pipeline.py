@@ -16,7 +16,8 @@ from examples.asr_se import provenance
 from examples.asr_se.compare import collect, run_grid
 from examples.asr_se.config import get_preset
 from examples.asr_se.corpus import CorpusError
-from examples.asr_se.report import select, write_report
+from examples.asr_se.rates import select
+from examples.asr_se.report import write_report
 from examples.asr_se.train import CheckpointError, Trainer
 
 TINY = get_preset("tiny")

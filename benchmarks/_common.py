@@ -109,6 +109,34 @@ def write_json(path: Path, payload: Any, indent: int | None = 1) -> None:
     os.replace(partial, path)
 
 
+def kept_parts(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    """The finished parts of an interrupted run that :func:`keep_parts` left in ``path``,
+    if that run was made with ``key`` (settings, torch, and the commit of the code the
+    results depend on); else none. A key whose ``code`` is ``None`` (uncommitted changes,
+    so no commit says what made the parts) matches nothing."""
+    if key.get("code") is None:
+        return {}
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(kept["parts"]) if kept.get("key") == key else {}
+
+
+def keep_parts(path: Path, key: dict[str, Any], parts: dict[str, Any]) -> None:
+    """Write the finished ``parts`` of a run with its ``key`` to ``path`` (atomically), for
+    :func:`kept_parts` to take back after an interruption."""
+    write_json(path, {"key": key, "parts": parts}, indent=None)
+
+
+def code_version(paths: Sequence[str]) -> str | None:
+    """The last commit that changed any of ``paths`` (repository-relative; git pathspecs),
+    or ``None`` when one of them has uncommitted changes or git cannot tell."""
+    from examples.asr_se.provenance import last_clean_change
+
+    return last_clean_change(paths)
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub markdown table; floats get 3 significant digits."""
 
@@ -136,6 +164,7 @@ def machine_markdown(info: dict[str, Any]) -> str:
         "seed",
         "load_average_1_5_15_min_at_start",
         "load_average_1_5_15_min_at_end",
+        "resumed",
     ]
     return "\n".join(f"- {key}: `{info.get(key)}`" for key in keys if key in info)
 

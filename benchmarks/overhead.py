@@ -18,6 +18,12 @@ before each measured step, so the step's own gradients count. ``ratio_memory`` i
 median over ``--memory-repeats`` measurements of the method's peak over the baseline's.
 Linux only; elsewhere the memory fields are ``null``.
 
+Each model's records are also kept in ``overhead.partial.json`` as it finishes, until the
+end, so that an interrupted run continues with ``--resume``: a model's ratios are measured
+against its own baseline within the model's part of the run, so the models of several
+sittings compare as those of one (``overhead.md`` names the models taken from an earlier
+sitting, and when they ended).
+
 Run: ``python -m benchmarks.overhead`` (full: about 15 minutes on 2 cores for ``mlp`` and
 ``conv``, an estimated 20-25 more for ``se_asr``, whose summed-loss step takes about 0.25 s
 on one thread) or ``--smoke``.
@@ -45,6 +51,19 @@ from benchmarks.peers import PeerMethod, peer_methods
 
 GRANULARITIES = ("global", "tensor")
 Step = Callable[[], None]
+
+PARTIAL_FILE = "overhead.partial.json"
+"""The models finished so far, with what they depend on (see :func:`run`)."""
+
+OVERHEAD_CODE = (
+    "gradsurgery",
+    "benchmarks/overhead.py",
+    "benchmarks/models.py",
+    "benchmarks/peers.py",
+    "benchmarks/_common.py",
+    "examples/asr_se/*.py",
+)
+"""The files a model's records are computed from (``se_asr`` is the flagship's model)."""
 
 
 # --- memory -----------------------------------------------------------------------------
@@ -253,6 +272,10 @@ def direction_agreement(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every requested model, method and peer; with ``args.resume``, the models kept in
+    ``overhead.partial.json`` of ``args.out`` by an interrupted run of the same settings,
+    methods, peers, torch and committed code (:data:`OVERHEAD_CODE`, unchanged since) are
+    taken as they are."""
     torch.set_num_threads(args.threads)
     pinned = _pin_mmap_threshold()
     info = _common.machine(args.seed)
@@ -268,81 +291,114 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.models or name in args.models
         for tasks in (task_counts[:1] if args.smoke else task_counts)
     ]
-    records: list[dict[str, Any]] = []
-    agreement: list[dict[str, Any]] = []
+    settings = {
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "memory_repeats": args.memory_repeats,
+        "optimizer": "SGD(lr=1e-4)",
+    }
+    partial = _common.output_dir(args.out) / PARTIAL_FILE
+    key = {
+        "settings": {**settings, "threads": args.threads, "seed": args.seed, "smoke": args.smoke},
+        "methods": selected,
+        "peers": sorted(f"{peer.library}:{peer.method}" for peer in peers),
+        "torch": info["torch"],
+        "code": _common.code_version(OVERHEAD_CODE),
+    }
+    finished = _common.kept_parts(partial, key) if args.resume else {}
+    parts: dict[str, Any] = {}
     for model_name, tasks in configs:
-        builder, _ = MODELS[model_name]
-        workload = builder(tasks, args.seed, args.smoke)
-        shared, total = workload.parameter_count()
-        optimizer = torch.optim.SGD(workload.model.parameters(), lr=1e-4)
-        baseline = baseline_step(workload, optimizer)
-
-        def clear(optimizer: torch.optim.Optimizer = optimizer) -> None:
-            optimizer.zero_grad(set_to_none=True)
-
-        entries: list[tuple[str, str, str, Callable[[], Step]]] = []
-        for method in selected:
-            for granularity in GRANULARITIES:
-                entries.append(
-                    (
-                        "gradsurgery",
-                        method,
-                        granularity,
-                        functools.partial(resolver_step, workload, optimizer, method, granularity),
-                    )
-                )
-        for peer in peers:
-            entries.append(
-                (
-                    peer.library,
-                    peer.method,
-                    "global",
-                    functools.partial(peer_step, workload, optimizer, peer),
-                )
-            )
-        for library, method, granularity, make in entries:
-            record: dict[str, Any] = {
-                "library": library,
-                "model": model_name,
-                "method": method,
-                "granularity": granularity,
-                "tasks": tasks,
-                "shared_parameters": shared,
-                "parameters": total,
-            }
-            try:
-                torch.manual_seed(args.seed)
-                step = make()
-                record.update(
-                    measure(
-                        step,
-                        baseline,
-                        clear,
-                        warmup=args.warmup,
-                        repeats=args.repeats,
-                        memory_repeats=args.memory_repeats,
-                    )
-                )
-            except Exception as error:
-                record.update(ratio_time=None, ratio_memory=None, error=_common.error_text(error))
-            records.append(record)
-            if args.verbose:
-                print(_progress(record), flush=True)
-        # Fresh model state for the direction check: same weights for everyone.
-        fresh = builder(tasks, args.seed, args.smoke)
-        agreement += direction_agreement(fresh, peers, set(selected))
+        label = f"{model_name}-T{tasks}"
+        if label in finished:
+            parts[label] = finished[label]
+            continue
+        parts[label] = _measure_model(args, model_name, tasks, selected, peers)
+        _common.keep_parts(partial, key, {**finished, **parts})
+    info["resumed"] = {label: parts[label]["ended"] for label in parts if label in finished}
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
         "machine": info,
-        "records": records,
-        "direction_agreement": agreement,
+        "records": [record for part in parts.values() for record in part["records"]],
+        "direction_agreement": [row for part in parts.values() for row in part["agreement"]],
         "peers_missing": peer_missing,
-        "settings": {
-            "warmup": args.warmup,
-            "repeats": args.repeats,
-            "memory_repeats": args.memory_repeats,
-            "optimizer": "SGD(lr=1e-4)",
-        },
+        "settings": settings,
+    }
+
+
+def _measure_model(
+    args: argparse.Namespace,
+    model_name: str,
+    tasks: int,
+    selected: list[str],
+    peers: list[PeerMethod],
+) -> dict[str, Any]:
+    """One model's records (every method and peer against its summed-loss step) and
+    direction agreement, with the time it ended."""
+    records: list[dict[str, Any]] = []
+    builder, _ = MODELS[model_name]
+    workload = builder(tasks, args.seed, args.smoke)
+    shared, total = workload.parameter_count()
+    optimizer = torch.optim.SGD(workload.model.parameters(), lr=1e-4)
+    baseline = baseline_step(workload, optimizer)
+
+    def clear(optimizer: torch.optim.Optimizer = optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    entries: list[tuple[str, str, str, Callable[[], Step]]] = []
+    for method in selected:
+        for granularity in GRANULARITIES:
+            entries.append(
+                (
+                    "gradsurgery",
+                    method,
+                    granularity,
+                    functools.partial(resolver_step, workload, optimizer, method, granularity),
+                )
+            )
+    for peer in peers:
+        entries.append(
+            (
+                peer.library,
+                peer.method,
+                "global",
+                functools.partial(peer_step, workload, optimizer, peer),
+            )
+        )
+    for library, method, granularity, make in entries:
+        record: dict[str, Any] = {
+            "library": library,
+            "model": model_name,
+            "method": method,
+            "granularity": granularity,
+            "tasks": tasks,
+            "shared_parameters": shared,
+            "parameters": total,
+        }
+        try:
+            torch.manual_seed(args.seed)
+            step = make()
+            record.update(
+                measure(
+                    step,
+                    baseline,
+                    clear,
+                    warmup=args.warmup,
+                    repeats=args.repeats,
+                    memory_repeats=args.memory_repeats,
+                )
+            )
+        except Exception as error:
+            record.update(ratio_time=None, ratio_memory=None, error=_common.error_text(error))
+        records.append(record)
+        if args.verbose:
+            print(_progress(record), flush=True)
+    # Fresh model state for the direction check: same weights for everyone.
+    fresh = builder(tasks, args.seed, args.smoke)
+    agreement = direction_agreement(fresh, peers, set(selected))
+    return {
+        "records": records,
+        "agreement": agreement,
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
 
@@ -599,6 +655,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's; smoke: 1)"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"keep the models an interrupted run left in OUT/{PARTIAL_FILE} (same settings, "
+        "methods, peers, torch and committed code) and do the rest",
+    )
     _common.add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads is None:
@@ -613,7 +675,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     result = run(args)
-    write_outputs(result, _common.output_dir(args.out))
+    out = _common.output_dir(args.out)
+    write_outputs(result, out)
+    (out / PARTIAL_FILE).unlink(missing_ok=True)
     return result
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -159,21 +158,7 @@ TOY_CODE = (
 def _code_version() -> str | None:
     """The last commit that changed :data:`TOY_CODE`, or ``None`` when it has uncommitted
     changes (or git cannot tell)."""
-    from examples.asr_se.provenance import last_clean_change
-
-    return last_clean_change(TOY_CODE)
-
-
-def _finished_runs(path: Path, key: dict[str, Any]) -> dict[str, Any]:
-    """The runs kept in ``path`` if they were made with ``key`` (steps, seed, torch, and
-    the same committed toy code), else none."""
-    if key["code"] is None:
-        return {}
-    try:
-        kept = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return dict(kept["results"]) if kept.get("key") == key else {}
+    return _common.code_version(TOY_CODE)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entries = [entry for entry in entries if entry[0] in args.labels]
     partial = _common.output_dir(args.out) / PARTIAL_FILE
     key = {"steps": args.steps, "seed": args.seed, "torch": info["torch"], "code": _code_version()}
-    finished = _finished_runs(partial, key) if args.resume else {}
+    finished = _common.kept_parts(partial, key) if args.resume else {}
     results: dict[str, Any] = {}
     record_every = max(1, args.steps // 100)
     for label, method, primary in entries:
@@ -202,10 +187,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result = {"error": _common.error_text(error)}
         result.update(method=method, primary=primary, seconds=time.perf_counter() - start)
         results[label] = result
-        _common.write_json(partial, {"key": key, "results": {**finished, **results}}, indent=None)
+        _common.keep_parts(partial, key, {**finished, **results})
         if args.verbose:
             print(f"{label}: {result.get('error') or _summary(result)}", flush=True)
-    info["resumed_labels"] = [label for label in results if label in finished]
+    info["resumed"] = [label for label in results if label in finished]
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
         "machine": info,

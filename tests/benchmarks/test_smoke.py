@@ -127,18 +127,18 @@ def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch
     monkeypatch.setattr(toy, "optimise", interrupted_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         toy.run(toy.parse_args(arguments))
-    assert set(json.loads((tmp_path / toy.PARTIAL_FILE).read_text())["results"]) == {"gr", "mgda"}
+    assert set(json.loads((tmp_path / toy.PARTIAL_FILE).read_text())["parts"]) == {"gr", "mgda"}
     calls.clear()
     resumed = toy.main([*arguments, "--resume"])
     assert calls == ["sum"]  # the two finished runs are kept
-    assert resumed["machine"]["resumed_labels"] == ["gr", "mgda"]
+    assert resumed["machine"]["resumed"] == ["gr", "mgda"]
     for label, entry in straight["results"].items():
         assert resumed["results"][label]["runs"] == entry["runs"], label
     assert not (tmp_path / toy.PARTIAL_FILE).exists()
     monkeypatch.setattr(toy, "optimise", optimise)
     toy.run(toy.parse_args([*arguments[:-3], "gr"]))
     monkeypatch.setattr(toy, "_code_version", lambda: "fedcba987654")  # the code changed
-    assert toy.run(toy.parse_args([*arguments, "--resume"]))["machine"]["resumed_labels"] == []
+    assert toy.run(toy.parse_args([*arguments, "--resume"]))["machine"]["resumed"] == []
 
 
 def test_toy_f1_minimum_matches_the_literature():
@@ -239,3 +239,41 @@ def test_a_failing_resolver_is_reported_not_fatal(tmp_path, monkeypatch):
     assert all(r.get("ratio_time") for r in result["records"] if r["method"] == "sum")
     toy_result = toy.run(toy.parse_args(["--smoke", "--quiet", "--methods", "broken_on_purpose"]))
     assert "broken on purpose" in toy_result["results"]["broken_on_purpose"]["error"]
+
+
+def test_interrupted_overhead_resumes_with_the_models_it_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(_common, "code_version", lambda paths: "0123456789ab")  # committed
+    arguments = ["--smoke", "--quiet", "--no-peers", "--out", str(tmp_path)]
+    arguments += ["--methods", "sum", "gr", "--models", "mlp", "conv"]
+    measure_model, calls = overhead._measure_model, []
+
+    def interrupted_at_the_second(args, model_name, *rest):
+        calls.append(model_name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure_model(args, model_name, *rest)
+
+    monkeypatch.setattr(overhead, "_measure_model", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        overhead.main(arguments)
+    kept = json.loads((tmp_path / overhead.PARTIAL_FILE).read_text())["parts"]
+    assert list(kept) == ["mlp-T2"]
+    calls.clear()
+    resumed = overhead.main([*arguments, "--resume"])
+    assert calls == ["conv"]  # the finished model is kept, its records as they were
+    assert list(resumed["machine"]["resumed"]) == ["mlp-T2"]
+    assert [r for r in resumed["records"] if r["model"] == "mlp"] == kept["mlp-T2"]["records"]
+    assert {r["model"] for r in resumed["records"]} == {"mlp", "conv"}
+    assert "resumed" in (tmp_path / "overhead.md").read_text()
+    assert not (tmp_path / overhead.PARTIAL_FILE).exists()
+    # other settings, or code changed since: nothing is taken back
+    monkeypatch.setattr(overhead, "_measure_model", measure_model)
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(overhead, "_measure_model", interrupted_at_the_second)
+        calls.clear()
+        overhead.main(arguments)
+    monkeypatch.setattr(overhead, "_measure_model", measure_model)
+    other = overhead.run(overhead.parse_args([*arguments, "--resume", "--repeats", "3"]))
+    assert other["machine"]["resumed"] == {}
+    monkeypatch.setattr(_common, "code_version", lambda paths: "fedcba987654")
+    assert overhead.run(overhead.parse_args([*arguments, "--resume"]))["machine"]["resumed"] == {}

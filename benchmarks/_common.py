@@ -120,7 +120,9 @@ def kept_parts(path: Path, key: dict[str, Any]) -> dict[str, Any]:
         kept = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return dict(kept["parts"]) if kept.get("key") == key else {}
+    if not isinstance(kept, dict) or kept.get("key") != key:
+        return {}
+    return dict(kept.get("parts", {}))
 
 
 def keep_parts(path: Path, key: dict[str, Any], parts: dict[str, Any]) -> None:

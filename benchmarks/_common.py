@@ -109,6 +109,34 @@ def write_json(path: Path, payload: Any, indent: int | None = 1) -> None:
     os.replace(partial, path)
 
 
+class Progress:
+    """A progress bar with its ETA over a benchmark's ``total`` units of work (tqdm, on
+    stderr), above which each finished unit's line is printed; with ``enabled=False``
+    (``--quiet``) neither. Use as a context manager, so that the bar is closed."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=description, unit="run", dynamic_ncols=True)
+
+    def advance(self, line: str | None = None) -> None:
+        """One unit done; print ``line`` (if any) above the bar."""
+        if self._bar is None:
+            return
+        if line is not None:
+            self._bar.write(line)
+        self._bar.update(1)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def kept_parts(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     """The finished parts of an interrupted run that :func:`keep_parts` left in ``path``,
     if that run was made with ``key`` (settings, torch, and the commit of the code the

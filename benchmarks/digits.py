@@ -92,11 +92,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     info = _common.machine(args.seed)
     table: dict[str, Any] = {}
-    for label, method, primary in entries(_common.variants(args.methods)):
-        run_seed = functools.partial(run_one, method, primary, args=args)
-        table[label] = scored_over_seeds(run_seed, range(args.seed, args.seed + args.seeds))
-        if args.verbose:
-            print(f"{label}: {table[label].get('summary', table[label].get('error'))}", flush=True)
+    runs = entries(_common.variants(args.methods))
+    with _common.Progress(len(runs), "digits", args.verbose) as progress:
+        for label, method, primary in runs:
+            run_seed = functools.partial(run_one, method, primary, args=args)
+            table[label] = scored_over_seeds(run_seed, range(args.seed, args.seed + args.seeds))
+            progress.advance(f"{label}: {table[label].get('summary', table[label].get('error'))}")
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     settings = {
         k: getattr(args, k) for k in ("steps", "batch", "lr", "train_pairs", "test_pairs", "seeds")

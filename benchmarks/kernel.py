@@ -114,11 +114,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     selected = _common.methods(args.methods)
     records: list[dict[str, Any]] = []
     largest: tuple[int, int] | None = None
-    for size in args.sizes:
-        for tasks in args.tasks:
+    cells = [
+        (size, tasks)
+        for size in args.sizes
+        for tasks in args.tasks
+        if tasks * size * 4 <= args.max_gib * 2**30
+    ]
+    progress = _common.Progress(len(cells) * len(selected), "kernel", args.verbose)
+    with progress:
+        for size, tasks in cells:
             nbytes = tasks * size * 4
-            if nbytes > args.max_gib * 2**30:
-                continue
             G = _matrix(tasks, size, args.seed)
             losses = torch.ones(tasks)
             buffer = torch.empty_like(G)
@@ -159,8 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     record.update(seconds=None, gb_per_s=None, ratio_to_copy=None)
                     record["error"] = _common.error_text(error)
                 records.append(record)
-                if args.verbose:
-                    print(_progress(record), flush=True)
+                progress.advance(_progress(record))
             del G, buffer
     profiles = profile_cheap(largest, selected, args) if args.profile and largest else {}
     info["load_average_1_5_15_min_at_end"] = _common.load_average()

@@ -307,13 +307,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     finished = _common.kept_parts(partial, key) if args.resume else {}
     parts: dict[str, Any] = {}
-    for model_name, tasks in configs:
-        label = f"{model_name}-T{tasks}"
-        if label in finished:
-            parts[label] = finished[label]
-            continue
-        parts[label] = _measure_model(args, model_name, tasks, selected, peers)
-        _common.keep_parts(partial, key, {**finished, **parts})
+    to_measure = [(name, tasks) for name, tasks in configs if f"{name}-T{tasks}" not in finished]
+    steps = len(to_measure) * (2 * len(selected) + len(peers))
+    with _common.Progress(steps, "overhead", args.verbose) as progress:
+        for model_name, tasks in configs:
+            label = f"{model_name}-T{tasks}"
+            if label in finished:
+                parts[label] = finished[label]
+                continue
+            parts[label] = _measure_model(args, model_name, tasks, selected, peers, progress)
+            _common.keep_parts(partial, key, {**finished, **parts})
     info["resumed"] = {label: parts[label]["ended"] for label in parts if label in finished}
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
@@ -331,6 +334,7 @@ def _measure_model(
     tasks: int,
     selected: list[str],
     peers: list[PeerMethod],
+    progress: _common.Progress,
 ) -> dict[str, Any]:
     """One model's records (every method and peer against its summed-loss step) and
     direction agreement, with the time it ended."""
@@ -390,8 +394,7 @@ def _measure_model(
         except Exception as error:
             record.update(ratio_time=None, ratio_memory=None, error=_common.error_text(error))
         records.append(record)
-        if args.verbose:
-            print(_progress(record), flush=True)
+        progress.advance(_progress(record))
     # Fresh model state for the direction check: same weights for everyone.
     fresh = builder(tasks, args.seed, args.smoke)
     agreement = direction_agreement(fresh, peers, set(selected))

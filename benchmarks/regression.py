@@ -173,9 +173,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     info = _common.machine(args.seed)
     results: dict[str, Any] = {}
-    for problem in args.problems:
-        for setting in SETTINGS:
-            results[table_key(setting, problem)] = run_setting(setting, problem, args)
+    runs = entries(_common.variants(args.methods))
+    total = len(args.problems) * sum(len(_labels_run(setting, runs)) for setting in SETTINGS)
+    with _common.Progress(total, "regression", args.verbose) as progress:
+        for problem in args.problems:
+            for setting in SETTINGS:
+                results[table_key(setting, problem)] = run_setting(setting, problem, args, progress)
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     settings = {
         k: getattr(args, k)
@@ -184,7 +187,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"machine": info, "settings": settings, "results": results}
 
 
-def run_setting(setting: str, problem: str, args: argparse.Namespace) -> dict[str, Any]:
+def _labels_run(
+    setting: str, runs: list[tuple[str, str | None, int | None]]
+) -> list[tuple[str, str | None, int | None]]:
+    """The runs of ``setting``: a single task does not answer the imbalanced setting's
+    two-task question."""
+    return [run for run in runs if not (setting == "imbalanced" and run[0] == SINGLE_TASK)]
+
+
+def run_setting(
+    setting: str,
+    problem: str,
+    args: argparse.Namespace,
+    progress: _common.Progress | None = None,
+) -> dict[str, Any]:
     """Every method's scores (and the references') on one setting of one problem."""
     seeds = range(args.seed, args.seed + args.seeds)
     table: dict[str, Any] = {
@@ -192,14 +208,12 @@ def run_setting(setting: str, problem: str, args: argparse.Namespace) -> dict[st
             lambda seed: mean_predictor(setting, seed, args, problem), seeds
         )
     }
-    for label, method, primary in entries(_common.variants(args.methods)):
-        if setting == "imbalanced" and label == SINGLE_TASK:
-            continue  # a single task does not answer the two-task question
+    for label, method, primary in _labels_run(setting, entries(_common.variants(args.methods))):
         run_seed = functools.partial(run_one, setting, method, primary, args=args, problem=problem)
         table[label] = scored_over_seeds(run_seed, seeds)
-        if args.verbose:
+        if progress is not None:
             summary = table[label].get("summary", {}).get("score", table[label].get("error"))
-            print(f"{table_key(setting, problem)} {label}: {summary}", flush=True)
+            progress.advance(f"{table_key(setting, problem)} {label}: {summary}")
     return table
 
 

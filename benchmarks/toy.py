@@ -176,20 +176,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finished = _common.kept_parts(partial, key) if args.resume else {}
     results: dict[str, Any] = {}
     record_every = max(1, args.steps // 100)
-    for label, method, primary in entries:
-        if label in finished:
-            results[label] = finished[label]
-            continue
-        start = time.perf_counter()
-        try:
-            result = optimise(method, primary, args.steps, record_every, args.seed)
-        except Exception as error:
-            result = {"error": _common.error_text(error)}
-        result.update(method=method, primary=primary, seconds=time.perf_counter() - start)
-        results[label] = result
-        _common.keep_parts(partial, key, {**finished, **results})
-        if args.verbose:
-            print(f"{label}: {result.get('error') or _summary(result)}", flush=True)
+    to_run = [entry for entry in entries if entry[0] not in finished]
+    results.update({label: finished[label] for label, _, _ in entries if label in finished})
+    with _common.Progress(len(to_run), "toy", args.verbose) as progress:
+        for label, method, primary in to_run:
+            start = time.perf_counter()
+            try:
+                result = optimise(method, primary, args.steps, record_every, args.seed)
+            except Exception as error:
+                result = {"error": _common.error_text(error)}
+            result.update(method=method, primary=primary, seconds=time.perf_counter() - start)
+            results[label] = result
+            _common.keep_parts(partial, key, {**finished, **results})
+            progress.advance(f"{label}: {result.get('error') or _summary(result)}")
+    results = {label: results[label] for label, _, _ in entries}  # in the entries' order
     info["resumed"] = [label for label in results if label in finished]
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {

@@ -277,3 +277,14 @@ def test_interrupted_overhead_resumes_with_the_models_it_finished(tmp_path, monk
     assert other["machine"]["resumed"] == {}
     monkeypatch.setattr(_common, "code_version", lambda paths: "fedcba987654")
     assert overhead.run(overhead.parse_args([*arguments, "--resume"]))["machine"]["resumed"] == {}
+
+
+def test_progress_prints_each_line_above_a_bar_that_reaches_its_total(capsys):
+    with _common.Progress(2, "demo") as progress:
+        progress.advance("first done")
+        progress.advance()
+    out, err = capsys.readouterr()
+    assert "first done" in out and "2/2" in err
+    with _common.Progress(2, "demo", enabled=False) as quiet:
+        quiet.advance("not shown")
+    assert capsys.readouterr() == ("", "")

@@ -57,7 +57,7 @@ def plot_wer_vs_snr(
         squeeze=False,
         sharey="row",
     )
-    colours = {system: f"C{index % 10}" for index, system in enumerate(systems)}
+    colours = line_styles(systems)
     for row, (label, records, rate, weight, gap) in zip(axes, rows, strict=True):
         for axis, test_set in zip(row, TEST_SETS, strict=True):
             snrs = sorted(
@@ -87,7 +87,7 @@ def _draw_rates_by_snr(
     snrs: list[float],
     rate: str,
     weight: str,
-    colours: dict[str, str],
+    colours: dict[str, dict[str, str]],
 ) -> None:
     """A line per system: its pooled rate at each SNR, mean over seeds with a band of one
     standard deviation where there are several."""
@@ -98,11 +98,11 @@ def _draw_rates_by_snr(
             for snr in snrs
         ]
         means = [100 * mean for mean, _ in spread]
-        axis.plot(snrs, means, marker="o", label=system, color=colours[system])
+        axis.plot(snrs, means, marker="o", label=system, **colours[system])
         if len(seeds) > 1:
             low = [100 * (mean - std) for mean, std in spread]
             high = [100 * (mean + std) for mean, std in spread]
-            axis.fill_between(snrs, low, high, color=colours[system], alpha=0.15)
+            axis.fill_between(snrs, low, high, color=colours[system]["color"], alpha=0.15)
 
 
 def _draw_gaps_by_snr(
@@ -111,10 +111,10 @@ def _draw_gaps_by_snr(
     records: list[dict[str, Any]],
     test_set: str,
     snrs: list[float],
-    colours: dict[str, str],
+    colours: dict[str, dict[str, str]],
 ) -> None:
     """A line per system other than the baseline: at each SNR, the mean over seeds of its
-    WER minus the baseline's of the same seed, in points (a gap to 0 where no seed pairs)."""
+    WER minus the baseline's of the same seed, in points (no point where no seed pairs)."""
     seeds = sorted({r["seed"] for r in records})
     for system in systems:
         if system == BASELINE:
@@ -123,8 +123,18 @@ def _draw_gaps_by_snr(
         for snr in snrs:
             gaps = gaps_to_baseline(records, [system], seeds, _at_snr(test_set, snr))[system]
             means.append(100 * statistics.fmean(gaps.values()) if gaps else math.nan)
-        axis.plot(snrs, means, marker="o", label=system, color=colours[system])
+        axis.plot(snrs, means, marker="o", label=system, **colours[system])
     axis.axhline(0.0, color="black", linewidth=0.8)
+
+
+def line_styles(systems: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each system's line colour and style, by its place in ``systems`` (the same in every
+    figure of a report): ten colours, then the same ten dashed, then dotted."""
+    styles = ("-", "--", ":")
+    return {
+        system: {"color": f"C{index % 10}", "linestyle": styles[(index // 10) % len(styles)]}
+        for index, system in enumerate(systems)
+    }
 
 
 def _at_snr(test_set: str, snr: float) -> Callable[[dict[str, Any]], bool]:
@@ -205,7 +215,8 @@ def plot_conflicts(systems: Sequence[str], runs: list[dict[str, Any]], out_dir: 
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
     last_step = max(run["conflict"]["trace"][-1][0] for run in traced)
     span = max(1, round(last_step / 10))
-    for index, system in enumerate(systems):
+    styles = line_styles(systems)
+    for system in systems:
         mine = select(traced, system=system)
         if not mine:
             continue
@@ -214,9 +225,8 @@ def plot_conflicts(systems: Sequence[str], runs: list[dict[str, Any]], out_dir: 
         window = max(1, round(span / interval))
         label = f"{system} ({len(mine)} seed{'s' if len(mine) > 1 else ''}"
         label += f", every {interval:g} steps)" if interval > 1 else ")"
-        colour = f"C{index % 10}"
-        left.plot(steps[window - 1 :], _rolling(share, window), label=label, color=colour)
-        right.plot(steps[window - 1 :], _rolling(cosine, window), label=label, color=colour)
+        left.plot(steps[window - 1 :], _rolling(share, window), label=label, **styles[system])
+        right.plot(steps[window - 1 :], _rolling(cosine, window), label=label, **styles[system])
     left.set_title("share of front-end tensors in conflict")
     right.set_title("cosine(g_ASR, g_SE), whole front end")
     for axis in (left, right):

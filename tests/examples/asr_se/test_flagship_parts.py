@@ -381,3 +381,13 @@ def test_late_conflict_statistics_average_each_runs_second_half_then_the_runs():
     assert late_mean([first], 1) == pytest.approx(0.3)
     assert late_mean([first, second], 1) == pytest.approx((0.3 + 0.5) / 2)
     assert late_mean([first, second], 2) == pytest.approx((0.2 - 0.1) / 2)
+
+
+def test_line_styles_stay_apart_beyond_ten_systems():
+    from examples.asr_se.plots import line_styles
+
+    systems = [f"system{index}" for index in range(12)]
+    styles = line_styles(systems)
+    assert len({(s["color"], s["linestyle"]) for s in styles.values()}) == 12
+    assert styles["system0"] == {"color": "C0", "linestyle": "-"}
+    assert styles["system10"] == {"color": "C0", "linestyle": "--"}

@@ -265,24 +265,32 @@ def _code_versions(runs: Records) -> list[str]:
         "The git commit each run was trained on, per sitting (a fresh start or a resume, from "
         "the step given), from the `sittings.jsonl` of its record; *dirty*: tracked files "
         "differed from the commit. Runs trained before sittings were recorded have none; a "
-        "run whose first sitting starts after step 0 was begun before then.",
+        "run whose first sitting starts after step 0 was begun before then; a sitting "
+        "*stopped before a checkpoint* left nothing the next one could resume from.",
         "",
         "| system | seed | sittings |",
         "| --- | --- | --- |",
     ]
     for run in runs:
         sittings = run.get("sittings")
-        cells = (
-            "; ".join(
-                f"step {s['step']}: {(s['commit'] or 'unknown')[:12]}"
-                + (" (dirty)" if s["dirty"] else "")
-                for s in sittings
-            )
-            if sittings
-            else "not recorded"
-        )
+        cells = "; ".join(_sitting_cells(sittings)) if sittings else "not recorded"
         lines.append(f"| {run['system']} | {run['seed']} | {cells} |")
     return lines
+
+
+def _sitting_cells(sittings: Records) -> list[str]:
+    """A run's sittings as ``step N: commit``, each marked *dirty* where tracked files
+    differed from the commit and *stopped before a checkpoint* where the next sitting
+    starts from the same step."""
+    cells = []
+    for index, sitting in enumerate(sittings):
+        cell = f"step {sitting['step']}: {(sitting['commit'] or 'unknown')[:12]}"
+        notes = ["dirty"] if sitting["dirty"] else []
+        later = sittings[index + 1 :]
+        if later and later[0]["step"] == sitting["step"]:
+            notes.append("stopped before a checkpoint")
+        cells.append(cell + (f" ({', '.join(notes)})" if notes else ""))
+    return cells
 
 
 def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> list[str]:

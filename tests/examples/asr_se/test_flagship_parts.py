@@ -391,3 +391,18 @@ def test_line_styles_stay_apart_beyond_ten_systems():
     assert len({(s["color"], s["linestyle"]) for s in styles.values()}) == 12
     assert styles["system0"] == {"color": "C0", "linestyle": "-"}
     assert styles["system10"] == {"color": "C0", "linestyle": "--"}
+
+
+def test_a_sitting_that_left_no_checkpoint_is_marked():
+    from examples.asr_se.report import _sitting_cells
+
+    sittings = [
+        {"step": 0, "commit": "a" * 40, "dirty": False},
+        {"step": 800, "commit": "b" * 40, "dirty": True},
+        {"step": 800, "commit": "b" * 40, "dirty": False},  # resumed from the same checkpoint
+    ]
+    assert _sitting_cells(sittings) == [
+        "step 0: aaaaaaaaaaaa",
+        "step 800: bbbbbbbbbbbb (dirty, stopped before a checkpoint)",
+        "step 800: bbbbbbbbbbbb",
+    ]

@@ -70,6 +70,11 @@ def resolve(
         >>> gradsurgery.resolve({"asr": G[0], "se": G[1]}, method="gr", primary="asr")
         tensor([1.7071, 1.0000])
     """
+    if "resolver" in options:  # gradsurgery.backward's name for it
+        raise TypeError(
+            "Invalid argument resolver=: resolve() takes the method as method= (a registered "
+            "name or a resolver instance)"
+        )
     G, names = _as_matrix(grads)
     T = G.shape[0]
     resolver = build_resolver(method, options)

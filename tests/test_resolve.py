@@ -72,6 +72,7 @@ def test_options_reach_the_resolver():
         ({"grads": G, "method": "nope"}, ValueError, "available methods: .*gr"),
         ({"grads": G, "method": 3}, TypeError, "Invalid method"),
         ({"grads": G, "method": "gr", "kk": 1}, TypeError, "options are: k"),
+        ({"grads": G, "resolver": "pcgrad"}, TypeError, "resolver=: resolve.. takes .* method="),
         ({"grads": G, "method": gradsurgery.get_resolver("gr"), "k": 1}, TypeError, "constructor"),
         ({"grads": G, "losses": [1.0]}, ValueError, "1 values for 2"),
         ({"grads": G, "losses": [1.0, float("nan")]}, ValueError, "losses: task 1 has nan"),

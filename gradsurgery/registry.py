@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from typing import Any
@@ -118,8 +119,10 @@ def get_resolver(name: str, **options: Any) -> Resolver:
     try:
         resolver_class = _REGISTRY[name]
     except KeyError:
+        close = difflib.get_close_matches(name.lower(), available(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"Unknown method: {name!r}; available methods: {', '.join(available())}"
+            f"Unknown method: {name!r}{hint}; available methods: {', '.join(available())}"
         ) from None
     if not options:
         return resolver_class()

@@ -70,6 +70,7 @@ def test_options_reach_the_resolver():
         ({"grads": G, "primary": "asr"}, ValueError, "no names"),
         ({"grads": {"asr": G[0], "se": G[1]}, "primary": "mt"}, ValueError, "not a task"),
         ({"grads": G, "method": "nope"}, ValueError, "available methods: .*gr"),
+        ({"grads": G, "method": "PCGard"}, ValueError, "did you mean 'pcgrad'"),
         ({"grads": G, "method": 3}, TypeError, "Invalid method"),
         ({"grads": G, "method": "gr", "kk": 1}, TypeError, "options are: k"),
         ({"grads": G, "resolver": "pcgrad"}, TypeError, "resolver=: resolve.. takes .* method="),

@@ -147,7 +147,10 @@ def collect(
 
 def _run_statistics(record_dir: Path) -> dict[str, Any]:
     with (record_dir / "train_log.csv").open(newline="") as handle:
-        steps = list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    # the last row of each step: before a fix, a fresh start after a sitting stopped short
+    # of its first checkpoint appended to that sitting's rows instead of replacing them
+    steps = list({row["step"]: row for row in rows}.values())
     seconds = sum(float(row["seconds"]) for row in steps)
     joint = [float(row["seconds"]) for row in steps if row["stage"] == "joint"]
     statistics_: dict[str, Any] = {
@@ -175,8 +178,8 @@ def _run_statistics(record_dir: Path) -> dict[str, Any]:
             "monitored_steps": summary["steps"],
             "conflicting_steps": summary["conflict_share"],
             "mean_cosine": summary["mean_cosine"]["asr_se"],
-            # the monitor's ratio is ||g_asr|| / ||g_se||; the median of its inverse is the
-            # inverse of its median
+            # the monitor's ratio is ||g_asr|| / ||g_se||: the inverse of its median is the
+            # median of the inverse up to the interpolation between the two middle steps
             "median_norm_ratio": 1.0 / summary["norm_ratio_quantiles"]["asr_se"]["q50"],
             "mean_conflict_share": summary["mean_conflict_blocks"],
             "mean_dominance_share": summary["mean_dominance_blocks"],

@@ -271,7 +271,11 @@ class Trainer:
         """The batch at the current data position, and whether it ends an epoch."""
         if self._order_epoch != self.position.epoch:
             self._order = epoch_batches(
-                self.durations, self.config.batch_size, self.seed, self.position.epoch
+                self.durations,
+                self.config.batch_size,
+                self.seed,
+                self.position.epoch,
+                min_size=self.world,
             )
             self._order_epoch = self.position.epoch
         index = self._order[self.position.batch]
@@ -371,6 +375,8 @@ class Trainer:
             (self.run_dir / "config.json").write_text(
                 json.dumps(self.identity(), indent=2, sort_keys=True)
             )
+            # a sitting stopped before its first checkpoint left rows this start retakes
+            (self.run_dir / "train_log.csv").unlink(missing_ok=True)
         if self.rank == 0:
             record_sitting(self.run_dir, self.position.step)
         train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_LOG_FIELDS, self.rank == 0)
@@ -385,13 +391,14 @@ class Trainer:
                 start = time.perf_counter()
                 stage = self._stage(self.position.step)
                 lr = self.scheduler.get_last_lr()[0]
+                epoch = self.position.epoch  # before the batch: its last one moves it on
                 batch, epoch_end = self._next_batch()
                 row = self._step(batch, stage)
                 step = self.position.step
                 train_log.write(
                     {
                         "step": step,
-                        "epoch": self.position.epoch,
+                        "epoch": epoch,
                         "stage": stage,
                         "lr": lr,
                         "seconds": time.perf_counter() - start,
@@ -448,14 +455,23 @@ class CsvLog:
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Drop rows at or after ``step``: a resumed run rewrites them as it retakes those steps."""
+    """Drop rows at or after ``step``: a resumed run rewrites them as it retakes those steps.
+
+    Rows before the checkpoint were flushed with it; a row written after it may have been
+    cut short by a hard kill, and is dropped with the rest (whole rows only are kept).
+    """
     if not path.exists():
         return
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows:
         return
-    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) < step]
+    header = rows[0]
+
+    def before(row: list[str]) -> bool:
+        return len(row) == len(header) and row[0].isdigit() and int(row[0]) < step
+
+    kept = [header] + [row for row in rows[1:] if before(row)]
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows(kept)
 

@@ -406,3 +406,64 @@ def test_a_sitting_that_left_no_checkpoint_is_marked():
         "step 800: bbbbbbbbbbbb (dirty, stopped before a checkpoint)",
         "step 800: bbbbbbbbbbbb",
     ]
+
+
+def test_truncating_the_log_keeps_whole_rows_before_the_checkpoint(tmp_path):
+    from examples.asr_se.train import truncate_log
+
+    path = tmp_path / "train_log.csv"
+    # rows 1198 and 1199 were flushed with the checkpoint at 1200; a kill cut "1234,..." to "12"
+    path.write_text("step,epoch,seconds\n1198,0,0.5\n1199,0,0.5\n1200,0,0.5\n12")
+    truncate_log(path, 1200)
+    assert path.read_text().splitlines() == ["step,epoch,seconds", "1198,0,0.5", "1199,0,0.5"]
+    truncate_log(path, 0)  # a fresh start: the header alone
+    assert path.read_text().splitlines() == ["step,epoch,seconds"]
+
+
+def test_no_batch_is_smaller_than_the_processes_sharing_it():
+    from examples.asr_se.batching import epoch_batches
+
+    durations = [float(i % 7) for i in range(17)]  # 4 batches of 4 and one of 1
+    plain = epoch_batches(durations, 4, seed=0, epoch=0)
+    assert sorted(len(batch) for batch in plain) == [1, 4, 4, 4, 4]
+    shared = epoch_batches(durations, 4, seed=0, epoch=0, min_size=2)
+    assert sorted(len(batch) for batch in shared) == [4, 4, 4, 5]
+    assert sorted(i for batch in shared for i in batch) == list(range(17))
+    with pytest.raises(ValueError, match="min_size"):
+        epoch_batches(durations, 4, seed=0, epoch=0, min_size=0)
+
+
+def test_the_relative_change_compares_the_baseline_on_the_systems_own_seeds():
+    from examples.asr_se.rates import noisy_in
+    from examples.asr_se.report import paired_relative
+
+    def record(system, seed, wer):
+        return {"system": system, "seed": seed, "test_set": "synthetic", "noise": "babble"} | {
+            "snr": 5.0,
+            "wer": wer,
+            "words": 10,
+        }
+
+    # sum: 0.50 on seed 0, 0.70 on seed 1; a variant run on seed 0 alone scores 0.45
+    records = [record("sum", 0, 0.50), record("sum", 1, 0.70), record("variant", 0, 0.45)]
+    keep = noisy_in("synthetic")
+    assert paired_relative(records, "variant", [0, 1], keep) == "-10.0%"  # not -25% (vs 0.60)
+    records.append(record("variant", 1, 0.77))
+    assert paired_relative(records, "variant", [0, 1], keep) == "+1.7%"  # 0.61 against 0.60
+    assert paired_relative(records, "absent", [0, 1], keep) == "–"
+
+
+def test_run_statistics_count_each_step_once_keeping_its_last_row(tmp_path):
+    from examples.asr_se.compare import _run_statistics
+
+    header = "step,epoch,stage,loss_asr,loss_se,grad_norm,lr,skipped,seconds"
+    # steps 0-1 of a sitting stopped before its first checkpoint, then a whole run of 3 steps
+    rows = [
+        f"{step},0,joint,1.0,2.0,1.0,0.001,0,{seconds}"
+        for step, seconds in [(0, 9.0), (1, 9.0), (0, 1.0), (1, 2.0), (2, 3.0)]
+    ]
+    (tmp_path / "train_log.csv").write_text("\n".join([header, *rows]) + "\n")
+    statistics_ = _run_statistics(tmp_path)
+    assert statistics_["steps"] == 3
+    assert statistics_["train_seconds"] == 6.0
+    assert statistics_["median_step_seconds"] == 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import shutil
@@ -120,6 +121,22 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(
     starts = [json.loads(line) for line in sittings]
     assert [start["step"] for start in starts] == [0, resumed_from]
     assert all(start["commit"] == provenance.PROCESS_CODE["commit"] for start in starts)
+
+
+def test_a_fresh_start_after_a_sitting_without_checkpoint_logs_each_step_once(
+    tiny_manifest, tmp_path
+):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # a sitting stopped before its first checkpoint: rows for steps 0 and 1, no checkpoint
+    abandoned = "step,epoch,stage\n0,0,joint\n1,0,joint\n"
+    (run_dir / "train_log.csv").write_text(abandoned)
+    run = trainer(tiny_manifest, run_dir, steps=3)
+    run.train()
+    with (run_dir / "train_log.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["0", "1", "2"]
+    assert all(row["seconds"] for row in rows)  # the new run's rows, not the stub's
 
 
 def test_fresh_start_over_a_checkpoint_is_refused(tiny_manifest, tmp_path):

@@ -274,8 +274,8 @@ def direction_agreement(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every requested model, method and peer; with ``args.resume``, the models kept in
     ``overhead.partial.json`` of ``args.out`` by an interrupted run of the same settings,
-    methods, peers, torch and committed code (:data:`OVERHEAD_CODE`, unchanged since) are
-    taken as they are."""
+    methods, peers, torch, machine (CPU, cores, timing-relevant environment) and committed
+    code (:data:`OVERHEAD_CODE`, unchanged since) are taken as they are."""
     torch.set_num_threads(args.threads)
     pinned = _pin_mmap_threshold()
     info = _common.machine(args.seed)
@@ -303,6 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "methods": selected,
         "peers": sorted(f"{peer.library}:{peer.method}" for peer in peers),
         "torch": info["torch"],
+        "machine": {name: info[name] for name in ("cpu", "cores", "environment")},
         "code": _common.code_version(OVERHEAD_CODE),
     }
     finished = _common.kept_parts(partial, key) if args.resume else {}

@@ -20,8 +20,11 @@ def task_label(index: int, names: Sequence[str] | None) -> str:
     return f"task {names[index]!r}" if names is not None else f"task {index}"
 
 
-def build_resolver(method: str | Resolver, options: Mapping[str, Any]) -> Resolver:
-    """A resolver from a registered name plus options, or an instance used as it is."""
+def build_resolver(
+    method: str | Resolver, options: Mapping[str, Any], argument: str = "method"
+) -> Resolver:
+    """A resolver from a registered name plus options, or an instance used as it is;
+    errors name ``argument``, the caller's name for ``method``."""
     if isinstance(method, Resolver):
         if options:
             raise TypeError(
@@ -29,7 +32,16 @@ def build_resolver(method: str | Resolver, options: Mapping[str, Any]) -> Resolv
                 "pass them to its constructor (or to get_resolver) instead"
             )
         return method
-    return get_resolver(method, **options)
+    if argument == "method":
+        return get_resolver(method, **options)
+    if not isinstance(method, str):
+        raise TypeError(
+            f"Invalid {argument}: {method!r} (expected a registered name or a Resolver instance)"
+        )
+    try:
+        return get_resolver(method, **options)
+    except ValueError as error:
+        raise ValueError(f"Invalid {argument}: {error}") from None
 
 
 def normalize_primary(primary: TaskKey | None, names: Sequence[str] | None, T: int) -> int | None:

@@ -50,7 +50,7 @@ ResolutionMode = Literal["window", "micro_batch"]
 
 @dataclass(frozen=True)
 class BackwardResult:
-    """What :func:`backward` computed on the way, for logging; nothing here costs extra.
+    r"""What :func:`backward` computed on the way, for logging; nothing here costs extra.
 
     Attributes:
         task_names: the tasks' names (``"0"``, ``"1"``, ... for a sequence of losses).
@@ -60,13 +60,17 @@ class BackwardResult:
             formed (a loss weighting such as ``sum`` without ``diagnostics=True``, no
             shared parameters, or a non-finite step left to the scaler).
         weights: ``(B, T)`` weights of the task gradients in the resolved direction (loss
-            weights included), or ``None`` for resolvers that are not weightings.
+            weights included: :math:`d = \sum_i w_i g_i` with :math:`g_i` the gradient of
+            the unweighted loss), or ``None`` for resolvers that are not weightings.
         shared_parameters: how many scalar parameters were resolved (``P``).
         finite: ``False`` when the step had non-finite losses or task gradients and a
             ``scaler`` was given: it was not resolved, the shared parameters received the
             plain (non-finite) sum, and ``GradScaler.step`` will skip it.
         blocks: the shared parameters of each block, in the order of ``gram``'s first
             dimension (for per-parameter-group diagnostics).
+        loss_weights: the ``(T,)`` float64 loss weights :math:`c` of the call, or ``None``
+            when none were given. ``gram`` is that of the gradients of the weighted losses,
+            :math:`c_i g_i`, as the resolver saw them (see :attr:`gram_weights`).
     """
 
     task_names: tuple[str, ...]
@@ -75,6 +79,17 @@ class BackwardResult:
     shared_parameters: int
     finite: bool = True
     blocks: tuple[tuple[Tensor, ...], ...] = field(default=(), compare=False, repr=False)
+    loss_weights: Tensor | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def gram_weights(self) -> Tensor | None:
+        """``(B, T)`` weights of the gradients ``gram`` describes (those of the weighted
+        losses, :math:`c_i g_i`): :math:`w_i / c_i`, and 0 for a task of loss weight 0
+        (whose gradient there is zero); ``weights`` itself without loss weights."""
+        if self.weights is None or self.loss_weights is None:
+            return self.weights
+        c = self.loss_weights.to(self.weights.device, self.weights.dtype)
+        return torch.where(c > 0, self.weights / torch.where(c > 0, c, 1.0), 0.0)
 
     @property
     def cosine(self) -> Tensor | None:
@@ -162,8 +177,13 @@ def backward(
             devices.
         gradsurgery.distributed.DistributedMismatchError: ranks whose tasks reach
             different parameters (raised on every rank).
+
+    After an error the shared parameters' ``.grad`` are as they were, but parameters that
+    one task alone reaches may already hold that task's gradient (autograd writes it while
+    the task's pass runs, before non-finite task gradients are found): zero the gradients
+    before the next step.
     """
-    built = build_resolver(resolver, {})
+    built = build_resolver(resolver, {}, "resolver")
     if is_loss_weighting(built) and not diagnostics and not distributed.is_initialized():
         _check_options(granularity, "micro_batch", scaler, sync)  # (Accumulator checks its own)
         return _backward_loss_weighting(losses, params, built, primary, weights, scaler)
@@ -214,7 +234,9 @@ def _backward_loss_weighting(
     if scaler is not None:
         total = scaler.scale(total)
     torch.autograd.backward(total, inputs=parameters)
-    return BackwardResult(_display_names(names, T), None, task_weights, 0, finite=finite)
+    return BackwardResult(
+        _display_names(names, T), None, task_weights, 0, finite=finite, loss_weights=loss_weights
+    )
 
 
 class Accumulator:
@@ -271,7 +293,7 @@ class Accumulator:
             if process_group is None and isinstance(params, nn.parallel.DistributedDataParallel):
                 process_group = params.process_group
             params = params.parameters()
-        self.resolver = build_resolver(resolver, {})
+        self.resolver = build_resolver(resolver, {}, "resolver")
         self.primary = primary
         self.weights = weights
         self.granularity: Granularity = granularity
@@ -310,6 +332,9 @@ class Accumulator:
 
         Raises:
             RuntimeError: no micro-batch since the last :meth:`resolve`.
+            ValueError: non-finite task gradients or losses in the window (without a
+                ``scaler``); the window is dropped, and ``.grad`` is left as
+                :func:`backward` leaves it after an error.
         """
         if self.resolution == "micro_batch":
             if self._last is None:
@@ -497,7 +522,12 @@ class Accumulator:
             _add_into_grad(param, grad)
         if window.weights_only:
             return BackwardResult(
-                window.display_names, None, window.last_weights, 0, finite=window.finite
+                window.display_names,
+                None,
+                window.last_weights,
+                0,
+                finite=window.finite,
+                loss_weights=window.loss_weights,
             )
         G = window.G
         assert G is not None
@@ -526,6 +556,7 @@ class Accumulator:
                 losses=losses,
                 task_weights=None,
                 names=window.names,
+                what="Non-finite task gradients",
             )
         direction = resolution.direction if scale is None else resolution.direction * scale
         _accumulate_into_grad(window.shared, direction)
@@ -535,7 +566,14 @@ class Accumulator:
         weights_out = resolution.weights
         if weights_out is not None and window.loss_weights is not None:
             weights_out = weights_out * window.loss_weights.to(weights_out.device)
-        return BackwardResult(window.display_names, gram, weights_out, G.shape[1], blocks=blocks)
+        return BackwardResult(
+            window.display_names,
+            gram,
+            weights_out,
+            G.shape[1],
+            blocks=blocks,
+            loss_weights=window.loss_weights,
+        )
 
 
 @dataclass
@@ -573,10 +611,14 @@ class _Window:
         return self._offsets
 
     def add_plain(self, param: Tensor, grad: Tensor) -> None:
-        """Hold the gradient of a parameter that is not resolved (one task's own)."""
+        """Hold the gradient of a parameter that is not resolved (one task's own).
+
+        Autograd may hand a gradient back expanded (a parameter reached only through a
+        ``sum``: stride 0); it is copied before anything is added into it or it becomes a
+        ``.grad``, as ``loss.backward()``'s own accumulation does."""
         held = self.plain.get(id(param))
         if held is None:
-            self.plain[id(param)] = (param, grad)
+            self.plain[id(param)] = (param, grad if grad.is_contiguous() else grad.clone())
         else:
             held[1].add_(grad)
 

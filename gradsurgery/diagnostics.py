@@ -324,8 +324,8 @@ class ConflictMonitor:
                 f"{list(self.task_names)}"
             )
         step = self._updates if step is None else int(step)
-        self._updates += 1
         if not result.finite:
+            self._updates += 1
             self.skipped_steps.append(step)
             return
         if result.gram is None:
@@ -334,23 +334,35 @@ class ConflictMonitor:
                 "gradsurgery.backward (loss weightings such as 'sum' form no task gradients "
                 "otherwise)"
             )
-        gram, weights = result.gram, result.weights
+        chosen = {group: self._group_blocks(group, result) for group in self._groups}
+        # checked: nothing is recorded for a result refused above
+        self._updates += 1
+        gram, weights = result.gram, result.gram_weights
         self._record("all", step, gram, weights)
-        for group, members in self._groups.items():
-            chosen = []
-            for index, block in enumerate(result.blocks):
-                inside = [id(p) in members for p in block]
-                if all(inside):
-                    chosen.append(index)
-                elif any(inside):
-                    raise ValueError(
-                        f"Invalid result: a resolved block straddles group {group!r}; use "
-                        "granularity='tensor' for per-group diagnostics"
-                    )
-            if chosen:
-                select = torch.tensor(chosen)
+        for group, blocks in chosen.items():
+            if blocks:
+                select = torch.tensor(blocks)
                 group_weights = None if weights is None else weights[select.to(weights.device)]
                 self._record(group, step, gram[select.to(gram.device)], group_weights)
+
+    def _group_blocks(self, group: str, result: BackwardResult) -> list[int]:
+        """The indices of ``result``'s blocks inside ``group``.
+
+        Raises:
+            ValueError: a block with parameters both inside and outside the group.
+        """
+        members = self._groups[group]
+        chosen = []
+        for index, block in enumerate(result.blocks):
+            inside = [id(p) in members for p in block]
+            if all(inside):
+                chosen.append(index)
+            elif any(inside):
+                raise ValueError(
+                    f"Invalid result: a resolved block straddles group {group!r}; use "
+                    "granularity='tensor' for per-group diagnostics"
+                )
+        return chosen
 
     def _record(self, group: str, step: int, gram: Tensor, weights: Tensor | None) -> None:
         stats = conflict_statistics(gram, weights, k=self.k, primary=self.primary)

@@ -102,8 +102,10 @@ def run_resolver(
     losses: Tensor | None,
     task_weights: Tensor | None,
     names: Sequence[str] | None,
+    what: str = "Invalid grads",
 ) -> Resolution:
-    """Run ``resolver`` on a validated matrix, turning non-finite input into a clear error.
+    """Run ``resolver`` on a validated matrix, turning non-finite input into a clear error
+    (which begins with ``what``).
 
     Finiteness is checked where it is cheap: on the ``T x T`` Gram for Gram resolvers (an
     infinite or NaN entry of ``G`` makes its diagonal non-finite), on the ``(P,)`` result
@@ -114,19 +116,19 @@ def run_resolver(
         raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
     gram_checked = isinstance(resolver, GramResolver) and resolver.uses_gram
     if not isinstance(resolver, GramResolver):
-        _raise_if_nonfinite(G, names)
+        _raise_if_nonfinite(G, names, what)
     try:
         resolution = resolver.resolve_blocks(
             G, block_sizes, primary=primary, losses=losses, task_weights=task_weights
         )
     except NonFiniteGramError:
-        _raise_if_nonfinite(G, names)
+        _raise_if_nonfinite(G, names, what)
         raise ValueError(
             "the task gradients are finite but their Gram matrix overflows "
             f"{G.dtype}; scale the losses down"
         ) from None
     if not gram_checked and not all_finite(resolution.direction):
-        _raise_if_nonfinite(G, names)
+        _raise_if_nonfinite(G, names, what)
         raise ValueError(
             f"{type(resolver).__name__} gave a non-finite direction from finite task gradients "
             f"(overflow in {G.dtype}?); scale the losses down"
@@ -134,14 +136,12 @@ def run_resolver(
     return resolution
 
 
-def _raise_if_nonfinite(G: Tensor, names: Sequence[str] | None) -> None:
+def _raise_if_nonfinite(G: Tensor, names: Sequence[str] | None, what: str) -> None:
     if all_finite(G):
         return
     bad = first_nonfinite_task(G)
     if bad is not None:
-        raise ValueError(
-            f"Invalid grads: {task_label(bad, names)} has non-finite values (NaN or inf)"
-        )
+        raise ValueError(f"{what}: {task_label(bad, names)} has non-finite values (NaN or inf)")
 
 
 def _as_matrix(grads: GradientsLike) -> tuple[Tensor, list[str] | None]:

@@ -346,3 +346,16 @@ def test_repeated_and_frozen_params_are_skipped(method):
     params = [*model.parameters(), *model.trunk.parameters()]  # the trunk twice
     gradsurgery.backward(model.losses(X), params, resolver=method, primary="a")
     assert_grads_match(model, grads_of(expected_model), exact=True)
+
+
+def test_errors_name_backwards_own_arguments():
+    model = TwoHeads()
+    with pytest.raises(ValueError, match=r"Invalid resolver: Unknown method: 'pcgard' \(did you"):
+        gradsurgery.backward(model.losses(X), model.parameters(), resolver="pcgard")
+    with pytest.raises(TypeError, match="Invalid resolver: 3"):
+        gradsurgery.Accumulator(model.parameters(), resolver=3)  # type: ignore[arg-type]
+    losses = model.losses(X)
+    out = model.trunk(X)
+    losses["b"] = losses["b"] + torch.sqrt(out - out.detach()).sum()  # finite, infinite gradient
+    with pytest.raises(ValueError, match="^Non-finite task gradients: task 'b' has non-finite"):
+        gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")

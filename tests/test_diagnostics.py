@@ -106,6 +106,58 @@ def test_monitor_matches_direct_gradients(granularity):
     assert row["conflict"][0] == float(cos(g[0], g[1]) < 0)
 
 
+@pytest.mark.parametrize("resolver", ["gr", "sum"])
+@pytest.mark.parametrize("loss_weights", [{"a": 0.7, "b": 0.3}, {"a": 1.0, "b": 0.0}])
+def test_angles_are_those_of_the_direction_taken_with_loss_weights(resolver, loss_weights):
+    # the Gram is that of the weighted gradients c_i g_i, the weights those of g_i: the
+    # monitor must pair them right to measure the direction's angle to each task
+    model = TwoHeads()
+    trunk = list(model.trunk.parameters())
+    losses = model.losses(X)
+    g = [
+        torch.cat([t.flatten() for t in torch.autograd.grad(loss, trunk, retain_graph=True)])
+        for loss in losses.values()
+    ]
+    result = gradsurgery.backward(
+        losses,
+        model.parameters(),
+        resolver=resolver,
+        primary="a",
+        weights=loss_weights,
+        diagnostics=True,
+    )
+    d = torch.cat([p.grad.flatten() for p in trunk])
+    monitor = ConflictMonitor(["a", "b"], primary="a")
+    monitor.update(result)
+    row = monitor.history()
+    for name, grad in zip("ab", g):  # compared as cosines: acos is ill-conditioned near 0
+        if loss_weights[name] == 0.0:
+            continue  # its weighted gradient, all the Gram knows of it, is zero
+        reported = math.cos(math.radians(row[f"angle_{name}"][0]))
+        assert reported == pytest.approx(cos(d, grad), abs=1e-5)
+
+
+def test_a_refused_result_leaves_the_monitor_as_it_was():
+    model = TwoHeads()
+    result = gradsurgery.backward(
+        model.losses(X), model.parameters(), resolver="gr", primary="a", granularity="global"
+    )
+    monitor = ConflictMonitor(
+        ["a", "b"], primary="a", groups={"first": model.trunk[0].parameters()}
+    )
+    with pytest.raises(ValueError, match="straddles"):
+        monitor.update(result)  # the one global block holds the whole trunk and both heads
+    assert monitor.history()["step"] == [] and monitor.history("first")["step"] == []
+    no_gram = gradsurgery.backward(model.losses(X), model.parameters(), resolver="sum")
+    with pytest.raises(ValueError, match="diagnostics=True"):
+        monitor.update(no_gram)
+    tensor_wise = gradsurgery.backward(
+        model.losses(X), model.parameters(), resolver="gr", primary="a", granularity="tensor"
+    )
+    monitor.update(tensor_wise)
+    assert monitor.history()["step"] == [0.0]  # the refused calls took no step number
+
+
 def synthetic(pairs: list[tuple[float, float]]) -> list[BackwardResult]:
     """Results whose two task gradients are g_a = (1, 0), g_b = (x, y)."""
     results = []

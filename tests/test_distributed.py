@@ -36,7 +36,14 @@ pytestmark = [
 
 WORLD = 2
 STEPS = 4
-SCENARIOS = ["ddp_pcgrad", "plain_gradnorm", "ddp_window_gr", "ddp_sum", "plain_micro_pcgrad"]
+SCENARIOS = [
+    "ddp_pcgrad",
+    "plain_gradnorm",
+    "ddp_window_gr",
+    "ddp_sum",
+    "plain_micro_pcgrad",
+    "plain_window_expanded",
+]
 
 
 class ThreeHeads(nn.Module):
@@ -73,7 +80,8 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     module: nn.Module = model
     if rank is not None and name.startswith("ddp"):
         module = DistributedDataParallel(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+    extra = nn.Parameter(torch.ones(3, dtype=torch.float64))  # (plain_window_expanded)
+    optimizer = torch.optim.SGD([*model.parameters(), extra], lr=0.2)
     gradnorm = gradsurgery.get_resolver("gradnorm")
     # Different global random states on the two ranks: PCGrad's random order must still
     # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
@@ -87,6 +95,20 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
             for micro in range(2):
                 accumulator.backward(losses_of(module(batch(step, micro, rank))))
             accumulator.resolve()
+        elif name == "plain_window_expanded":
+            # a parameter of task a's alone, reached only through a sum: autograd hands its
+            # gradient back expanded (stride 0), to be held across the window, written to
+            # .grad and accumulated into by the next call
+            params = [*model.parameters(), extra]
+            accumulator = gradsurgery.Accumulator(params, resolver="gr", primary="a")
+            for micro in range(2):
+                losses = losses_of(module(batch(step, micro, rank)))
+                losses["a"] = losses["a"] + 0.1 * (extra * micro).sum()
+                accumulator.backward(losses)
+            accumulator.resolve()
+            losses = losses_of(module(batch(step, 2, rank)))
+            losses["a"] = losses["a"] + 0.1 * extra.sum()
+            gradsurgery.backward(losses, params, resolver="gr", primary="a")
         else:
             losses = losses_of(module(batch(step, 0, rank)))
             if name == "ddp_pcgrad":
@@ -103,6 +125,7 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
                 gradsurgery.backward(losses, model.parameters(), resolver="pcgrad", primary=1)
         optimizer.step()
     result = {f"param{i}": p.detach().clone() for i, p in enumerate(model.parameters())}
+    result["extra"] = extra.detach().clone()
     if name == "plain_gradnorm":
         result["task_weights"] = gradnorm.state_dict()["task_weights"].clone()
     return result

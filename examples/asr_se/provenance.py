@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 import torch
 
 __all__ = [
-    "RESULT_FOLDERS",
+    "RESULT_PATHS",
     "SITTINGS_FILE",
     "CodeVersion",
     "code_version",
@@ -72,22 +72,22 @@ def _git(*arguments: str) -> str | None:
 
 class CodeVersion(TypedDict):
     """The git commit of the code (``None`` without git or a repository) and whether tracked
-    files outside :data:`RESULT_FOLDERS` differed from it (``None`` when unknown)."""
+    files outside :data:`RESULT_PATHS` differed from it (``None`` when unknown)."""
 
     commit: str | None
     dirty: bool | None
 
 
-RESULT_FOLDERS = ("benchmarks/results", "examples/asr_se/results")
-"""Folders of committed results, which runs themselves rewrite: not code, so changes there
-do not make the working tree "dirty"."""
+RESULT_PATHS = ("benchmarks/results", "examples/asr_se/results", "examples/asr_se/RESULTS.md")
+"""Committed results, which runs themselves rewrite (``compare`` writes the report when it
+ends): not code, so changes there do not make the working tree "dirty"."""
 
 
 def code_version() -> CodeVersion:
     """The :class:`CodeVersion` of the working tree now (all ``None`` where git or the
     repository is absent, as in an installed copy)."""
     commit = _git("rev-parse", "HEAD")
-    excluded = [f":(exclude){folder}" for folder in RESULT_FOLDERS]
+    excluded = [f":(exclude){path}" for path in RESULT_PATHS]
     status = None
     if commit is not None:
         status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)

@@ -319,7 +319,9 @@ def test_results_written_by_runs_do_not_make_the_code_dirty(tmp_path, monkeypatc
 
     results = tmp_path / "examples" / "asr_se" / "results"
     results.mkdir(parents=True)
-    (results / "RESULTS.md").write_text("old\n")
+    (results / "summary.json").write_text("[]\n")
+    report = tmp_path / "examples" / "asr_se" / "RESULTS.md"  # where compare writes it
+    report.write_text("old\n")
     (tmp_path / "code.py").write_text("x = 1\n")
     (tmp_path / "library.py").write_text("y = 1\n")
     git("init", "-q")
@@ -328,7 +330,8 @@ def test_results_written_by_runs_do_not_make_the_code_dirty(tmp_path, monkeypatc
     monkeypatch.setattr(provenance, "_REPOSITORY", tmp_path)
     version_before = provenance.code_version()
     assert version_before["dirty"] is False
-    (results / "RESULTS.md").write_text("new\n")
+    report.write_text("new\n")
+    (results / "summary.json").write_text("[{}]\n")
     assert provenance.code_version()["dirty"] is False
     assert provenance.last_clean_change(["code.py"]) == version_before["commit"]
     (tmp_path / "code.py").write_text("x = 2\n")

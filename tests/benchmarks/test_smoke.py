@@ -231,13 +231,19 @@ def test_a_failing_resolver_is_reported_not_fatal(tmp_path, monkeypatch):
                 "--methods",
                 "broken_on_purpose",
                 "sum",
+                "--out",
+                str(tmp_path),
             ]
         )
     )
     broken = [r for r in result["records"] if r["method"] == "broken_on_purpose"]
     assert len(broken) == 2 and all("broken on purpose" in r["error"] for r in broken)
     assert all(r.get("ratio_time") for r in result["records"] if r["method"] == "sum")
-    toy_result = toy.run(toy.parse_args(["--smoke", "--quiet", "--methods", "broken_on_purpose"]))
+    toy_result = toy.run(
+        toy.parse_args(
+            ["--smoke", "--quiet", "--methods", "broken_on_purpose", "--out", str(tmp_path)]
+        )
+    )
     assert "broken on purpose" in toy_result["results"]["broken_on_purpose"]["error"]
 
 

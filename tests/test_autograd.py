@@ -357,5 +357,5 @@ def test_errors_name_backwards_own_arguments():
     losses = model.losses(X)
     out = model.trunk(X)
     losses["b"] = losses["b"] + torch.sqrt(out - out.detach()).sum()  # finite, infinite gradient
-    with pytest.raises(ValueError, match="^Non-finite task gradients: task 'b' has non-finite"):
+    with pytest.raises(ValueError, match=r"^Non-finite task gradients: task 'b' has non-finite"):
         gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")

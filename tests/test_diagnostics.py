@@ -80,15 +80,20 @@ class TwoHeads(nn.Module):
 X = torch.randn(12, 5, generator=torch.Generator().manual_seed(4))
 
 
+def trunk_gradients(trunk: list[torch.Tensor], losses: dict[str, torch.Tensor]) -> list:
+    """Each task's gradient of the trunk, flattened, collected by hand."""
+    return [
+        torch.cat([t.flatten() for t in torch.autograd.grad(loss, trunk, retain_graph=True)])
+        for loss in losses.values()
+    ]
+
+
 @pytest.mark.parametrize("granularity", ["global", "tensor"])
 def test_monitor_matches_direct_gradients(granularity):
     model = TwoHeads()
     trunk = list(model.trunk.parameters())
     losses = model.losses(X)
-    g = [
-        torch.cat([t.flatten() for t in torch.autograd.grad(loss, trunk, retain_graph=True)])
-        for loss in losses.values()
-    ]
+    g = trunk_gradients(trunk, losses)
     result = gradsurgery.backward(
         losses, model.parameters(), resolver="gr", primary="a", granularity=granularity
     )
@@ -114,10 +119,7 @@ def test_angles_are_those_of_the_direction_taken_with_loss_weights(resolver, los
     model = TwoHeads()
     trunk = list(model.trunk.parameters())
     losses = model.losses(X)
-    g = [
-        torch.cat([t.flatten() for t in torch.autograd.grad(loss, trunk, retain_graph=True)])
-        for loss in losses.values()
-    ]
+    g = trunk_gradients(trunk, losses)
     result = gradsurgery.backward(
         losses,
         model.parameters(),

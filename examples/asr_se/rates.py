@@ -87,6 +87,25 @@ def run_rate(
     return values[0] if values else math.nan
 
 
+def paired_rates(
+    records: Records,
+    system: str,
+    seeds: Sequence[int],
+    keep: Callable[[dict[str, Any]], bool],
+    rate: str = "wer",
+    weight: str = "words",
+) -> dict[int, tuple[float, float]]:
+    """``(system's rate, baseline's rate)`` over the records ``keep`` accepts, for each
+    seed where both runs have such records (:func:`run_rate`)."""
+    pairs = {}
+    for seed in seeds:
+        ours = run_rate(records, system, seed, keep, rate, weight)
+        base = run_rate(records, BASELINE, seed, keep, rate, weight)
+        if not (math.isnan(ours) or math.isnan(base)):
+            pairs[seed] = (ours, base)
+    return pairs
+
+
 def gaps_to_baseline(
     records: Records,
     systems: Sequence[str],
@@ -97,18 +116,18 @@ def gaps_to_baseline(
 ) -> dict[str, dict[int, float]]:
     """Each system's :func:`run_rate` over the records ``keep`` accepts (by default the
     synthetic voices' noisy conditions) minus the baseline's on the same seed, as a
-    fraction, for every seed where both runs have such records; the baseline itself is
-    left out. Within a seed the runs share data order (and the joint systems their initial
-    weights), so these differences show whether a gap between means holds seed by seed."""
+    fraction, for every seed where both runs have such records (:func:`paired_rates`); the
+    baseline itself is left out. Within a seed the runs share data order (and the joint
+    systems their initial weights), so these differences show whether a gap between means
+    holds seed by seed."""
     keep = noisy_in("synthetic") if keep is None else keep
-    baseline = {seed: run_rate(records, BASELINE, seed, keep, rate, weight) for seed in seeds}
-    gaps: dict[str, dict[int, float]] = {}
-    for system in systems:
-        if system == BASELINE:
-            continue
-        gaps[system] = {}
-        for seed in seeds:
-            value = run_rate(records, system, seed, keep, rate, weight)
-            if not (math.isnan(value) or math.isnan(baseline[seed])):
-                gaps[system][seed] = value - baseline[seed]
-    return gaps
+    return {
+        system: {
+            seed: ours - base
+            for seed, (ours, base) in paired_rates(
+                records, system, seeds, keep, rate, weight
+            ).items()
+        }
+        for system in systems
+        if system != BASELINE
+    }

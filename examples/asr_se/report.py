@@ -27,8 +27,8 @@ from examples.asr_se.rates import (
     mean_std,
     noisy_in,
     noisy_rate,
+    paired_rates,
     pooled_wer,
-    run_rate,
     seed_wers,
     select,
 )
@@ -99,14 +99,7 @@ def paired_relative(
 ) -> str:
     """The relative change of ``system``'s mean rate against the baseline's, both over the
     seeds where each has records that ``keep`` accepts ("–" where none)."""
-    pairs = [
-        (
-            run_rate(records, system, seed, keep, rate, weight),
-            run_rate(records, BASELINE, seed, keep, rate, weight),
-        )
-        for seed in seeds
-    ]
-    pairs = [(ours, base) for ours, base in pairs if not (math.isnan(ours) or math.isnan(base))]
+    pairs = paired_rates(records, system, seeds, keep, rate, weight).values()
     if not pairs:
         return "–"
     return relative(statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs))

@@ -26,10 +26,19 @@ def is_loss_weighting(resolver: Resolver) -> TypeGuard[GramResolver]:
 
 
 def stack_losses(losses: list[Tensor]) -> Tensor:
-    """The ``(T,)`` stacked scalar losses, on the first loss's device (differentiable)."""
-    device = losses[0].device
-    scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss in losses]
-    return torch.stack([x if x.device == device else x.to(device) for x in scalars])
+    """The ``(T,)`` stacked scalar losses, on the first loss's device (differentiable).
+
+    Losses of one shape on one device, the usual case, are stacked as they are (one
+    operation, as ``torch.stack(losses)`` in a plain loop); mixed shapes of one element,
+    or a loss on another device, are reshaped and moved first.
+    """
+    try:
+        stacked = torch.stack(losses)
+    except RuntimeError:  # shapes or devices differ
+        device = losses[0].device
+        scalars = [loss if loss.dim() == 0 else loss.reshape(()) for loss in losses]
+        return torch.stack([x if x.device == device else x.to(device) for x in scalars])
+    return stacked if stacked.dim() == 1 else stacked.reshape(-1)
 
 
 def coefficients(

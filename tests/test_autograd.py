@@ -125,6 +125,20 @@ def test_loss_weighting_takes_one_element_losses_of_any_shape_and_dtype():
     assert_grads_match(model, expected)
 
 
+def test_loss_weighting_takes_losses_of_one_non_scalar_shape():
+    # Stacked as they are, then flattened: (T, 1) must not broadcast against the weights.
+    model = TwoHeads()
+    losses = model.losses(X)
+    (0.5 * losses["a"] + 2.0 * losses["b"]).backward()
+    expected = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    losses = model.losses(X)
+    same = [losses["a"].reshape(1), losses["b"].reshape(1)]
+    result = gradsurgery.backward(same, model.parameters(), resolver="sum", weights=[0.5, 2.0])
+    assert_grads_match(model, expected)
+    assert result.weights.shape == (1, 2)
+
+
 @pytest.mark.parametrize("method", ["uw", "dwa", "famo"])
 def test_loss_weighting_backward_equals_the_micro_batch_accumulator(method):
     # backward() takes a lean path for loss weightings; Accumulator keeps the general one.

@@ -8,6 +8,12 @@ the same process: baseline and method alternate (in alternating order) for ``--r
 pairs after ``--warmup`` steps of each. Reported: ``ratio_time`` = median(method) /
 median(baseline), with the 25th and 75th percentiles of the per-pair ratios.
 
+Head to head: each method gradsurgery shares with a peer is also timed interleaved with
+that peer's step directly (gradsurgery at global granularity), ``--repeats`` pairs after
+``--warmup`` steps, and ``head_to_head`` in ``overhead_run.json`` holds median(ours) /
+median(theirs) with the per-pair quartiles: one ratio's noise, where the quotient of the
+two steps' ratios to the baseline would compound two.
+
 Peak memory is the peak increase of the process's resident set during one step: the
 kernel's high-water mark is reset (``/proc/self/clear_refs``, value 5), the step runs, and
 ``VmHWM`` minus the ``VmRSS`` just before the step is read from ``/proc/self/status``.
@@ -309,7 +315,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finished = _common.kept_parts(partial, key) if args.resume else {}
     parts: dict[str, Any] = {}
     to_measure = [(name, tasks) for name, tasks in configs if f"{name}-T{tasks}" not in finished]
-    steps = len(to_measure) * (2 * len(selected) + len(peers))
+    shared_methods = [peer for peer in peers if peer.method in selected]
+    steps = len(to_measure) * (2 * len(selected) + len(peers) + len(shared_methods))
     with _common.Progress(steps, "overhead", args.verbose) as progress:
         for model_name, tasks in configs:
             label = f"{model_name}-T{tasks}"
@@ -324,6 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": info,
         "records": [record for part in parts.values() for record in part["records"]],
         "direction_agreement": [row for part in parts.values() for row in part["agreement"]],
+        "head_to_head": [row for part in parts.values() for row in part["head_to_head"]],
         "peers_missing": peer_missing,
         "settings": settings,
     }
@@ -337,8 +345,9 @@ def _measure_model(
     peers: list[PeerMethod],
     progress: _common.Progress,
 ) -> dict[str, Any]:
-    """One model's records (every method and peer against its summed-loss step) and
-    direction agreement, with the time it ended."""
+    """One model's records (every method and peer against its summed-loss step), the
+    head-to-head timing of each method gradsurgery shares with a peer, and direction
+    agreement, with the time it ended."""
     records: list[dict[str, Any]] = []
     builder, _ = MODELS[model_name]
     workload = builder(tasks, args.seed, args.smoke)
@@ -396,14 +405,66 @@ def _measure_model(
             record.update(ratio_time=None, ratio_memory=None, error=_common.error_text(error))
         records.append(record)
         progress.advance(_progress(record))
+    head_to_head: list[dict[str, Any]] = []
+    for peer in peers:
+        if peer.method in selected:
+            row = _head_to_head(args, model_name, workload, optimizer, clear, peer)
+            head_to_head.append(row)
+            progress.advance(_head_to_head_progress(row))
     # Fresh model state for the direction check: same weights for everyone.
     fresh = builder(tasks, args.seed, args.smoke)
     agreement = direction_agreement(fresh, peers, set(selected))
     return {
         "records": records,
+        "head_to_head": head_to_head,
         "agreement": agreement,
         "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def _head_to_head(
+    args: argparse.Namespace,
+    model_name: str,
+    workload: Workload,
+    optimizer: torch.optim.Optimizer,
+    clear: Callable[[], None],
+    peer: PeerMethod,
+) -> dict[str, Any]:
+    """gradsurgery's step (global granularity) timed interleaved with the peer's step of the
+    same method, on the same model and batch: ``ratio_time`` = median(ours) /
+    median(theirs), with the quartiles of the per-pair ratios. Pairing the two directly
+    keeps the comparison's noise to that of one ratio, where dividing the two steps'
+    ratios to the summed-loss step compounds two."""
+    row: dict[str, Any] = {
+        "model": model_name,
+        "tasks": workload.tasks,
+        "method": peer.method,
+        "library": peer.library,
+    }
+    try:
+        torch.manual_seed(args.seed)
+        ours = resolver_step(workload, optimizer, peer.method, "global")
+        theirs = peer_step(workload, optimizer, peer)
+        timed = measure(
+            ours, theirs, clear, warmup=args.warmup, repeats=args.repeats, memory_repeats=0
+        )
+        row.update(
+            ratio_time=timed["ratio_time"],
+            ratio_time_q25=timed["ratio_time_q25"],
+            ratio_time_q75=timed["ratio_time_q75"],
+            ms_ours=timed["ms_method"],
+            ms_theirs=timed["ms_baseline"],
+        )
+    except Exception as error:
+        row.update(ratio_time=None, error=_common.error_text(error))
+    return row
+
+
+def _head_to_head_progress(row: dict[str, Any]) -> str:
+    where = f"{row['model']}-T{row['tasks']} {row['method']:14s} ours / {row['library']:7s}"
+    if row.get("error"):
+        return f"{where} FAILED {row['error']}"
+    return f"{where} time x{row['ratio_time']:.2f}"
 
 
 def _progress(record: dict[str, Any]) -> str:
@@ -429,50 +490,64 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     )
     (out / "overhead.md").write_text(markdown(result))
     plot(records, out / "overhead.png")
+    if result.get("head_to_head"):
+        plot_head_to_head(result["head_to_head"], out / "overhead_peers.png")
 
 
 def _row_key(record: dict[str, Any]) -> tuple[str, str, str]:
     return record["library"], record["method"], record["granularity"]
 
 
-def _versus_peers(
-    rows: dict[tuple[str, str, str], dict[tuple[str, int], dict[str, Any]]],
-    columns: list[tuple[str, int]],
-) -> list[str]:
-    """Lines of the section comparing gradsurgery (global) with each peer, method by method:
-    the quotient of the two median time ratios (below 1: gradsurgery is faster)."""
-    table: list[list[Any]] = []
-    faster = slower = 0
-    slower_cases: list[str] = []
-    for library, method, _ in sorted(k for k in rows if k[0] != "gradsurgery"):
-        ours_row = rows.get(("gradsurgery", method, "global"), {})
-        cells: list[Any] = [method, library]
-        for column in columns:
-            ours, theirs = ours_row.get(column), rows[(library, method, "global")].get(column)
-            usable = [r for r in (ours, theirs) if r and r.get("ratio_time") is not None]
-            if len(usable) < 2:
-                cells.append("–")
-                continue
-            quotient = ours["ratio_time"] / theirs["ratio_time"]  # type: ignore[index]
-            cells.append(f"{quotient:.2f}")
-            if quotient < 1:
-                faster += 1
-            else:
-                slower += 1
-                slower_cases.append(f"{method} vs {library} on {column[0]} T={column[1]}")
-        table.append(cells)
-    if not table:
+def _verdict(row: dict[str, Any]) -> str:
+    """``faster``/``slower`` when the per-pair quartiles of ours / theirs both lie below/above
+    1, else ``within the noise``."""
+    if row["ratio_time_q75"] < 1:
+        return "faster"
+    if row["ratio_time_q25"] > 1:
+        return "slower"
+    return "within the noise"
+
+
+def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, int]]) -> list[str]:
+    """Lines of the section timing gradsurgery (global) head to head with each peer, method
+    by method: median(ours) / median(theirs) with the per-pair quartiles."""
+    cells: dict[tuple[str, str], dict[tuple[str, int], dict[str, Any]]] = {}
+    for row in head_to_head:
+        cells.setdefault((row["method"], row["library"]), {})[(row["model"], row["tasks"])] = row
+    if not cells:
         return []
-    summary = f"gradsurgery is faster in {faster} of {faster + slower} comparisons"
-    summary += f"; slower in: {', '.join(slower_cases)}." if slower_cases else "."
+    table: list[list[Any]] = []
+    verdicts: dict[str, list[str]] = {"faster": [], "slower": [], "within the noise": []}
+    for (method, library), by_column in sorted(cells.items(), key=lambda item: item[0][::-1]):
+        line: list[Any] = [method, library]
+        for column in columns:
+            timed = by_column.get(column)
+            if timed is None or timed.get("ratio_time") is None:
+                line.append("–" if timed is None else "failed")
+                continue
+            verdict = _verdict(timed)
+            mark = {"faster": "", "slower": " ✗", "within the noise": " ~"}[verdict]
+            line.append(
+                f"{timed['ratio_time']:.2f} [{timed['ratio_time_q25']:.2f}, "
+                f"{timed['ratio_time_q75']:.2f}]{mark}"
+            )
+            verdicts[verdict].append(f"{method} vs {library} on {column[0]} T={column[1]}")
+        table.append(line)
+    compared = sum(len(cases) for cases in verdicts.values())
+    summary = f"gradsurgery is faster in {len(verdicts['faster'])} of {compared} comparisons"
+    for verdict in ("slower", "within the noise"):
+        if verdicts[verdict]:
+            summary += f"; {verdict} in {len(verdicts[verdict])}: {', '.join(verdicts[verdict])}"
     header = ["method", "peer"] + [f"{m} T={t}" for m, t in columns]
     return [
-        "## Against the peers",
+        "## Against the peers, head to head",
         "",
-        "For each method both libraries have: gradsurgery's median time ratio (global "
-        "granularity) divided by the peer's, on the same model; below 1, gradsurgery's step "
-        "is faster. Quotients within the quartile spreads of the table above are within "
-        f"the noise. {summary}",
+        "For each method both libraries have, gradsurgery's step (global granularity) and "
+        "the peer's are timed interleaved with each other, on the same model and batch: "
+        "median(ours) / median(theirs), with [25th, 75th] percentiles of the per-pair "
+        "ratios; below 1, gradsurgery's step is faster. A cell is counted faster or slower "
+        "only when both percentiles are on that side of 1 (✗: slower; ~: the spread "
+        f"straddles 1). {summary}.",
         "",
         _common.markdown_table(header, table),
         "",
@@ -566,7 +641,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         _common.markdown_table(header, time_rows),
         "",
-        *_versus_peers(rows, columns),
+        *_versus_peers(result.get("head_to_head", []), columns),
         "## Peak memory ratio",
         "",
         "Peak resident-set increase during one step (method / summed-loss baseline); "
@@ -635,6 +710,46 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         )
         ax.set_title(f"{title} / summed-loss step")
         fig.colorbar(image, ax=ax, label="log2 ratio", shrink=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_head_to_head(head_to_head: list[dict[str, Any]], path: Path) -> None:
+    """One cell per method, peer and model: median(ours) / median(theirs), coloured green
+    below 1 and red above; cells whose quartiles straddle 1 are hatched."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = sorted(
+        {(r["model"], r["tasks"]) for r in head_to_head}, key=lambda c: (c[0] != "mlp", c[0], c[1])
+    )
+    keys = sorted({(r["library"], r["method"]) for r in head_to_head})
+    lookup = {((r["library"], r["method"]), (r["model"], r["tasks"])): r for r in head_to_head}
+    data = np.full((len(keys), len(columns)), np.nan)
+    fig, ax = plt.subplots(figsize=(3 + 1.1 * len(columns), 1.2 + 0.26 * len(keys)))
+    for i, key in enumerate(keys):
+        for j, column in enumerate(columns):
+            row = lookup.get((key, column))
+            if row is None or row.get("ratio_time") is None:
+                ax.text(j, i, "–" if row is None else "fail", ha="center", va="center", fontsize=6)
+                continue
+            data[i, j] = row["ratio_time"]
+            ax.text(j, i, f"{row['ratio_time']:.2f}", ha="center", va="center", fontsize=6)
+            if _verdict(row) == "within the noise":
+                ax.add_patch(
+                    matplotlib.patches.Rectangle(
+                        (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", linewidth=0, alpha=0.4
+                    )
+                )
+    image = ax.imshow(np.log2(data), cmap="RdYlGn_r", vmin=-2, vmax=2, aspect="auto")
+    ax.set_xticks(range(len(columns)), [f"{m}\nT={t}" for m, t in columns], fontsize=7)
+    ax.set_yticks(range(len(keys)), [f"{m} vs {lib}" for lib, m in keys], fontsize=7)
+    ax.set_title("gradsurgery step / peer step (hatched: quartiles straddle 1)", fontsize=8)
+    fig.colorbar(image, ax=ax, label="log2 ratio", shrink=0.6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -14,6 +14,7 @@ import torch
 
 import gradsurgery
 from benchmarks import _common, digits, kernel, overhead, regression, toy
+from benchmarks.peers import peer_methods
 from gradsurgery.resolvers.base import Resolver
 
 MODULES = [overhead, kernel, toy, regression, digits]
@@ -75,6 +76,19 @@ def test_overhead_smoke(tmp_path):
     assert all(row["cosine"] == pytest.approx(1.0, abs=1e-5) for row in sums)
     assert (tmp_path / "overhead.md").read_text().startswith("# Overhead")
     assert (tmp_path / "overhead.png").stat().st_size > 0
+    # Every method gradsurgery shares with an installed peer is timed head to head with it.
+    peers, _ = peer_methods()
+    shared = {(p.library, p.method) for p in peers if p.method in gradsurgery.available()}
+    rows = run["head_to_head"]
+    assert {(r["library"], r["method"]) for r in rows} == shared
+    assert {(r["model"], r["tasks"]) for r in rows} == {(r["model"], r["tasks"]) for r in records}
+    for row in rows:
+        assert row.get("error") or (
+            row["ratio_time"] > 0 and row["ratio_time_q25"] <= row["ratio_time_q75"]
+        )
+    if rows:
+        assert "head to head" in (tmp_path / "overhead.md").read_text()
+        assert (tmp_path / "overhead_peers.png").stat().st_size > 0
 
 
 def test_kernel_smoke(tmp_path):

@@ -17,7 +17,13 @@ from gradsurgery._validation import (
     task_label,
     task_vector,
 )
-from gradsurgery.resolvers.base import GramResolver, NonFiniteGramError, Resolution, Resolver
+from gradsurgery.resolvers.base import (
+    GramResolver,
+    NonFiniteDirectionError,
+    NonFiniteGramError,
+    Resolution,
+    Resolver,
+)
 
 __all__ = ["resolve"]
 
@@ -105,12 +111,17 @@ def run_resolver(
     what: str = "Invalid grads",
 ) -> Resolution:
     """Run ``resolver`` on a validated matrix, turning non-finite input into a clear error
-    (which begins with ``what``).
+    (which begins with ``what``), and a non-finite direction from finite input into one
+    that says to scale the losses down.
 
-    Finiteness is checked where it is cheap: on the ``T x T`` Gram for Gram resolvers (an
-    infinite or NaN entry of ``G`` makes its diagonal non-finite), on the ``(P,)`` result
-    for loss weightings, and on ``G`` itself for other resolvers (before they run, so no
-    state changes). Only on failure is ``G`` scanned row by row to name the task.
+    Finiteness is checked where it is cheap. For Gram resolvers, the input on the
+    ``T x T`` Gram (an infinite or NaN entry of ``G`` makes its diagonal non-finite), and
+    the direction by a bound on it from the weights and the Gram's diagonal, with a pass
+    over the ``(P,)`` direction only where the bound fails
+    (:class:`~gradsurgery.resolvers.base.GramResolver`). For loss weightings (no Gram), on
+    the ``(P,)`` result. For other resolvers, on ``G`` itself (before they run, so no state
+    changes) and on the result. Only on failure is ``G`` scanned row by row to name the
+    task.
     """
     if resolver.needs_losses and losses is None:
         raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
@@ -127,13 +138,19 @@ def run_resolver(
             "the task gradients are finite but their Gram matrix overflows "
             f"{G.dtype}; scale the losses down"
         ) from None
+    except NonFiniteDirectionError:  # raised only once G's Gram, hence G, proved finite
+        raise _nonfinite_direction(resolver, G) from None
     if not gram_checked and not all_finite(resolution.direction):
         _raise_if_nonfinite(G, names, what)
-        raise ValueError(
-            f"{type(resolver).__name__} gave a non-finite direction from finite task gradients "
-            f"(overflow in {G.dtype}?); scale the losses down"
-        )
+        raise _nonfinite_direction(resolver, G)
     return resolution
+
+
+def _nonfinite_direction(resolver: Resolver, G: Tensor) -> ValueError:
+    return ValueError(
+        f"{type(resolver).__name__} gave a non-finite direction from finite task gradients "
+        f"(overflow in {G.dtype}?); scale the losses down"
+    )
 
 
 def _raise_if_nonfinite(G: Tensor, names: Sequence[str] | None, what: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 import gradsurgery
+from gradsurgery.resolvers.base import gram_of_blocks
 
 G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
 
@@ -117,3 +120,64 @@ def test_overflowing_direction_is_explained():
     huge = torch.full((2, 3), 3e38, dtype=torch.float32)
     with pytest.raises(ValueError, match="non-finite direction from finite"):
         gradsurgery.resolve(huge, method="sum")
+
+
+# Finite task gradients with a finite Gram whose Gram-resolver direction overflows, which
+# had come back as inf/NaN: (1) float32, the auxiliary gradient 1e39 times the primary's
+# and conflicting with it, so the weight of the primary (about 1e39) overflows float32;
+# (2) float16, agreeing gradients whose sum (8e4) overflows float16.
+OVERFLOWING = {
+    "float32_weight": torch.tensor([[1e-20, 0.0], [-1e19, 1e19]], dtype=torch.float32),
+    "float16_sum": torch.tensor([[4e4, 0.0], [4e4, 1.0]], dtype=torch.float16),
+}
+CLASS_NAMES = {"gr": "GradientRemedy", "pcgrad": "PCGrad"}
+
+
+def overflow_message(method: str, dtype: torch.dtype) -> str:
+    return re.escape(
+        f"{CLASS_NAMES[method]} gave a non-finite direction from finite task gradients "
+        f"(overflow in {dtype}?); scale the losses down"
+    )
+
+
+@pytest.mark.parametrize("method", ["gr", "pcgrad"])
+@pytest.mark.parametrize("case", sorted(OVERFLOWING))
+def test_overflowing_gram_resolver_direction_is_explained(method, case):
+    G = OVERFLOWING[case]
+    assert torch.isfinite(gram_of_blocks(G, [G.shape[1]])).all()
+    with pytest.raises(ValueError, match="^" + overflow_message(method, G.dtype)):
+        gradsurgery.resolve(G, method=method, primary=0)
+
+
+@pytest.mark.parametrize("method", ["gr", "pcgrad"])
+def test_loss_weights_count_in_the_overflow_check(method):
+    G = torch.tensor([[3e4, 0.0], [3e4, 1.0]], dtype=torch.float16)
+    # The cheap bound, |w_1| ||g_1|| + |w_2| ||g_2|| = 6e4, fails; the direction is checked.
+    assert torch.equal(gradsurgery.resolve(G, method=method, primary=0), G.sum(dim=0))
+    with pytest.raises(ValueError, match=overflow_message(method, G.dtype)):
+        gradsurgery.resolve(G, method=method, primary=0, weights=[1.0, 1.5])  # 7.5e4
+
+
+def _linear_losses(task_gradients: list[list[torch.Tensor]], params: list[torch.Tensor]):
+    """Losses whose gradients with respect to ``params`` are exactly ``task_gradients``."""
+    return {
+        f"task{i}": sum((p * g).sum() for p, g in zip(params, grads, strict=True))
+        for i, grads in enumerate(task_gradients)
+    }
+
+
+@pytest.mark.parametrize("method", ["gr", "pcgrad"])
+@pytest.mark.parametrize("case", sorted(OVERFLOWING))
+@pytest.mark.parametrize("granularity", ["global", "tensor"])
+def test_overflowing_direction_through_backward(method, case, granularity):
+    G = OVERFLOWING[case]
+    # Two parameter tensors: the first gets the overflowing pair, the second a harmless
+    # one (the auxiliary task's alone), so that per tensor only one block overflows.
+    params = [torch.zeros(2, dtype=G.dtype, requires_grad=True) for _ in range(2)]
+    zero, harmless = torch.zeros(2, dtype=G.dtype), torch.tensor([1.0, 2.0], dtype=G.dtype)
+    losses = _linear_losses([[G[0], zero], [G[1], harmless]], params)
+    with pytest.raises(ValueError, match="^" + overflow_message(method, G.dtype)):
+        gradsurgery.backward(
+            losses, params, resolver=method, primary="task0", granularity=granularity
+        )
+    assert all(p.grad is None for p in params)  # shared parameters: untouched

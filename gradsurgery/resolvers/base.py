@@ -15,16 +15,19 @@ is a single batched call, not a Python loop over parameters.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
     "GramResolver",
+    "NonFiniteDirectionError",
     "NonFiniteGramError",
     "Resolution",
     "Resolver",
@@ -39,6 +42,17 @@ class NonFiniteGramError(ValueError):
     Raised before any state changes, so a stateful resolver is left as it was. The front
     door (:func:`gradsurgery.resolve`, :func:`gradsurgery.backward`) turns it into an error
     that names the offending task.
+    """
+
+
+class NonFiniteDirectionError(ValueError):
+    """The direction of a :class:`GramResolver` is not finite, though the task gradients
+    and their Gram matrix are: a weight or the weighted sum :math:`w^\\top G` overflows
+    the gradients' dtype (float32 for half precision's weights and sum).
+
+    Raised after the weights are computed, so a stateful resolver's state has already
+    advanced. The front door (:func:`gradsurgery.resolve`, :func:`gradsurgery.backward`)
+    turns it into an error that says to scale the losses down.
     """
 
 
@@ -271,6 +285,14 @@ class GramResolver(Resolver):
     the weights do not depend on the Gram matrix (the plain sum, loss weightings): the Gram
     is then never computed, resolution costs one pass over ``G``, and the autograd glue
     needs no task gradients at all: it runs ONE backward pass of :math:`\sum_i w_i L_i`.
+
+    With the Gram, finite task gradients are checked to give a finite direction without a
+    pass over it: in each block, :math:`|d_j| \le \sum_i |w_i| |g_{ij}| \le \sum_i |w_i|
+    \|g_i\|`, read from the weights and the Gram's diagonal, proves :math:`d` finite while
+    it stays below half the dtype's largest value (the half absorbs rounding), and each
+    weight below half the largest value of the dtype the sum is formed in. Only where the
+    bound fails is :math:`d` itself tested, and a non-finite one raises
+    :class:`NonFiniteDirectionError`. Results are never altered by the check.
     """
 
     uses_gram: bool = True
@@ -302,8 +324,9 @@ class GramResolver(Resolver):
         # Gram(diag(c) G) = c c^T * Gram(G), and w^T diag(c) G = (w * c)^T G.
         T = G.shape[0]
         c = None if task_weights is None else task_weights.to(G.device, torch.float64)
+        unweighted: Tensor | None = None  # the Gram of G itself, for the direction's bound
         if self.uses_gram:
-            seen = gram_of_blocks(G, block_sizes)
+            seen = unweighted = gram_of_blocks(G, block_sizes)
             if not bool(torch.isfinite(seen).all()):
                 raise NonFiniteGramError("the Gram matrix of the task gradients is not finite")
             if c is not None:
@@ -317,4 +340,82 @@ class GramResolver(Resolver):
         if c is not None:
             weights = weights * c
         direction = weighted_sum_of_blocks(G, weights, block_sizes)
+        if (
+            unweighted is not None
+            and not _bounded_below_overflow(weights, unweighted, G.dtype)
+            and not _all_finite(direction)
+        ):
+            raise NonFiniteDirectionError(
+                f"{type(self).__name__} gave a non-finite direction: its weights or their sum "
+                f"overflow {G.dtype}"
+            )
         return Resolution(direction, gram, weights)
+
+
+_FEW_WEIGHTS = 12
+"""Up to this many weights, the direction's bound is summed in Python floats (below)."""
+
+_BOUND_LIMITS: dict[torch.dtype, tuple[float, float]] = {}
+
+
+def _bound_limits(dtype: torch.dtype) -> tuple[float, float]:
+    """For task gradients of ``dtype``: the largest bound that proves a direction finite,
+    and the floor of the squared norms that also keeps each weight within its limit."""
+    limits = _BOUND_LIMITS.get(dtype)
+    if limits is None:
+        direction_limit = 0.5 * torch.finfo(dtype).max
+        weight_limit = 0.5 * torch.finfo(_working_dtype(dtype)).max
+        limits = _BOUND_LIMITS[dtype] = (direction_limit, (direction_limit / weight_limit) ** 2)
+    return limits
+
+
+def _bounded_below_overflow(weights: Tensor, gram: Tensor, dtype: torch.dtype) -> bool:
+    r"""Whether the weights and the Gram matrices of the unweighted task gradients prove
+    the direction :math:`d = w^\top G` finite in ``dtype``.
+
+    In each block, :math:`|d_j| \le \sum_i |w_i| |g_{ij}| \le \sum_i |w_i| \|g_i\|`, with
+    :math:`\|g_i\|^2` the Gram's diagonal. The norms are floored at the ratio of the
+    direction's limit to the weights' (1 for float32 and float64), so that the bound also
+    exceeds every weight scaled to the direction's limit: a weight that overflows the
+    dtype the sum is formed in (float32 for half precision), even on a zero gradient,
+    fails it. A NaN or infinite weight fails it as well. The limits are half the largest
+    values: the margin covers the rounding of the float32 Gram and of the sum.
+
+    On the CPU the few numbers are read on the host (Python floats for a handful, float64
+    NumPy above), which costs a few microseconds per call; elsewhere torch computes it
+    on the device and the answer is copied back.
+    """
+    limit, floor = _bound_limits(dtype)
+    if weights.is_cpu and gram.is_cpu:
+        if weights.numel() <= _FEW_WEIGHTS:
+            for row, block in zip(weights.tolist(), gram.tolist(), strict=True):
+                bound = 0.0
+                for i, weight in enumerate(row):
+                    squared = block[i][i]
+                    bound += abs(weight) * math.sqrt(squared if squared > floor else floor)
+                if not bound < limit:  # a NaN fails too
+                    return False
+            return True
+        norms = np.sqrt(np.maximum(np.diagonal(gram.numpy(), axis1=1, axis2=2), floor))
+        with np.errstate(over="ignore"):  # a bound that overflows float64 fails, unwarned
+            host_bound = float((np.abs(weights.detach().numpy()) * norms).sum(axis=1).max())
+        return host_bound < limit  # False for a NaN (NumPy's max keeps it)
+    return _bounded_on_device(weights, gram, limit, floor)
+
+
+def _bounded_on_device(weights: Tensor, gram: Tensor, limit: float, floor: float) -> bool:
+    """:func:`_bounded_below_overflow` in torch, on the Gram's device."""
+    norms = torch.diagonal(gram, dim1=1, dim2=2).clamp(min=floor).sqrt()
+    bound = (weights.to(norms.device).abs() * norms).sum(dim=1).max()
+    return bool(bound < limit)  # False for a NaN
+
+
+def _all_finite(values: Tensor) -> bool:
+    """Whether every entry of ``values`` is finite, in one reduction where it is.
+
+    The same test as ``gradsurgery._validation.all_finite``, which this module cannot
+    import (it imports the registry, which imports the resolvers).
+    """
+    if bool(torch.isfinite(values.sum())):
+        return True
+    return bool(torch.isfinite(values).all())

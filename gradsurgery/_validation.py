@@ -111,19 +111,6 @@ def task_vector(
     return vector
 
 
-def all_finite(values: Tensor) -> bool:
-    """Whether every entry of ``values`` is finite, at the cost of one reduction.
-
-    The sum of the entries is finite only if every entry is (an infinity or a NaN
-    anywhere makes it infinite or NaN), so a finite sum settles the question in one pass
-    that writes nothing. A non-finite sum may also come from finite entries whose sum
-    overflows; only then is the exact element-wise test run.
-    """
-    if bool(torch.isfinite(values.sum())):
-        return True
-    return bool(torch.isfinite(values).all())
-
-
 def first_nonfinite_task(G: Tensor) -> int | None:
     """The index of the first row of ``G`` with a NaN or infinite entry, if any."""
     bad = ~torch.isfinite(G).all(dim=1)

@@ -174,7 +174,8 @@ def backward(
         ValueError: a loss that is not a scalar, a non-finite loss (the task is named; not
             with a ``scaler``), a loss that reaches none of ``params``, bad ``primary``,
             ``weights`` or ``granularity``, shared parameters of different dtypes or
-            devices.
+            devices, finite task gradients whose Gram matrix or resolved direction
+            overflows their dtype (scale the losses down).
         gradsurgery.distributed.DistributedMismatchError: ranks whose tasks reach
             different parameters (raised on every rank).
 

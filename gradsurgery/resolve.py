@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,7 +11,6 @@ from torch import Tensor
 
 from gradsurgery._validation import (
     TaskKey,
-    all_finite,
     build_resolver,
     first_nonfinite_task,
     normalize_primary,
@@ -23,6 +23,7 @@ from gradsurgery.resolvers.base import (
     NonFiniteGramError,
     Resolution,
     Resolver,
+    all_finite,
 )
 
 __all__ = ["resolve"]
@@ -38,6 +39,7 @@ def resolve(
     primary: TaskKey | None = None,
     losses: Any = None,
     weights: Any = None,
+    out: Tensor | None = None,
     **options: Any,
 ) -> Tensor:
     r"""Combine the gradients of ``T`` tasks into one update direction.
@@ -56,17 +58,29 @@ def resolve(
         losses: the ``T`` current loss values, for loss-aware methods (GradNorm).
         weights: ``T`` non-negative loss weights :math:`c`; the resolver sees the
             gradients of the weighted losses, :math:`c_i g_i`.
+        out: a ``(P,)`` tensor of ``grads``' dtype and device to write :math:`d` into (and
+            return), as torch's ``out=``; it must not share memory with ``grads``. In a
+            loop over large matrices, one buffer saves allocating the result each call:
+            above the C allocator's mmap threshold (32 MiB with glibc) every new tensor's
+            pages are faulted in afresh, which on the CPU costs more than the cheap
+            methods' own passes over ``grads`` (``benchmarks/kernel.py``). After an error
+            its content is unspecified.
         **options: hyper-parameters of the method, when ``method`` is a name.
 
     Returns:
-        The ``(P,)`` direction :math:`d`, in the dtype and on the device of ``grads``.
-        Write it into ``.grad`` (or use :func:`gradsurgery.backward`) and step any optimizer.
+        The ``(P,)`` direction :math:`d`, in the dtype and on the device of ``grads``
+        (``out`` itself when given). Write it into ``.grad`` (or use
+        :func:`gradsurgery.backward`) and step any optimizer.
 
     Raises:
-        TypeError: ``grads`` of the wrong type or dtype; an option the method lacks.
+        TypeError: ``grads`` of the wrong type or dtype; an option the method lacks;
+            ``out`` that is not a tensor or of another dtype.
         ValueError: wrong rank or mismatched lengths, ``T = 0``, devices that differ,
             ``primary`` out of range or unknown, non-finite gradients or losses (the task
-            is named), an unknown method (the known ones are listed), bad hyper-parameters.
+            is named), an unknown method (the known ones are listed), bad hyper-parameters;
+            finite gradients whose Gram matrix or direction overflows their dtype (scale
+            the losses down); ``out`` of the wrong shape or device, requiring grad, or
+            sharing memory with ``grads``.
 
     Example:
         >>> import torch, gradsurgery
@@ -87,6 +101,8 @@ def resolve(
     primary_index = normalize_primary(primary, names, T)
     loss_vector = task_vector(losses, "losses", names, T)
     weight_vector = task_vector(weights, "weights", names, T, nonnegative=True)
+    if out is not None:
+        _check_out(out, G)
     resolution = run_resolver(
         resolver,
         G,
@@ -95,8 +111,24 @@ def resolve(
         losses=loss_vector,
         task_weights=weight_vector,
         names=names,
+        out=out,
     )
     return resolution.direction
+
+
+def _check_out(out: Any, G: Tensor) -> None:
+    if not isinstance(out, Tensor):
+        raise TypeError(f"Invalid out: expected a tensor, got {type(out).__name__}")
+    if out.shape != (G.shape[1],):
+        raise ValueError(f"Invalid out: shape {tuple(out.shape)}; expected ({G.shape[1]},)")
+    if out.dtype != G.dtype:
+        raise TypeError(f"Invalid out: {out.dtype}; the task gradients are {G.dtype}")
+    if out.device != G.device:
+        raise ValueError(f"Invalid out: on {out.device}; the task gradients are on {G.device}")
+    if out.requires_grad:
+        raise ValueError("Invalid out: it requires grad (pass a tensor outside autograd)")
+    if out.untyped_storage().data_ptr() == G.untyped_storage().data_ptr():
+        raise ValueError("Invalid out: it shares memory with grads")
 
 
 def run_resolver(
@@ -109,6 +141,7 @@ def run_resolver(
     task_weights: Tensor | None,
     names: Sequence[str] | None,
     what: str = "Invalid grads",
+    out: Tensor | None = None,
 ) -> Resolution:
     """Run ``resolver`` on a validated matrix, turning non-finite input into a clear error
     (which begins with ``what``), and a non-finite direction from finite input into one
@@ -122,6 +155,10 @@ def run_resolver(
     the ``(P,)`` result. For other resolvers, on ``G`` itself (before they run, so no state
     changes) and on the result. Only on failure is ``G`` scanned row by row to name the
     task.
+
+    ``out``, a checked ``(P,)`` tensor or ``None``: the direction is written into it (a
+    :class:`~gradsurgery.resolvers.base.GramResolver` forms it there; other resolvers'
+    direction is copied in).
     """
     if resolver.needs_losses and losses is None:
         raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
@@ -129,9 +166,14 @@ def run_resolver(
     if not isinstance(resolver, GramResolver):
         _raise_if_nonfinite(G, names, what)
     try:
-        resolution = resolver.resolve_blocks(
-            G, block_sizes, primary=primary, losses=losses, task_weights=task_weights
-        )
+        if out is not None and isinstance(resolver, GramResolver):
+            resolution = resolver.resolve_blocks(
+                G, block_sizes, primary=primary, losses=losses, task_weights=task_weights, out=out
+            )
+        else:
+            resolution = resolver.resolve_blocks(
+                G, block_sizes, primary=primary, losses=losses, task_weights=task_weights
+            )
     except NonFiniteGramError:
         _raise_if_nonfinite(G, names, what)
         raise ValueError(
@@ -143,6 +185,9 @@ def run_resolver(
     if not gram_checked and not all_finite(resolution.direction):
         _raise_if_nonfinite(G, names, what)
         raise _nonfinite_direction(resolver, G)
+    if out is not None and resolution.direction is not out:
+        out.copy_(resolution.direction)
+        resolution = dataclasses.replace(resolution, direction=out)
     return resolution
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "NonFiniteGramError",
     "Resolution",
     "Resolver",
+    "all_finite",
     "gram_of_blocks",
     "weighted_sum_of_blocks",
 ]
@@ -169,20 +170,21 @@ _AXPY_MAX_TASKS = 8
 """Up to this many tasks, ``w^T G`` on the CPU is formed by scaled row additions (below)."""
 
 
-def _axpy_sum(work: Tensor, w: Tensor) -> Tensor:
+def _axpy_sum(work: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
     """``w^T work`` for a ``(T, P)`` matrix as ``T`` scaled row additions (axpy).
 
     On the CPU a matrix-vector product with very few rows and millions of columns runs
     several times slower than streaming the rows through ``add_`` (measured in
     ``benchmarks/kernel.py``); the sums are the same up to rounding. A leading weight of
-    exactly one, as for the plain sum, saves the first scaling pass.
+    exactly one, as for the plain sum, saves the first scaling pass. With ``out``, the sum
+    is formed there.
     """
     coefficients = w.tolist()
     if len(coefficients) >= 2 and coefficients[0] == 1.0:
-        direction = torch.add(work[0], work[1], alpha=coefficients[1])
+        direction = torch.add(work[0], work[1], alpha=coefficients[1], out=out)
         rest = zip(work[2:], coefficients[2:])
     else:
-        direction = torch.mul(work[0], coefficients[0])
+        direction = torch.mul(work[0], coefficients[0], out=out)
         rest = zip(work[1:], coefficients[1:])
     for row, coefficient in rest:
         direction.add_(row, alpha=coefficient)
@@ -244,13 +246,19 @@ def _gram_of_wide_block(block: Tensor) -> Tensor:
     return gram
 
 
-def weighted_sum_of_blocks(G: Tensor, weights: Tensor, block_sizes: Sequence[int]) -> Tensor:
+def weighted_sum_of_blocks(
+    G: Tensor, weights: Tensor, block_sizes: Sequence[int], out: Tensor | None = None
+) -> Tensor:
     """The direction ``d`` with ``d_b = weights_b^T G_b`` for each column block ``b``.
 
     Args:
         G: ``(T, P)`` matrix.
         weights: ``(B, T)`` weights, one row per block.
         block_sizes: sizes of the ``B`` blocks.
+        out: ``None``, or a ``(P,)`` tensor of ``G``'s dtype and device that receives
+            ``d`` and is returned. It is written directly where it can be (float32 and
+            float64, contiguous for several blocks), saving a new tensor; otherwise ``d``
+            is formed as without it and copied in. The values are the same either way.
 
     Returns:
         ``(P,)`` direction in ``G``'s dtype (accumulated in float32 for half precision).
@@ -258,24 +266,41 @@ def weighted_sum_of_blocks(G: Tensor, weights: Tensor, block_sizes: Sequence[int
     work_dtype = _working_dtype(G.dtype)
     work = G if G.dtype == work_dtype else G.to(work_dtype)
     w = weights.to(device=G.device, dtype=work_dtype)
+    direct = out if out is not None and out.dtype == work_dtype else None
     if len(block_sizes) == 1:
         if G.device.type == "cpu" and G.shape[0] <= _AXPY_MAX_TASKS:
-            return _axpy_sum(work, w[0]).to(G.dtype)
-        return (w[0] @ work).to(G.dtype)
+            return _into(_axpy_sum(work, w[0], out=direct).to(G.dtype), out)
+        if direct is None:
+            return _into((w[0] @ work).to(G.dtype), out)
+        # w @ work is computed as this product of (1, T) and (T, P), here into out's view.
+        torch.mm(w[0].unsqueeze(0), work, out=direct.unsqueeze(0))
+        return direct
     T = G.shape[0]
-    direction = torch.empty(G.shape[1], dtype=work_dtype, device=G.device)
+    if direct is not None and direct.is_contiguous():
+        direction = direct
+    else:
+        direction = torch.empty(G.shape[1], dtype=work_dtype, device=G.device)
     block = 0
     for offset, count, size in _runs(block_sizes):
         if count == 1:
             direction[offset : offset + size] = w[block] @ work[:, offset : offset + size]
         else:
             stacked = work[:, offset : offset + count * size].reshape(T, count, size)
-            out = direction[offset : offset + count * size].view(count, size)
+            rows = direction[offset : offset + count * size].view(count, size)
             torch.bmm(
-                w[block : block + count].unsqueeze(1), stacked.transpose(0, 1), out=out.unsqueeze(1)
+                w[block : block + count].unsqueeze(1),
+                stacked.transpose(0, 1),
+                out=rows.unsqueeze(1),
             )
         block += count
-    return direction.to(G.dtype)
+    return _into(direction.to(G.dtype), out)
+
+
+def _into(direction: Tensor, out: Tensor | None) -> Tensor:
+    """``direction``, copied into ``out`` unless it already is ``out`` (or there is none)."""
+    if out is None or direction is out:
+        return direction
+    return out.copy_(direction)
 
 
 class GramResolver(Resolver):
@@ -319,7 +344,10 @@ class GramResolver(Resolver):
         primary: int | None = None,
         losses: Tensor | None = None,
         task_weights: Tensor | None = None,
+        out: Tensor | None = None,
     ) -> Resolution:
+        """:meth:`Resolver.resolve_blocks`; ``out``, a ``(P,)`` tensor of ``G``'s dtype and
+        device or ``None``, receives the direction (see :func:`weighted_sum_of_blocks`)."""
         # Loss weights c are folded into the T x T algebra instead of scaling G:
         # Gram(diag(c) G) = c c^T * Gram(G), and w^T diag(c) G = (w * c)^T G.
         T = G.shape[0]
@@ -339,11 +367,11 @@ class GramResolver(Resolver):
         weights = self.weights(seen, primary=primary, losses=losses64)
         if c is not None:
             weights = weights * c
-        direction = weighted_sum_of_blocks(G, weights, block_sizes)
+        direction = weighted_sum_of_blocks(G, weights, block_sizes, out=out)
         if (
             unweighted is not None
             and not _bounded_below_overflow(weights, unweighted, G.dtype)
-            and not _all_finite(direction)
+            and not all_finite(direction)
         ):
             raise NonFiniteDirectionError(
                 f"{type(self).__name__} gave a non-finite direction: its weights or their sum "
@@ -410,11 +438,13 @@ def _bounded_on_device(weights: Tensor, gram: Tensor, limit: float, floor: float
     return bool(bound < limit)  # False for a NaN
 
 
-def _all_finite(values: Tensor) -> bool:
-    """Whether every entry of ``values`` is finite, in one reduction where it is.
+def all_finite(values: Tensor) -> bool:
+    """Whether every entry of ``values`` is finite, at the cost of one reduction.
 
-    The same test as ``gradsurgery._validation.all_finite``, which this module cannot
-    import (it imports the registry, which imports the resolvers).
+    The sum of the entries is finite only if every entry is (an infinity or a NaN
+    anywhere makes it infinite or NaN), so a finite sum settles the question in one pass
+    that writes nothing. A non-finite sum may also come from finite entries whose sum
+    overflows; only then is the exact element-wise test run.
     """
     if bool(torch.isfinite(values.sum())):
         return True

@@ -105,6 +105,10 @@ def test_kernel_smoke(tmp_path):
         assert record["copy_gb_per_s"] > 0
         assert record["cheap"] == kernel.is_cheap(record["method"], record["tasks"])
         assert record.get("error") or record["ratio_to_copy"] > 0
+        if record["cheap"] and not record.get("error"):
+            assert record["out_ratio_to_copy"] > 0
+        else:
+            assert "out_ratio_to_copy" not in record
     assert "sum T=2 P=1e+04" in result["profiles"]
     assert "goal" in (tmp_path / "kernel.md").read_text()
     assert (tmp_path / "kernel.png").stat().st_size > 0

@@ -1,0 +1,102 @@
+"""``resolve(..., out=)``: the direction written into a caller's buffer, as a new one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradsurgery
+from gradsurgery.resolvers.base import weighted_sum_of_blocks
+from tests.strategies import gradient_matrices
+
+G = torch.tensor([[1.0, 0.0, 2.0], [-1.0, 1.0, 0.5], [0.5, -2.0, 1.0]])
+LOSSES = [1.0, 2.0, 0.5]
+
+
+def both_ways(method: str, grads: torch.Tensor, out: torch.Tensor, **kwargs):
+    """The direction of a fresh call and of an ``out=`` call, each with a fresh resolver
+    built and called under the same seed (so that random methods draw alike)."""
+    results = []
+    for target in (None, out):
+        torch.manual_seed(0)
+        resolver = gradsurgery.get_resolver(method)
+        torch.manual_seed(1)
+        results.append(gradsurgery.resolve(grads, method=resolver, out=target, **kwargs))
+    return results
+
+
+@pytest.mark.parametrize("method", gradsurgery.available())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_out_holds_exactly_the_new_direction(method, dtype):
+    grads = G.to(dtype)
+    out = torch.full((3,), float("nan"), dtype=dtype)
+    fresh, written = both_ways(method, grads, out, losses=LOSSES, weights=[1.0, 0.5, 2.0])
+    assert written is out
+    assert torch.equal(written, fresh)
+
+
+@pytest.mark.parametrize("method", ["sum", "gr", "pcgrad", "mgda", "graddrop"])
+def test_out_may_be_a_strided_view(method):
+    storage = torch.full((6,), float("nan"))
+    out = storage[::2]
+    fresh, written = both_ways(method, G, out, losses=LOSSES)
+    assert written is out
+    assert torch.equal(written, fresh)
+    assert torch.isnan(storage[1::2]).all()  # nothing written between the elements
+
+
+@settings(max_examples=60, deadline=None)
+@given(gradient_matrices(min_tasks=1, max_tasks=5), st.sampled_from(["sum", "gr", "pcgrad"]))
+def test_out_agrees_with_a_new_direction_on_any_matrix(grads, method):
+    out = torch.empty(grads.shape[1], dtype=grads.dtype)
+    fresh, written = both_ways(method, grads, out)
+    assert torch.equal(written, fresh)
+
+
+@pytest.mark.parametrize(
+    ("out", "error", "message"),
+    [
+        ([0.0, 0.0, 0.0], TypeError, "Invalid out: expected a tensor"),
+        (torch.zeros(4), ValueError, r"Invalid out: shape \(4,\); expected \(3,\)"),
+        (torch.zeros(1, 3), ValueError, r"Invalid out: shape \(1, 3\); expected \(3,\)"),
+        (torch.zeros(3, dtype=torch.float64), TypeError, "Invalid out: torch.float64"),
+        (torch.zeros(3, requires_grad=True), ValueError, "Invalid out: it requires grad"),
+    ],
+)
+def test_bad_out_is_named(out, error, message):
+    with pytest.raises(error, match=message):
+        gradsurgery.resolve(G, method="gr", out=out)
+
+
+def test_out_may_not_share_memory_with_the_gradients():
+    grads = G.clone()
+    with pytest.raises(ValueError, match="Invalid out: it shares memory with grads"):
+        gradsurgery.resolve(grads, method="gr", out=grads[0])
+    assert torch.equal(grads, G)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("method", ["sum", "gr", "mgda"])
+def test_out_above_the_row_by_row_sum(method, layout):
+    # More than 8 tasks: the direction is one matrix-vector product, formed in out.
+    grads = torch.randn(10, 7, generator=torch.Generator().manual_seed(0))
+    out = torch.empty(7) if layout == "contiguous" else torch.empty(14)[::2]
+    fresh, written = both_ways(method, grads, out)
+    assert written is out
+    assert torch.equal(written, fresh)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_blocks_are_summed_into_out(layout, dtype):
+    generator = torch.Generator().manual_seed(0)
+    grads = torch.randn(3, 12, generator=generator).to(dtype)
+    weights = torch.rand(4, 3, generator=generator, dtype=torch.float64)
+    sizes = (2, 2, 5, 3)
+    storage = torch.full((24,), float("nan"), dtype=dtype)
+    out = storage[:12] if layout == "contiguous" else storage[::2]
+    written = weighted_sum_of_blocks(grads, weights, sizes, out=out)
+    assert written is out
+    assert torch.equal(written, weighted_sum_of_blocks(grads, weights, sizes))

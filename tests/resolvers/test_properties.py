@@ -53,6 +53,13 @@ def test_scale_equivariant(method, G, scale, data):
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale * (1 + G.abs().max()))
 
 
+def kept_condition(G: torch.Tensor) -> float:
+    """The condition number of ``G G^T`` on the eigenvalues a pseudo-inverse keeps."""
+    values = torch.linalg.eigvalsh(G @ G.T).abs()
+    kept = values[values > G.shape[0] * torch.finfo(G.dtype).eps * values.max()]
+    return float(kept.max() / kept.min()) if kept.numel() else 1.0
+
+
 @pytest.mark.parametrize("method", promised("permutation_invariant"))
 @given(G=gradient_matrices(min_tasks=2), data=st.data())
 def test_permutation_invariant(method, G, data):
@@ -66,6 +73,11 @@ def test_permutation_invariant(method, G, data):
         # sqrt(eps) max ||g_i|| in d (its docstring): two gradients 1e-6 apart with norms
         # near 7 differ in ||g||^2 by 20 ulp of it, and either may be returned.
         atol = 16 * torch.finfo(G.dtype).eps ** 0.5 * float(G.norm(dim=1).max())
+    if method == "imtl":
+        # Its weights solve Q v = s: rounding is relative to the condition number of Q on
+        # its kept spectrum (hypothesis found 2.7e7, two nearly parallel gradients of norms
+        # 28 and 0.35 beside one of 64, and a relative difference of 2.5e-9).
+        tolerance = atol = max(tolerance, 16 * torch.finfo(G.dtype).eps * kept_condition(G))
     torch.testing.assert_close(
         run(method, G[list(order)]), run(method, G), rtol=tolerance, atol=max(atol, tolerance)
     )

@@ -383,38 +383,47 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(
         1, len(task_counts), figsize=(3.6 * len(task_counts), 3.6), sharey=True, squeeze=False
     )
+    cheap_methods = sorted({r["method"] for r in records if r["cheap"]})
+    colours = {method: f"C{index}" for index, method in enumerate(cheap_methods)}
     for ax, tasks in zip(axes[0], task_counts):
         subset = [r for r in records if r["tasks"] == tasks]
+        others_labelled = False
         for method in sorted({r["method"] for r in subset}):
             points = sorted(
                 (r["size"], r["ratio_to_copy"])
                 for r in subset
                 if r["method"] == method and r.get("ratio_to_copy") is not None
             )
-            if points:
-                style = "-" if is_cheap(method, tasks) else ":"
-                (line,) = ax.plot(*zip(*points), style, marker=".", label=method, linewidth=1)
-                into = sorted(
-                    (r["size"], r["out_ratio_to_copy"])
-                    for r in subset
-                    if r["method"] == method and r.get("out_ratio_to_copy") is not None
+            if not points:
+                continue
+            if not is_cheap(method, tasks):  # context: every other method, in grey
+                label = None if others_labelled else "other methods"
+                ax.plot(*zip(*points), color="0.75", linewidth=0.7, label=label, zorder=1)
+                others_labelled = True
+                continue
+            ax.plot(*zip(*points), "-", marker=".", color=colours[method], label=method)
+            into = sorted(
+                (r["size"], r["out_ratio_to_copy"])
+                for r in subset
+                if r["method"] == method and r.get("out_ratio_to_copy") is not None
+            )
+            if into:
+                ax.plot(
+                    *zip(*into),
+                    "--",
+                    marker="x",
+                    color=colours[method],
+                    label=f"{method}, out=",
+                    linewidth=1,
                 )
-                if into:
-                    ax.plot(
-                        *zip(*into),
-                        "--",
-                        marker="x",
-                        color=line.get_color(),
-                        label=f"{method}, out=",
-                        linewidth=1,
-                    )
-        ax.axhline(GOAL, color="k", linewidth=0.8, linestyle="--")
+        ax.axhline(GOAL, color="k", linewidth=0.8, linestyle=":", label=f"goal ({GOAL:g}x)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"T = {tasks}")
         ax.set_xlabel("P")
     axes[0][0].set_ylabel("time of resolve / time of copy")
-    axes[0][-1].legend(fontsize=5, ncol=2, loc="upper right")
+    for ax in axes[0]:
+        ax.legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -113,28 +113,25 @@ def test_weighted_sum_is_bit_for_bit_the_hand_written_one():
     assert_grads_match(model, expected, exact=True)
 
 
-def test_loss_weighting_takes_one_element_losses_of_any_shape_and_dtype():
+@pytest.mark.parametrize(
+    ("method", "weights", "shape", "dtype"),
+    [
+        # Mixed shapes and dtypes: each loss is reshaped to a scalar, then stacked.
+        ("mean", [1.0, 4.0], {"a": (1, 1), "b": (1,)}, torch.float64),
+        # One shape: stacked as they are, then flattened; (T, 1) must not broadcast
+        # against the weights.
+        ("sum", [0.5, 2.0], {"a": (1,), "b": (1,)}, torch.float32),
+    ],
+)
+def test_loss_weighting_takes_one_element_losses_of_any_shape(method, weights, shape, dtype):
     model = TwoHeads()
     losses = model.losses(X)
     (0.5 * losses["a"] + 2.0 * losses["b"]).backward()
     expected = grads_of(model)
     model.zero_grad(set_to_none=True)
     losses = model.losses(X)
-    odd = [losses["a"].reshape(1, 1), losses["b"].double().reshape(1)]
-    gradsurgery.backward(odd, model.parameters(), resolver="mean", weights=[1.0, 4.0])
-    assert_grads_match(model, expected)
-
-
-def test_loss_weighting_takes_losses_of_one_non_scalar_shape():
-    # Stacked as they are, then flattened: (T, 1) must not broadcast against the weights.
-    model = TwoHeads()
-    losses = model.losses(X)
-    (0.5 * losses["a"] + 2.0 * losses["b"]).backward()
-    expected = grads_of(model)
-    model.zero_grad(set_to_none=True)
-    losses = model.losses(X)
-    same = [losses["a"].reshape(1), losses["b"].reshape(1)]
-    result = gradsurgery.backward(same, model.parameters(), resolver="sum", weights=[0.5, 2.0])
+    odd = [losses["a"].reshape(shape["a"]), losses["b"].to(dtype).reshape(shape["b"])]
+    result = gradsurgery.backward(odd, model.parameters(), resolver=method, weights=weights)
     assert_grads_match(model, expected)
     assert result.weights.shape == (1, 2)
 

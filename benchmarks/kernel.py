@@ -163,11 +163,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         paired_copy_seconds=paired.reference_seconds,
                         calls_per_sample=resolve.calls,
                     )
-                    if record["cheap"]:
-                        record.update(_into_out(G, resolver, losses, copy, args))
                 except Exception as error:
                     record.update(seconds=None, gb_per_s=None, ratio_to_copy=None)
                     record["error"] = _common.error_text(error)
+                if record["cheap"] and not record.get("error"):
+                    try:
+                        record.update(_into_out(G, resolver, losses, copy, args))
+                    except Exception as error:  # the new result's timing stands
+                        record.update(out_ratio_to_copy=None)
+                        record["out_error"] = _common.error_text(error)
                 records.append(record)
                 progress.advance(_progress(record))
             del G, buffer
@@ -283,12 +287,12 @@ def markdown(result: dict[str, Any]) -> str:
             r["tasks"],
             f"{r['size']:.0e}",
             r.get("gb_per_s"),
-            r.get("ratio_to_copy"),
+            None if r.get("ratio_to_copy") is None else round(r["ratio_to_copy"], 2),
             None
             if r.get("ratio_to_copy") is None
             else round(r["ratio_to_copy"] - r["new_direction_ratio"], 2),
             _verdict(r.get("ratio_to_copy")),
-            r.get("out_ratio_to_copy"),
+            None if r.get("out_ratio_to_copy") is None else round(r["out_ratio_to_copy"], 2),
             _verdict(r.get("out_ratio_to_copy")),
         ]
         for r in records

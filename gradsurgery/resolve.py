@@ -59,12 +59,13 @@ def resolve(
         weights: ``T`` non-negative loss weights :math:`c`; the resolver sees the
             gradients of the weighted losses, :math:`c_i g_i`.
         out: a ``(P,)`` tensor of ``grads``' dtype and device to write :math:`d` into (and
-            return), as torch's ``out=``; it must not share memory with ``grads``. In a
-            loop over large matrices, one buffer saves allocating the result each call:
-            above the C allocator's mmap threshold (32 MiB with glibc) every new tensor's
-            pages are faulted in afresh, which on the CPU costs more than the cheap
-            methods' own passes over ``grads`` (``benchmarks/kernel.py``). After an error
-            its content is unspecified.
+            return), as torch's ``out=``; it must not share memory with ``grads`` (nor
+            its elements with each other). In a loop over large matrices, one buffer saves
+            allocating the result each call: above the C allocator's mmap threshold
+            (32 MiB with glibc) every new tensor's pages are faulted in afresh, which on
+            the CPU costs more than the cheap methods' own passes over ``grads`` with two
+            to four tasks (``benchmarks/kernel.py``). The values are those of a new
+            result, bit for bit. After an error its content is unspecified.
         **options: hyper-parameters of the method, when ``method`` is a name.
 
     Returns:
@@ -80,7 +81,7 @@ def resolve(
             is named), an unknown method (the known ones are listed), bad hyper-parameters;
             finite gradients whose Gram matrix or direction overflows their dtype (scale
             the losses down); ``out`` of the wrong shape or device, requiring grad, or
-            sharing memory with ``grads``.
+            sharing memory with ``grads`` or between its own elements.
 
     Example:
         >>> import torch, gradsurgery
@@ -127,8 +128,25 @@ def _check_out(out: Any, G: Tensor) -> None:
         raise ValueError(f"Invalid out: on {out.device}; the task gradients are on {G.device}")
     if out.requires_grad:
         raise ValueError("Invalid out: it requires grad (pass a tensor outside autograd)")
-    if out.untyped_storage().data_ptr() == G.untyped_storage().data_ptr():
+    if out.shape[0] > 1 and out.stride(0) == 0:
+        raise ValueError("Invalid out: its elements share memory (an expanded tensor)")
+    if _spans_overlap(out, G):
         raise ValueError("Invalid out: it shares memory with grads")
+
+
+def _spans_overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether the memory ``a`` and ``b`` span overlap: the bytes from each one's first
+    element to its last, whatever storage object holds them (two tensors made from one
+    NumPy array have two)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    return _span(a)[0] < _span(b)[1] and _span(b)[0] < _span(a)[1]
+
+
+def _span(tensor: Tensor) -> tuple[int, int]:
+    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    start = tensor.data_ptr()
+    return start, start + (last + 1) * tensor.element_size()
 
 
 def run_resolver(

@@ -123,13 +123,16 @@ def test_overflowing_direction_is_explained():
 
 
 # Finite task gradients with a finite Gram whose Gram-resolver direction overflows, which
-# had come back as inf/NaN: (1) float32, the auxiliary gradient 1e39 times the primary's
-# and conflicting with it, so the weight of the primary (about 1e39) overflows float32;
-# (2) float16, agreeing gradients whose sum (8e4) overflows float16.
+# had come back as inf/NaN: float16, agreeing gradients whose sum (8e4) overflows float16
+# (in float32 a finite Gram bounds a GR or PCGrad direction far below the dtype's range).
 OVERFLOWING = {
-    "float32_weight": torch.tensor([[1e-20, 0.0], [-1e19, 1e19]], dtype=torch.float32),
     "float16_sum": torch.tensor([[4e4, 0.0], [4e4, 1.0]], dtype=torch.float16),
 }
+
+# The auxiliary gradient 1e39 times the primary's and conflicting with it: the primary's
+# weight (about 1e39) overflows float32, which had turned the direction into inf/NaN, but
+# the direction itself, about (0, 1e19), is representable.
+HUGE_WEIGHT = torch.tensor([[1e-20, 0.0], [-1e19, 1e19]], dtype=torch.float32)
 CLASS_NAMES = {"gr": "GradientRemedy", "pcgrad": "PCGrad"}
 
 
@@ -147,6 +150,20 @@ def test_overflowing_gram_resolver_direction_is_explained(method, case):
     assert torch.isfinite(gram_of_blocks(G, [G.shape[1]])).all()
     with pytest.raises(ValueError, match="^" + overflow_message(method, G.dtype)):
         gradsurgery.resolve(G, method=method, primary=0)
+
+
+@pytest.mark.parametrize("method", ["gr", "pcgrad"])
+def test_a_weight_beyond_float32_still_gives_the_representable_direction(method):
+    d = gradsurgery.resolve(HUGE_WEIGHT, method=method, primary=0)
+    expected = gradsurgery.resolve(HUGE_WEIGHT.double(), method=method, primary=0).float()
+    assert torch.isfinite(d).all()
+    # Equal up to float32 rounding of the Gram, which the huge weight multiplies: the first
+    # entry is (1e39 p + a)_0, a cancellation of two 1e19's.
+    scale = float(expected.norm())
+    torch.testing.assert_close(d, expected, rtol=1e-5, atol=1e-5 * scale)
+    out = torch.empty(2)
+    assert torch.equal(gradsurgery.resolve(HUGE_WEIGHT, method=method, primary=0, out=out), d)
+    assert torch.equal(out, d)
 
 
 @pytest.mark.parametrize("method", ["gr", "pcgrad"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -70,11 +71,47 @@ def test_bad_out_is_named(out, error, message):
         gradsurgery.resolve(G, method="gr", out=out)
 
 
+@pytest.mark.parametrize("tasks", [2, 9, 12])
+@pytest.mark.parametrize("offset", [1, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_out_at_an_unaligned_offset_holds_the_same_values(tasks, offset, dtype):
+    # The CPU's matrix products choose kernels by alignment: a slice of a flat buffer must
+    # not round differently from a new tensor.
+    grads = torch.randn(tasks, 1000, generator=torch.Generator().manual_seed(tasks)).to(dtype)
+    out = torch.empty(1000 + offset, dtype=dtype)[offset:]
+    for method in ("sum", "gr", "mgda"):
+        fresh, written = both_ways(method, grads, out)
+        assert written is out
+        assert torch.equal(written, fresh), method
+
+
 def test_out_may_not_share_memory_with_the_gradients():
     grads = G.clone()
     with pytest.raises(ValueError, match="Invalid out: it shares memory with grads"):
         gradsurgery.resolve(grads, method="gr", out=grads[0])
     assert torch.equal(grads, G)
+
+
+def test_memory_shared_through_another_storage_is_refused():
+    # Two tensors over one NumPy array have two storage objects but the same memory.
+    flat = np.arange(1, 14, dtype=np.float32)
+    grads = torch.from_numpy(flat[:12].reshape(3, 4))
+    with pytest.raises(ValueError, match="Invalid out: it shares memory with grads"):
+        gradsurgery.resolve(grads, method="sum", out=torch.from_numpy(flat[5:9]))
+    assert np.array_equal(flat, np.arange(1, 14, dtype=np.float32))
+
+
+def test_a_disjoint_part_of_the_same_storage_is_a_valid_out():
+    big = torch.zeros(4, 3)
+    big[:3] = G
+    written = gradsurgery.resolve(big[:3], method="sum", out=big[3])
+    assert torch.equal(written, G.sum(dim=0))
+    assert torch.equal(big[:3], G)
+
+
+def test_an_expanded_out_is_refused():
+    with pytest.raises(ValueError, match="Invalid out: its elements share memory"):
+        gradsurgery.resolve(G, method="sum", out=torch.zeros(1).expand(3))
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "strided"])

@@ -256,9 +256,11 @@ def weighted_sum_of_blocks(
         weights: ``(B, T)`` weights, one row per block.
         block_sizes: sizes of the ``B`` blocks.
         out: ``None``, or a ``(P,)`` tensor of ``G``'s dtype and device that receives
-            ``d`` and is returned. It is written directly where it can be (float32 and
-            float64, contiguous for several blocks), saving a new tensor; otherwise ``d``
-            is formed as without it and copied in. The values are the same either way.
+            ``d`` and is returned. It is written directly when it is laid out as a new
+            tensor would be (the working dtype, contiguous, 64-byte aligned: the CPU's
+            matrix products choose their kernels by alignment, so another layout could
+            round differently), saving a new tensor; otherwise ``d`` is formed as
+            without it and copied in. The values are the same either way.
 
     Returns:
         ``(P,)`` direction in ``G``'s dtype (accumulated in float32 for half precision).
@@ -266,7 +268,7 @@ def weighted_sum_of_blocks(
     work_dtype = _working_dtype(G.dtype)
     work = G if G.dtype == work_dtype else G.to(work_dtype)
     w = weights.to(device=G.device, dtype=work_dtype)
-    direct = out if out is not None and out.dtype == work_dtype else None
+    direct = out if out is not None and _like_a_new_tensor(out, work_dtype) else None
     if len(block_sizes) == 1:
         if G.device.type == "cpu" and G.shape[0] <= _AXPY_MAX_TASKS:
             return _into(_axpy_sum(work, w[0], out=direct).to(G.dtype), out)
@@ -276,7 +278,7 @@ def weighted_sum_of_blocks(
         torch.mm(w[0].unsqueeze(0), work, out=direct.unsqueeze(0))
         return direct
     T = G.shape[0]
-    if direct is not None and direct.is_contiguous():
+    if direct is not None:
         direction = direct
     else:
         direction = torch.empty(G.shape[1], dtype=work_dtype, device=G.device)
@@ -294,6 +296,15 @@ def weighted_sum_of_blocks(
             )
         block += count
     return _into(direction.to(G.dtype), out)
+
+
+_ALIGNMENT = 64
+"""Bytes to which torch's CPU allocator aligns every new tensor."""
+
+
+def _like_a_new_tensor(out: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``out`` has ``dtype`` and the layout of a new tensor: contiguous, aligned."""
+    return out.dtype == dtype and out.is_contiguous() and out.data_ptr() % _ALIGNMENT == 0
 
 
 def _into(direction: Tensor, out: Tensor | None) -> Tensor:
@@ -316,8 +327,11 @@ class GramResolver(Resolver):
     \|g_i\|`, read from the weights and the Gram's diagonal, proves :math:`d` finite while
     it stays below half the dtype's largest value (the half absorbs rounding), and each
     weight below half the largest value of the dtype the sum is formed in. Only where the
-    bound fails is :math:`d` itself tested, and a non-finite one raises
-    :class:`NonFiniteDirectionError`. Results are never altered by the check.
+    bound fails is :math:`d` itself tested; a non-finite one is formed again in float64
+    (a weight beyond the working dtype's range, on a gradient small enough, can still give
+    a representable direction), and if that too overflows the gradients' dtype,
+    :class:`NonFiniteDirectionError` is raised. A direction the bound proves finite is
+    never altered by the check.
     """
 
     uses_gram: bool = True
@@ -373,10 +387,15 @@ class GramResolver(Resolver):
             and not _bounded_below_overflow(weights, unweighted, G.dtype)
             and not all_finite(direction)
         ):
-            raise NonFiniteDirectionError(
-                f"{type(self).__name__} gave a non-finite direction: its weights or their sum "
-                f"overflow {G.dtype}"
-            )
+            # A weight beyond the working dtype's range (a huge one on a tiny gradient) can
+            # still give a representable direction: form it in float64 before giving up.
+            wide = weighted_sum_of_blocks(G.to(torch.float64), weights, block_sizes)
+            if not all_finite(wide.to(G.dtype)):
+                raise NonFiniteDirectionError(
+                    f"{type(self).__name__} gave a non-finite direction: its weights or their "
+                    f"sum overflow {G.dtype}"
+                )
+            direction = _into(wide.to(G.dtype), out)
         return Resolution(direction, gram, weights)
 
 

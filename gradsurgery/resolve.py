@@ -140,7 +140,8 @@ def _spans_overlap(a: Tensor, b: Tensor) -> bool:
     NumPy array have two)."""
     if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
         return False
-    return _span(a)[0] < _span(b)[1] and _span(b)[0] < _span(a)[1]
+    (a_start, a_end), (b_start, b_end) = _span(a), _span(b)
+    return a_start < b_end and b_start < a_end
 
 
 def _span(tensor: Tensor) -> tuple[int, int]:
@@ -183,15 +184,13 @@ def run_resolver(
     gram_checked = isinstance(resolver, GramResolver) and resolver.uses_gram
     if not isinstance(resolver, GramResolver):
         _raise_if_nonfinite(G, names, what)
+        into = {}  # its direction is copied into out below
+    else:  # it forms the direction in out
+        into = {} if out is None else {"out": out}
     try:
-        if out is not None and isinstance(resolver, GramResolver):
-            resolution = resolver.resolve_blocks(
-                G, block_sizes, primary=primary, losses=losses, task_weights=task_weights, out=out
-            )
-        else:
-            resolution = resolver.resolve_blocks(
-                G, block_sizes, primary=primary, losses=losses, task_weights=task_weights
-            )
+        resolution = resolver.resolve_blocks(
+            G, block_sizes, primary=primary, losses=losses, task_weights=task_weights, **into
+        )
     except NonFiniteGramError:
         _raise_if_nonfinite(G, names, what)
         raise ValueError(

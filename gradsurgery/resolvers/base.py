@@ -390,12 +390,13 @@ class GramResolver(Resolver):
             # A weight beyond the working dtype's range (a huge one on a tiny gradient) can
             # still give a representable direction: form it in float64 before giving up.
             wide = weighted_sum_of_blocks(G.to(torch.float64), weights, block_sizes)
-            if not all_finite(wide.to(G.dtype)):
+            narrowed = wide.to(G.dtype)
+            if not all_finite(narrowed):
                 raise NonFiniteDirectionError(
                     f"{type(self).__name__} gave a non-finite direction: its weights or their "
                     f"sum overflow {G.dtype}"
                 )
-            direction = _into(wide.to(G.dtype), out)
+            direction = _into(narrowed, out)
         return Resolution(direction, gram, weights)
 
 

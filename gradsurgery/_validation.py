@@ -137,15 +137,21 @@ def normalize_losses(
     if not loss_list:
         raise ValueError("Invalid losses: no tasks (T = 0)")
     for index, loss in enumerate(loss_list):
-        label = task_label(index, names)
         if not isinstance(loss, Tensor):
-            raise TypeError(f"Invalid losses: {label} is a {type(loss).__name__}, not a tensor")
+            raise TypeError(
+                f"Invalid losses: {task_label(index, names)} is a {type(loss).__name__}, "
+                "not a tensor"
+            )
         if loss.numel() != 1:
             raise ValueError(
-                f"Invalid losses: {label} has shape {tuple(loss.shape)}; expected a scalar"
+                f"Invalid losses: {task_label(index, names)} has shape {tuple(loss.shape)}; "
+                "expected a scalar"
             )
         if not loss.requires_grad:
-            raise ValueError(f"Invalid losses: {label} does not require grad (was it detached?)")
+            raise ValueError(
+                f"Invalid losses: {task_label(index, names)} does not require grad "
+                "(was it detached?)"
+            )
     return names, loss_list
 
 
@@ -169,21 +175,27 @@ def raise_if_nonfinite_losses(
 
 
 def normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
+    """The tensors of ``params`` that require grad, each once, in order (all leaves)."""
+    return list(parameters_by_id(params).values())
+
+
+def parameters_by_id(params: Iterable[Tensor]) -> dict[int, Tensor]:
+    """:func:`normalize_params` as a mapping ``id -> tensor`` in the same order, which is
+    also the set of ids a graph walk looks parameters up in."""
     if isinstance(params, Tensor):
         params = [params]
-    result: list[Tensor] = []
-    seen: set[int] = set()
+    result: dict[int, Tensor] = {}
     for index, param in enumerate(params):
         if not isinstance(param, Tensor):
             raise TypeError(
                 f"Invalid params: item {index} is a {type(param).__name__}, not a tensor"
             )
-        if not param.requires_grad or id(param) in seen:
+        key = id(param)
+        if not param.requires_grad or key in result:
             continue
         if not param.is_leaf:
             raise ValueError(f"Invalid params: item {index} is not a leaf tensor")
-        seen.add(id(param))
-        result.append(param)
+        result[key] = param
     if not result:
         raise ValueError("Invalid params: no tensor that requires grad")
     return result

@@ -9,14 +9,16 @@ every training step of such a method, so it is kept to a handful of tensor opera
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TypeGuard
 
 import torch
 from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver, Resolver
+from gradsurgery.resolvers.sum import Sum
 
-__all__ = ["coefficients", "is_loss_weighting", "stack_losses", "weighted_total"]
+__all__ = ["coefficients", "is_loss_weighting", "is_plain_sum", "stack_losses", "weighted_total"]
 
 
 def is_loss_weighting(resolver: Resolver) -> TypeGuard[GramResolver]:
@@ -41,6 +43,20 @@ def stack_losses(losses: list[Tensor]) -> Tensor:
     return stacked if stacked.dim() == 1 else stacked.reshape(-1)
 
 
+def is_plain_sum(resolver: GramResolver | None, loss_weights: Tensor | None) -> bool:
+    """Whether every coefficient is 1 without asking the resolver: plain weights (``None``)
+    or the plain sum, and no loss weights."""
+    return loss_weights is None and (resolver is None or type(resolver) is Sum)
+
+
+@lru_cache(maxsize=64)
+def _zero_gram(T: int) -> Tensor:
+    """The ``(1, T, T)`` float64 zero Gram handed to a loss weighting, which reads only its
+    shape and device: one zero, expanded, so that an in-place write raises instead of
+    reaching the next call."""
+    return torch.zeros((), dtype=torch.float64).expand(1, T, T)
+
+
 def coefficients(
     resolver: GramResolver | None,
     primary: int | None,
@@ -57,17 +73,16 @@ def coefficients(
         loss_weights: ``(T,)`` float64 loss weights :math:`c`, or ``None`` for ones.
     """
     T = loss_values.shape[0]
-    if resolver is None:
+    if resolver is None or is_plain_sum(resolver, loss_weights):
         weights = torch.ones(1, T, dtype=torch.float64)
     else:  # the Gram is not read: a loss weighting is handed NaN-free zeros of its shape
-        gram = torch.zeros(1, T, T, dtype=torch.float64)
-        weights = resolver.weights(gram, primary=primary, losses=loss_values)
+        weights = resolver.weights(_zero_gram(T), primary=primary, losses=loss_values)
     if loss_weights is not None:
         weights = weights * loss_weights
     return weights
 
 
-def weighted_total(stacked: Tensor, coefficients: Tensor) -> Tensor:
+def weighted_total(stacked: Tensor, coefficients: Tensor, plain: bool = False) -> Tensor:
     r""":math:`\sum_i a_i L_i` as one product of the stacked losses with ``coefficients``
     (three autograd nodes whatever ``T``, where a chain of products and sums has ``2T``,
     each built in the forward and run in the backward). Coefficients all 1 (the plain
@@ -79,9 +94,14 @@ def weighted_total(stacked: Tensor, coefficients: Tensor) -> Tensor:
 
     Args:
         stacked: ``(T,)`` losses from :func:`stack_losses`.
-        coefficients: ``(T,)`` coefficients :math:`a`, any dtype and device.
+        coefficients: ``(1, T)`` coefficients :math:`a` from :func:`coefficients`, any
+            dtype and device.
+        plain: the coefficients are known to be all 1 (:func:`is_plain_sum`): they are
+            not read.
     """
-    values = coefficients.tolist()
+    if plain:
+        return stacked.sum()
+    values = coefficients.tolist()[0]
     if all(value == 1.0 for value in values):
         return stacked.sum()
     return (stacked * torch.tensor(values, dtype=stacked.dtype, device=stacked.device)).sum()

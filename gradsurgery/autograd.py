@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import torch
@@ -33,11 +34,18 @@ from gradsurgery._validation import (
     normalize_losses,
     normalize_params,
     normalize_primary,
+    parameters_by_id,
     raise_if_nonfinite_losses,
     task_label,
     task_vector,
 )
-from gradsurgery._weighting import coefficients, is_loss_weighting, stack_losses, weighted_total
+from gradsurgery._weighting import (
+    coefficients,
+    is_loss_weighting,
+    is_plain_sum,
+    stack_losses,
+    weighted_total,
+)
 from gradsurgery.diagnostics import cosine_from_gram, norm_ratio_from_gram
 from gradsurgery.resolve import run_resolver
 from gradsurgery.resolvers.base import GramResolver, Resolver, gram_of_blocks
@@ -218,20 +226,25 @@ def _backward_loss_weighting(
     window (it runs on every step of such a method, so it is kept lean)."""
     names, loss_list = normalize_losses(losses)
     T = len(loss_list)
-    parameters = normalize_params(params.parameters() if isinstance(params, nn.Module) else params)
+    by_id = parameters_by_id(params.parameters() if isinstance(params, nn.Module) else params)
+    parameters = list(by_id.values())
     primary_index = normalize_primary(primary, names, T)
     loss_weights = task_vector(weights, "weights", names, T, nonnegative=True)
     stacked = stack_losses(loss_list)
     loss_floats = stacked.tolist()  # one read of the values (not differentiated)
-    finite = all(math.isfinite(value) for value in loss_floats)
-    loss_values = torch.tensor(loss_floats, dtype=torch.float64)
+    # A finite sum proves every value finite; an infinite one may be an overflow: look.
+    finite = math.isfinite(sum(loss_floats)) or all(map(math.isfinite, loss_floats))
     if not finite and (scaler is None or not scaler.is_enabled()):
-        raise_if_nonfinite_losses(loss_values, names)
-    ids = {id(param) for param in parameters}
-    _raise_if_unreached([reaches_any(loss, ids) for loss in loss_list], names)
+        raise_if_nonfinite_losses(torch.tensor(loss_floats, dtype=torch.float64), names)
+    _raise_if_unreached([reaches_any(loss, by_id) for loss in loss_list], names)
     weighting = resolver if finite else None
-    task_weights = coefficients(weighting, primary_index, loss_values, loss_weights)
-    total = weighted_total(stacked, task_weights[0])
+    plain = is_plain_sum(weighting, loss_weights)  # (the loss values are not needed)
+    if plain:
+        task_weights = torch.ones(1, T, dtype=torch.float64)
+    else:
+        loss_values = torch.tensor(loss_floats, dtype=torch.float64)
+        task_weights = coefficients(weighting, primary_index, loss_values, loss_weights)
+    total = weighted_total(stacked, task_weights, plain)
     if scaler is not None:
         total = scaler.scale(total)
     torch.autograd.backward(total, inputs=parameters)
@@ -473,7 +486,7 @@ class Accumulator:
         with self._same_draws(device):  # (no shared parameters: plain weights)
             weights = coefficients(weighting, window.primary, loss_values, window.loss_weights)
         window.finite = window.finite and finite
-        total = weighted_total(stack_losses(losses), weights[0])
+        total = weighted_total(stack_losses(losses), weights)
         if self.scaler is not None:
             total = self.scaler.scale(total)
         if reached is None:  # every parameter: those the sum does not reach keep their .grad
@@ -692,7 +705,12 @@ def _raise_if_unreached(reaches: Sequence[bool], names: Sequence[str] | None) ->
 
 
 def _display_names(names: Sequence[str] | None, T: int) -> tuple[str, ...]:
-    return tuple(names) if names is not None else tuple(map(str, range(T)))
+    return tuple(names) if names is not None else _index_names(T)
+
+
+@lru_cache(maxsize=64)
+def _index_names(T: int) -> tuple[str, ...]:
+    return tuple(map(str, range(T)))
 
 
 def _check_same_kind(shared: list[Tensor]) -> None:

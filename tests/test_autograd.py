@@ -113,6 +113,39 @@ def test_weighted_sum_is_bit_for_bit_the_hand_written_one():
     assert_grads_match(model, expected, exact=True)
 
 
+def test_plain_sum_is_bit_for_bit_the_summed_loss_and_reports_unit_weights():
+    model = TwoHeads()
+    sum(model.losses(X).values()).backward()
+    expected = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    result = gradsurgery.backward(model.losses(X), model.parameters(), resolver="sum")
+    assert_grads_match(model, expected, exact=True)
+    assert result.weights.dtype == torch.float64
+    assert result.weights.tolist() == [[1.0, 1.0]]
+
+
+def test_finite_losses_whose_sum_overflows_are_accepted():
+    big = torch.tensor([1e308, 1e308], dtype=torch.float64, requires_grad=True)
+    result = gradsurgery.backward([big[0], big[1]], [big], resolver="sum")
+    assert result.finite and big.grad.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="task 1 is inf"):
+        gradsurgery.backward([big[0], big[1] * 10], [big], resolver="sum")
+
+
+class _WritesTheGram(gradsurgery.resolvers.Sum):
+    def weights(self, gram, *, primary, losses):
+        gram.add_(1.0)
+        return super().weights(gram, primary=primary, losses=losses)
+
+
+def test_a_loss_weighting_cannot_write_into_the_gram_it_is_handed():
+    model = TwoHeads()
+    with pytest.raises(RuntimeError, match="single memory location"):
+        gradsurgery.backward(model.losses(X), model.parameters(), resolver=_WritesTheGram())
+    result = gradsurgery.backward(model.losses(X), model.parameters(), resolver="mean")
+    assert result.weights.tolist() == [[0.5, 0.5]]
+
+
 @pytest.mark.parametrize(
     ("method", "weights", "shape", "dtype"),
     [

@@ -19,9 +19,8 @@ def checked_losses(losses: Tensor, message: str, *, strictly_positive: bool) -> 
         ValueError: naming the first task whose loss fails the check.
     """
     values = losses.detach().to("cpu", torch.float64).reshape(-1)
-    bad = ~(values > 0) if strictly_positive else values < 0
-    indices = torch.nonzero(bad).flatten()
-    if indices.numel():
-        index = int(indices[0])
-        raise ValueError(f"Invalid losses: task {index} is {float(values[index])}; {message}")
+    # A handful of numbers, checked on every step: as Python floats, not tensor reductions.
+    for index, value in enumerate(values.tolist()):
+        if (not value > 0) if strictly_positive else value < 0:  # NaN fails only the first
+            raise ValueError(f"Invalid losses: task {index} is {value}; {message}")
     return values

@@ -1,0 +1,67 @@
+"""The autograd-graph walk that finds which parameters a loss reaches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradsurgery._graph import reached_parameters, reaches_any
+
+
+def leaves(n: int) -> list[torch.Tensor]:
+    return [torch.full((2,), float(i + 1), requires_grad=True) for i in range(n)]
+
+
+def ids(*tensors: torch.Tensor) -> dict[int, torch.Tensor]:
+    return {id(t): t for t in tensors}
+
+
+def test_every_parameter_below_the_loss_is_found_once_in_walk_order():
+    a, b, c, outside = leaves(4)
+    shared = a * b  # reached twice below: a diamond
+    loss = (shared.sum() + (shared * c).sum()) * outside.sum()
+    found = reached_parameters(loss, ids(a, b, c))
+    assert set(found) == {id(a), id(b), id(c)}
+    assert all(found[key] is tensor for key, tensor in ids(a, b, c).items())
+
+
+def test_parameters_outside_ids_are_not_reached():
+    a, b = leaves(2)
+    loss = (a * 2).sum()
+    assert not reaches_any(loss, ids(b))
+    assert reached_parameters(loss, ids(b)) == {}
+    assert reaches_any(loss, ids(a, b))
+
+
+def test_a_leaf_loss_reaches_itself_only():
+    (a,) = leaves(1)
+    scalar = torch.tensor(1.0, requires_grad=True)
+    assert reaches_any(scalar, ids(scalar))
+    assert reached_parameters(scalar, ids(scalar, a)) == {id(scalar): scalar}
+    assert not reaches_any(scalar, ids(a))
+
+
+def test_a_parameter_deep_below_non_parameter_leaves_is_found():
+    a, buffer = leaves(2)
+    x = a
+    for _ in range(50):
+        x = torch.tanh(x + buffer)  # the buffer leaf is met first at every level
+    assert reaches_any(x.sum(), ids(a))
+    assert list(reached_parameters(x.sum(), ids(a))) == [id(a)]
+
+
+def test_a_parameter_used_under_no_grad_is_not_reached():
+    a, b = leaves(2)
+    with torch.no_grad():
+        frozen = b * 1
+    loss = (a * frozen).sum()
+    assert not reaches_any(loss, ids(b))
+    assert list(reached_parameters(loss, ids(a, b))) == [id(a)]
+
+
+@pytest.mark.parametrize("op", [torch.stack, torch.cat])
+def test_every_input_of_a_many_input_node_is_followed(op):
+    tensors = leaves(5)
+    loss = op(tensors).sum()
+    assert set(reached_parameters(loss, ids(*tensors[::2]))) == set(ids(*tensors[::2]))
+    assert not reaches_any(loss, ids(*leaves(1)))

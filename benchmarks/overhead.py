@@ -5,12 +5,14 @@ granularities) and every peer-library method (TorchJD, LibMTL), one training ste
 forward, task gradients, resolution, ``optimizer.step()``. It is timed INTERLEAVED with the
 baseline step ``sum(losses).backward(); optimizer.step()`` on the same model and batch, in
 the same process: baseline and method alternate (in alternating order) for ``--repeats``
-pairs after ``--warmup`` steps of each. Reported: ``ratio_time`` = median(method) /
-median(baseline), with the 25th and 75th percentiles of the per-pair ratios.
+pairs after ``--warmup`` steps of each, and for more pairs until they have taken
+``--min-seconds`` (a quick step gets hundreds; ``pairs`` in each record says how many).
+Reported: ``ratio_time`` = median(method) / median(baseline), with the 25th and 75th
+percentiles of the per-pair ratios.
 
 Head to head: each method gradsurgery shares with a peer is also timed interleaved with
-that peer's step directly (gradsurgery at global granularity), ``--repeats`` pairs after
-``--warmup`` steps, and ``head_to_head`` in ``overhead_run.json`` holds the median of the
+that peer's step directly (gradsurgery at global granularity), in pairs as above, and
+``head_to_head`` in ``overhead_run.json`` holds the median of the
 per-pair ratios ours / theirs and their quartiles: one ratio's noise, where the quotient
 of the two steps' ratios to the baseline would compound two.
 
@@ -70,6 +72,10 @@ OVERHEAD_CODE = (
     "examples/asr_se/*.py",
 )
 """The files a model's records are computed from (``se_asr`` is the flagship's model)."""
+
+MAX_PAIRS = 1000
+"""The most pairs ``--min-seconds`` adds to a cell (1000 pairs of the quickest step here,
+about 2.5 ms, take 5 s)."""
 
 
 # --- memory -----------------------------------------------------------------------------
@@ -172,22 +178,31 @@ def measure(
     warmup: int,
     repeats: int,
     memory_repeats: int,
+    min_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Time ``step`` interleaved with ``baseline``; then their peak memory, interleaved."""
+    """Time ``step`` interleaved with ``baseline`` in ``repeats`` pairs, and in more until
+    the pairs have taken ``min_seconds`` (at most :data:`MAX_PAIRS`), so that a quick step
+    gets the many pairs a difference of a percent or two needs; then their peak memory,
+    interleaved."""
     for _ in range(warmup):
         baseline()
         step()
     method_times: list[float] = []
     baseline_times: list[float] = []
-    for index in range(repeats):
+    spent = 0.0
+    index = 0
+    while index < repeats or (spent < min_seconds and index < MAX_PAIRS):
         if index % 2:
             baseline_times.append(_timed(baseline))
             method_times.append(_timed(step))
         else:
             method_times.append(_timed(step))
             baseline_times.append(_timed(baseline))
+        spent += method_times[-1] + baseline_times[-1]
+        index += 1
     pair_ratios = [m / b for m, b in zip(method_times, baseline_times)]
     record: dict[str, Any] = {
+        "pairs": len(pair_ratios),
         "ratio_time": statistics.median(method_times) / statistics.median(baseline_times),
         "ratio_time_pair_median": statistics.median(pair_ratios),
         "ratio_time_q25": _quantile(pair_ratios, 0.25),
@@ -302,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "memory_repeats": args.memory_repeats,
+        "min_seconds": args.min_seconds,
         "optimizer": "SGD(lr=1e-4)",
     }
     partial = _common.output_dir(args.out) / PARTIAL_FILE
@@ -400,6 +416,7 @@ def _measure_model(
                     warmup=args.warmup,
                     repeats=args.repeats,
                     memory_repeats=args.memory_repeats,
+                    min_seconds=args.min_seconds,
                 )
             )
         except Exception as error:
@@ -448,12 +465,19 @@ def _head_to_head(
         ours = resolver_step(workload, optimizer, peer.method, "global")
         theirs = peer_step(workload, optimizer, peer)
         timed = measure(
-            ours, theirs, clear, warmup=args.warmup, repeats=args.repeats, memory_repeats=0
+            ours,
+            theirs,
+            clear,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            memory_repeats=0,
+            min_seconds=args.min_seconds,
         )
         row.update(
             ratio_time=timed["ratio_time_pair_median"],
             ratio_time_q25=timed["ratio_time_q25"],
             ratio_time_q75=timed["ratio_time_q75"],
+            pairs=timed["pairs"],
             ms_ours=timed["ms_method"],
             ms_theirs=timed["ms_baseline"],
         )
@@ -530,8 +554,8 @@ def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, i
             verdict = _verdict(timed)
             mark = {"faster": "", "slower": " ✗", "within the noise": " ~"}[verdict]
             line.append(
-                f"{timed['ratio_time']:.2f} [{timed['ratio_time_q25']:.2f}, "
-                f"{timed['ratio_time_q75']:.2f}]{mark}"
+                f"{timed['ratio_time']:.3f} [{timed['ratio_time_q25']:.3f}, "
+                f"{timed['ratio_time_q75']:.3f}]{mark}"
             )
             verdicts[verdict].append(f"{method} vs {library} on {column[0]} T={column[1]}")
         table.append(line)
@@ -545,7 +569,8 @@ def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, i
         "## Against the peers, head to head",
         "",
         "For each method both libraries have, gradsurgery's step (global granularity) and "
-        "the peer's are timed interleaved with each other, on the same model and batch: "
+        "the peer's are timed interleaved with each other, on the same model and batch "
+        "(`pairs` in `overhead_run.json` says in how many pairs): "
         "the median of the per-pair ratios ours / theirs, with their [25th, 75th] "
         "percentiles; below 1, gradsurgery's step is faster. A cell is counted faster or slower "
         "only when both percentiles are on that side of 1 (✗: slower; ~: the spread "
@@ -771,6 +796,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-peers", action="store_true", help="skip TorchJD and LibMTL")
     parser.add_argument("--repeats", type=int, default=None, help="timed pairs (default 30)")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help="time each cell in more pairs until they take this long (default 1; smoke 0)",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3)")
     parser.add_argument("--memory-repeats", type=int, default=None, help="(default 3)")
     parser.add_argument(
@@ -786,8 +817,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads is None:
         args.threads = 1 if args.smoke else torch.get_num_threads()
-    defaults = (2, 1, 1) if args.smoke else (30, 3, 3)
-    for name, default in zip(("repeats", "warmup", "memory_repeats"), defaults):
+    defaults = (2, 1, 1, 0.0) if args.smoke else (30, 3, 3, 1.0)
+    for name, default in zip(("repeats", "warmup", "memory_repeats", "min_seconds"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, default)
     return args

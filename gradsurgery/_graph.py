@@ -15,9 +15,11 @@ from torch import Tensor
 
 
 def _accumulate_grad_type() -> type:
-    """The type of autograd's node for a leaf (``AccumulateGrad``), read off a tiny graph."""
-    leaf = torch.zeros((), requires_grad=True)
-    node = (leaf * 1).grad_fn
+    """The type of autograd's node for a leaf (``AccumulateGrad``), read off a tiny graph
+    (built with autograd on, whatever the importer's context)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        leaf = torch.zeros((), requires_grad=True)
+        node = (leaf * 1).grad_fn
     assert node is not None
     return type(node.next_functions[0][0])
 

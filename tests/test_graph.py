@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradsurgery._graph import reached_parameters, reaches_any
+from gradsurgery._graph import (
+    _ACCUMULATE_GRAD,
+    _accumulate_grad_type,
+    reached_parameters,
+    reaches_any,
+)
 
 
 def leaves(n: int) -> list[torch.Tensor]:
@@ -65,3 +70,9 @@ def test_every_input_of_a_many_input_node_is_followed(op):
     loss = op(tensors).sum()
     assert set(reached_parameters(loss, ids(*tensors[::2]))) == set(ids(*tensors[::2]))
     assert not reaches_any(loss, ids(*leaves(1)))
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_the_leaf_node_type_is_found_under_any_autograd_context(context):
+    with context():
+        assert _accumulate_grad_type() is _ACCUMULATE_GRAD

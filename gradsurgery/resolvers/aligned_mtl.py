@@ -40,6 +40,10 @@ class AlignedMTL(GramResolver):
     ``primary`` is ignored: this is the symmetric method (the paper's primary-task
     variant, Aligned-MTL-UB, works on representations and is not implemented here).
     Scale-equivariant and permutation-invariant; a single task passes through unchanged.
+    Precision: :math:`\Lambda_r^{-1/2}` amplifies rounding by up to the condition number
+    of the kept spectrum, :math:`\lambda_{\max} / \lambda_{\min}` (up to
+    :math:`1 / (T \epsilon)`), so with gradients of very different norms the direction is
+    known only to about :math:`\epsilon \lambda_{\max} / \lambda_{\min}`, relative.
     Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, one :math:`O(T^3)`
     symmetric eigen-solve per block (batched), :math:`O(TP)` for the sum.
 

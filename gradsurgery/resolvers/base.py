@@ -209,8 +209,10 @@ def gram_of_blocks(G: Tensor, block_sizes: Sequence[int]) -> Tensor:
             stacked = work[:, offset : offset + count * size].reshape(T, count, size)
             stacked = stacked.transpose(0, 1)  # (count, T, size)
             grams.append(torch.bmm(stacked, stacked.transpose(1, 2)).to(torch.float64))
-    gram = torch.cat(grams)
-    return 0.5 * (gram + gram.transpose(1, 2))  # blocked products round the halves apart
+    # Blocked products round the halves apart: the mean of the Gram and its transpose,
+    # halved first (exactly) so that entries above half the range do not overflow.
+    half = 0.5 * torch.cat(grams)
+    return half + half.transpose(1, 2)
 
 
 _WIDE_MIN_COLUMNS = 1 << 20

@@ -19,7 +19,11 @@ from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver
 
-__all__ = ["HostGramResolver", "from_host", "to_host"]
+__all__ = ["HostGramResolver", "exactly_rescaled", "from_host", "to_host"]
+
+_SAFE_TOP = (2.0**-500, 2.0**500)
+"""Gram matrices whose largest entry lies in this range are used as they are: products of
+two entries (a cosine's ``q_ab^2 / (q_aa q_bb)``, say) can neither overflow nor underflow."""
 
 
 def to_host(tensor: Tensor) -> np.ndarray:
@@ -30,6 +34,28 @@ def to_host(tensor: Tensor) -> np.ndarray:
 def from_host(array: np.ndarray, like: Tensor) -> Tensor:
     """``array`` as a tensor with ``like``'s dtype and device."""
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=like.dtype)
+
+
+def exactly_rescaled(gram: np.ndarray) -> np.ndarray:
+    """``gram``, or where its largest entry lies outside :math:`[2^{-500}, 2^{500}]` (about
+    ``1e-150`` to ``1e150``), each ``(T, T)`` block times :math:`4^{-k}`, with :math:`k`
+    such that the block's largest diagonal entry lands in :math:`[1/4, 1)`.
+
+    Multiplying by a power of four is exact in floating point, and so are the square roots
+    that follow (they scale by :math:`2^{-k}`): a computation whose result does not change
+    when the gradients are scaled gets the same bits from the rescaled Gram as from
+    ``gram``, except that products of entries near ``1e308`` no longer overflow, nor those
+    of tiny entries underflow. Entries below about :math:`10^{-290}` of their block's
+    largest may lose bits to subnormals. An all-zero block is left as it is.
+    """
+    top = gram.max()  # a Gram matrix's largest entry lies on its diagonal
+    if _SAFE_TOP[0] <= top <= _SAFE_TOP[1] or not top > 0:
+        return gram
+    tops = np.diagonal(gram, axis1=-2, axis2=-1).max(-1)
+    _, exponent = np.frexp(tops)  # tops = m 2^e with 1/2 <= m < 1 (0 for a zero block)
+    k = (exponent + 1) // 2  # 4^-k top = m 2^(e - 2k), and e - 2k is 0 or -1
+    scaled: np.ndarray = np.ldexp(gram, (-2 * k)[..., None, None])
+    return scaled
 
 
 class HostGramResolver(GramResolver):
@@ -51,7 +77,10 @@ class HostGramResolver(GramResolver):
     """
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
-        return from_host(self.host_weights(to_host(gram), primary=primary), gram)
+        host = to_host(gram)
+        if "scale_equivariant" in self.promises:  # weights that ignore the Gram's scale
+            host = exactly_rescaled(host)
+        return from_host(self.host_weights(host, primary=primary), gram)
 
     @abstractmethod
     def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:

@@ -31,9 +31,12 @@ class IMTLG(GramResolver):
     The common projection is :math:`d \cdot u_i = 1 / \sum_j v_j`.
 
     ``primary`` is ignored: IMTL-G treats all tasks alike. Scale-equivariant and
-    permutation-invariant. Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, one
-    :math:`O(T^3)` symmetric eigen-solve per block (all blocks in one batch), :math:`O(TP)`
-    for the sum. No hyper-parameters.
+    permutation-invariant. Precision: :math:`Q^+` amplifies rounding by up to the condition
+    number of :math:`Q` on the eigenvalues it keeps, so the weights are known to about
+    :math:`\epsilon \lambda_{\max} / \lambda_{\min}`, relative (nearly parallel
+    gradients of very different norms make it large). Cost: ``T`` backward passes,
+    :math:`O(T^2 P)` for the Gram, one :math:`O(T^3)` symmetric eigen-solve per block (all
+    blocks in one batch), :math:`O(TP)` for the sum. No hyper-parameters.
 
     .. note::
         The normalisation :math:`\sum_i \alpha_i = 1` fixes the SIGN of the common

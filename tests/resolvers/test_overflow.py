@@ -10,13 +10,16 @@ reach both sides of the bound.
 from __future__ import annotations
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gradsurgery
+from gradsurgery.resolvers.host import exactly_rescaled
 
 METHODS = gradsurgery.available()
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -64,3 +67,39 @@ def test_finite_direction_or_value_error(method, case):
         return
     assert d.dtype == G.dtype and d.shape == (G.shape[1],)
     assert torch.isfinite(d).all(), d
+
+
+@pytest.mark.parametrize("method", ["cagrad", "mgda", "gr", "pcgrad"])
+@pytest.mark.parametrize("tasks", [2, 3])
+def test_huge_gradients_with_a_finite_gram_are_resolved_as_scaled_down_ones(method, tasks):
+    # Entries near 1e154: the Gram (about 1e308) is finite, but its symmetrisation
+    # (q12 + q21), CAGrad's shifted Grams and MGDA's closed form for two tasks
+    # (q11 - 2 q12 + q22) overflowed, with a warning or a false "Gram overflows" error.
+    generator = torch.Generator().manual_seed(tasks)
+    base = 1.75 * torch.randn(tasks, 5, generator=generator, dtype=torch.float64)
+    base[1] = -0.999 * base[0]  # nearly opposed: CAGrad's search reaches large mu
+    G = base * 2.0**510
+    assert 0.5 * torch.finfo(G.dtype).max < (G @ G.T).abs().max() < torch.finfo(G.dtype).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.manual_seed(0)  # (PCGrad's order)
+        d = gradsurgery.resolve(G, method=method)
+    torch.manual_seed(0)
+    assert torch.equal(d, gradsurgery.resolve(base, method=method) * 2.0**510)
+
+
+@pytest.mark.parametrize("top", [0.0, 1e-300, 1e-200, 0.3, 1.0, 4.0, 1e10, 1e200, 1e307])
+def test_exactly_rescaled_scales_each_block_by_a_power_of_four_only_out_of_range(top):
+    rows = np.array([[top, 0.25 * top], [0.25 * top, 0.5 * top]])
+    gram = np.stack([rows, 3 * rows, np.zeros((2, 2))])
+    scaled = exactly_rescaled(gram)
+    if top == 0 or 1e-150 < top < 1e150:
+        assert scaled is gram
+        return
+    assert (scaled[2] == 0).all()
+    for block, original in zip(scaled[:2], gram[:2]):
+        assert 0.25 <= block.diagonal().max() < 1.0
+        factor = block[0, 0] / original[0, 0]
+        mantissa, exponent = math.frexp(factor)
+        assert mantissa == 0.5 and (exponent - 1) % 2 == 0  # factor = 4^k
+        assert (block == original * factor).all()

@@ -62,7 +62,9 @@ class HostGramResolver(GramResolver):
     """A :class:`~gradsurgery.resolvers.GramResolver` whose weights are computed in
     float64 NumPy: subclasses implement :meth:`host_weights`, and :meth:`weights` copies
     the Gram matrices to the host once and the weights back (for weights that do not read
-    the loss values).
+    the loss values). A subclass that promises ``"scale_equivariant"`` (weights that do not
+    change when the gradients are scaled) is handed Gram matrices through
+    :func:`exactly_rescaled`, so that its algebra cannot overflow on huge gradients.
 
     Example:
         >>> import numpy as np, torch, gradsurgery

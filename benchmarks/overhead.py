@@ -8,13 +8,15 @@ the same process: baseline and method alternate (in alternating order) for ``--r
 pairs after ``--warmup`` steps of each, and for more pairs until they have taken
 ``--min-seconds`` (a quick step gets hundreds; ``pairs`` in each record says how many).
 Reported: ``ratio_time`` = median(method) / median(baseline), with the 25th and 75th
-percentiles of the per-pair ratios.
+percentiles of the per-pair ratios and a 95% confidence interval for their median
+(:func:`median_interval`).
 
 Head to head: each method gradsurgery shares with a peer is also timed interleaved with
 that peer's step directly (gradsurgery at global granularity), in pairs as above, and
 ``head_to_head`` in ``overhead_run.json`` holds the median of the
-per-pair ratios ours / theirs and their quartiles: one ratio's noise, where the quotient
-of the two steps' ratios to the baseline would compound two.
+per-pair ratios ours / theirs, its 95% confidence interval and the ratios' quartiles: one
+ratio's noise, where the quotient of the two steps' ratios to the baseline would compound
+two. A comparison counts as faster or slower when the interval is on that side of 1.
 
 Peak memory is the peak increase of the process's resident set during one step: the
 kernel's high-water mark is reset (``/proc/self/clear_refs``, value 5), the step runs, and
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import math
 import statistics
 import sys
 import time
@@ -164,6 +167,24 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    r"""A distribution-free confidence interval for the median of ``values``: the order
+    statistics :math:`x_{(k)}, x_{(n + 1 - k)}` with the largest :math:`k` such that
+    :math:`P(B \le k - 1) \le (1 - c) / 2` for :math:`B \sim \mathrm{Bin}(n, 1/2)`
+    (the interval then covers the median with probability at least :math:`c`). Below six
+    values no such :math:`k` exists at 95%: the whole range is returned."""
+    ordered = sorted(values)
+    n = len(ordered)
+    bound = (1.0 - confidence) / 2 * 2**n
+    below, k = 0, 0  # below = 2^n P(B <= k - 1)
+    while k < n and below + math.comb(n, k) <= bound:
+        below += math.comb(n, k)
+        k += 1
+    if k == 0:
+        return ordered[0], ordered[-1]
+    return ordered[k - 1], ordered[n - k]
+
+
 def _timed(step: Step) -> float:
     start = time.perf_counter()
     step()
@@ -207,6 +228,7 @@ def measure(
         "ratio_time_pair_median": statistics.median(pair_ratios),
         "ratio_time_q25": _quantile(pair_ratios, 0.25),
         "ratio_time_q75": _quantile(pair_ratios, 0.75),
+        "ratio_time_ci95": list(median_interval(pair_ratios)),
         "ms_method": 1e3 * statistics.median(method_times),
         "ms_baseline": 1e3 * statistics.median(baseline_times),
     }
@@ -450,10 +472,9 @@ def _head_to_head(
 ) -> dict[str, Any]:
     """gradsurgery's step (global granularity) timed interleaved with the peer's step of the
     same method, on the same model and batch: ``ratio_time`` is the median of the per-pair
-    ratios ours / theirs, with their quartiles, so that the headline and the verdict of
-    :func:`_verdict` come from the same numbers. Pairing the two directly
-    keeps the comparison's noise to that of one ratio, where dividing the two steps'
-    ratios to the summed-loss step compounds two."""
+    ratios ours / theirs, with its confidence interval (which :func:`_verdict` reads) and
+    their quartiles. Pairing the two directly keeps the comparison's noise to that of one
+    ratio, where dividing the two steps' ratios to the summed-loss step compounds two."""
     row: dict[str, Any] = {
         "model": model_name,
         "tasks": workload.tasks,
@@ -477,6 +498,7 @@ def _head_to_head(
             ratio_time=timed["ratio_time_pair_median"],
             ratio_time_q25=timed["ratio_time_q25"],
             ratio_time_q75=timed["ratio_time_q75"],
+            ratio_time_ci95=timed["ratio_time_ci95"],
             pairs=timed["pairs"],
             ms_ours=timed["ms_method"],
             ms_theirs=timed["ms_baseline"],
@@ -525,18 +547,19 @@ def _row_key(record: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _verdict(row: dict[str, Any]) -> str:
-    """``faster``/``slower`` when the per-pair quartiles of ours / theirs both lie below/above
-    1, else ``within the noise``."""
-    if row["ratio_time_q75"] < 1:
+    """``faster``/``slower`` when the 95% confidence interval of the median per-pair ratio
+    ours / theirs lies below/above 1, else ``within the noise``."""
+    low, high = row["ratio_time_ci95"]
+    if high < 1:
         return "faster"
-    if row["ratio_time_q25"] > 1:
+    if low > 1:
         return "slower"
     return "within the noise"
 
 
 def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, int]]) -> list[str]:
     """Lines of the section timing gradsurgery (global) head to head with each peer, method
-    by method: median(ours) / median(theirs) with the per-pair quartiles."""
+    by method: the median per-pair ratio ours / theirs with its 95% confidence interval."""
     cells: dict[tuple[str, str], dict[tuple[str, int], dict[str, Any]]] = {}
     for row in head_to_head:
         cells.setdefault((row["method"], row["library"]), {})[(row["model"], row["tasks"])] = row
@@ -553,10 +576,8 @@ def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, i
                 continue
             verdict = _verdict(timed)
             mark = {"faster": "", "slower": " ✗", "within the noise": " ~"}[verdict]
-            line.append(
-                f"{timed['ratio_time']:.3f} [{timed['ratio_time_q25']:.3f}, "
-                f"{timed['ratio_time_q75']:.3f}]{mark}"
-            )
+            low, high = timed["ratio_time_ci95"]
+            line.append(f"{timed['ratio_time']:.3f} ({low:.3f}-{high:.3f}){mark}")
             verdicts[verdict].append(f"{method} vs {library} on {column[0]} T={column[1]}")
         table.append(line)
     compared = sum(len(cases) for cases in verdicts.values())
@@ -569,12 +590,12 @@ def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, i
         "## Against the peers, head to head",
         "",
         "For each method both libraries have, gradsurgery's step (global granularity) and "
-        "the peer's are timed interleaved with each other, on the same model and batch "
-        "(`pairs` in `overhead_run.json` says in how many pairs): "
-        "the median of the per-pair ratios ours / theirs, with their [25th, 75th] "
-        "percentiles; below 1, gradsurgery's step is faster. A cell is counted faster or slower "
-        "only when both percentiles are on that side of 1 (✗: slower; ~: the spread "
-        f"straddles 1). {summary}.",
+        "the peer's are timed interleaved with each other, on the same model and batch: "
+        "the median of the per-pair ratios ours / theirs, with its 95% confidence interval "
+        "(distribution-free, from the order statistics); below 1, gradsurgery's step is "
+        "faster. A cell is counted faster or slower only when the interval is on that side "
+        "of 1 (✗: slower; ~: within the noise). `overhead_run.json` also has each cell's "
+        f"number of pairs and the quartiles of the pairs' ratios. {summary}.",
         "",
         _common.markdown_table(header, table),
         "",
@@ -743,8 +764,8 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def plot_head_to_head(head_to_head: list[dict[str, Any]], path: Path) -> None:
-    """One cell per method, peer and model: median(ours) / median(theirs), coloured green
-    below 1 and red above; cells whose quartiles straddle 1 are hatched."""
+    """One cell per method, peer and model: the median per-pair ratio ours / theirs,
+    coloured green below 1 and red above; cells whose 95% interval contains 1 are hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -775,7 +796,7 @@ def plot_head_to_head(head_to_head: list[dict[str, Any]], path: Path) -> None:
     image = ax.imshow(np.log2(data), cmap="RdYlGn_r", vmin=-2, vmax=2, aspect="auto")
     ax.set_xticks(range(len(columns)), [f"{m}\nT={t}" for m, t in columns], fontsize=7)
     ax.set_yticks(range(len(keys)), [f"{m} vs {lib}" for lib, m in keys], fontsize=7)
-    ax.set_title("gradsurgery step / peer step (hatched: quartiles straddle 1)", fontsize=8)
+    ax.set_title("gradsurgery step / peer step (hatched: 95% interval contains 1)", fontsize=8)
     fig.colorbar(image, ax=ax, label="log2 ratio", shrink=0.6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -44,3 +44,24 @@ def test_a_step_twice_as_long_has_a_ratio_of_two():
     record = timed(busy(2e-3), busy(1e-3), repeats=3, min_seconds=0.1)
     assert record["ratio_time_pair_median"] == pytest.approx(2.0, rel=0.25)
     assert record["ratio_time_q25"] <= record["ratio_time_pair_median"] <= record["ratio_time_q75"]
+
+
+@pytest.mark.parametrize(
+    ("n", "ranks"),
+    # Ranks (1-based) of the classical 95% interval for the median (binomial tables).
+    [(6, (1, 6)), (10, (2, 9)), (20, (6, 15)), (100, (40, 61))],
+)
+def test_median_interval_takes_the_order_statistics_of_the_binomial(n, ranks):
+    values = [float(i) for i in range(n, 0, -1)]  # n .. 1: the interval must sort them
+    assert overhead.median_interval(values) == (float(ranks[0]), float(ranks[1]))
+
+
+def test_median_interval_of_too_few_values_is_their_range():
+    assert overhead.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+
+
+def test_verdict_reads_the_interval():
+    row = {"ratio_time": 1.02, "ratio_time_q25": 0.95, "ratio_time_q75": 1.08}
+    assert overhead._verdict({**row, "ratio_time_ci95": [1.01, 1.03]}) == "slower"
+    assert overhead._verdict({**row, "ratio_time_ci95": [0.97, 0.99]}) == "faster"
+    assert overhead._verdict({**row, "ratio_time_ci95": [0.99, 1.03]}) == "within the noise"

@@ -221,7 +221,7 @@ def min_norm_in_simplex_array(
     if T == 1:
         return np.ones(gram.shape[:-1])
     if T == 2:
-        return _min_norm_of_two(exactly_rescaled(gram))  # (its q11 - 2 q12 + q22 overflows)
+        return _min_norm_of_two(exactly_rescaled(gram))  # (q11 - 2 q12 + q22 may overflow)
     batch = gram.shape[:-2]
     gram = gram.reshape(-1, T, T)
     top = np.diagonal(gram, axis1=-2, axis2=-1).max(-1)

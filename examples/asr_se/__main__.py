@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         trainer = Trainer(preset, args.system, args.seed, manifest, run_dir, progress=progress)
         print(trainer.train(resume=args.resume))
+        launch.shutdown()
         return 0
     manifest = _corpus(preset, args.corpus_dir, progress)
     if args.command == "evaluate":

@@ -23,6 +23,17 @@ def init_from_environment() -> None:
         dist.init_process_group("gloo")
 
 
+def shutdown() -> None:
+    """Leave the process group after a successful run (a no-op for a single process).
+
+    A process that exits without it may abort with "terminate called without an active
+    exception": gloo's worker threads are torn down during interpreter finalisation. It is
+    not called after an error, where another process may still wait in a collective.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of processes (0 and 1 when not distributed)."""
     if dist.is_available() and dist.is_initialized():

@@ -49,6 +49,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
     values no such :math:`k` exists at 95%: the whole range is returned."""
     ordered = sorted(values)
     n = len(ordered)
-    bound = (1.0 - confidence) / 2 * 2**n
+    bound = Fraction((1.0 - confidence) / 2) * 2**n  # exact: 2^n overflows a float at 1024
     below, k = 0, 0  # below = 2^n P(B <= k - 1)
     while k < n and below + math.comb(n, k) <= bound:
         below += math.comb(n, k)

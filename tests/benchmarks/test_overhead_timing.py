@@ -56,6 +56,13 @@ def test_median_interval_takes_the_order_statistics_of_the_binomial(n, ranks):
     assert overhead.median_interval(values) == (float(ranks[0]), float(ranks[1]))
 
 
+def test_median_interval_of_many_values_is_near_the_normal_approximation():
+    n = 3000  # beyond a float's 2^1023
+    low, high = overhead.median_interval([float(i) for i in range(1, n + 1)])
+    half_width = 1.96 * n**0.5 / 2
+    assert abs(low - (n / 2 - half_width)) <= 2 and abs(high - (n / 2 + half_width)) <= 2
+
+
 def test_median_interval_of_too_few_values_is_their_range():
     assert overhead.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
 

@@ -158,7 +158,14 @@ def normalize_losses(
 def all_finite_values(values: Tensor) -> bool:
     """Whether the few loss values are all finite, read as Python floats: faster than
     tensor reductions for a handful of elements, and this runs on every step."""
-    return all(math.isfinite(value) for value in values.tolist())
+    return all_finite_floats(values.tolist())
+
+
+def all_finite_floats(values: Sequence[float]) -> bool:
+    """Whether every value is finite: a finite sum proves it (an infinity or a NaN makes
+    the sum non-finite); only a non-finite sum, which finite values may also give by
+    overflowing, is looked into value by value."""
+    return math.isfinite(sum(values)) or all(map(math.isfinite, values))
 
 
 def raise_if_nonfinite_losses(

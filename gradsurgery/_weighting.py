@@ -60,7 +60,7 @@ def _zero_gram(T: int) -> Tensor:
 def coefficients(
     resolver: GramResolver | None,
     primary: int | None,
-    loss_values: Tensor,
+    loss_values: Tensor | list[float],
     loss_weights: Tensor | None,
 ) -> Tensor:
     """The ``(1, T)`` float64 coefficients :math:`w_i c_i` of the losses.
@@ -69,13 +69,16 @@ def coefficients(
         resolver: the loss weighting, or ``None`` for plain weights :math:`w = 1` (tasks
             that share no parameter, or non-finite losses left to a ``GradScaler``).
         primary: the primary task's index, handed to the resolver.
-        loss_values: ``(T,)`` float64 loss values, handed to the resolver.
+        loss_values: ``(T,)`` float64 loss values, handed to the resolver; a list of
+            floats is made a tensor only then (not for :func:`is_plain_sum` weights).
         loss_weights: ``(T,)`` float64 loss weights :math:`c`, or ``None`` for ones.
     """
-    T = loss_values.shape[0]
+    T = len(loss_values)
     if resolver is None or is_plain_sum(resolver, loss_weights):
         weights = torch.ones(1, T, dtype=torch.float64)
     else:  # the Gram is not read: a loss weighting is handed NaN-free zeros of its shape
+        if not isinstance(loss_values, Tensor):
+            loss_values = torch.tensor(loss_values, dtype=torch.float64)
         weights = resolver.weights(_zero_gram(T), primary=primary, losses=loss_values)
     if loss_weights is not None:
         weights = weights * loss_weights

@@ -15,7 +15,6 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from gradsurgery import distributed
 from gradsurgery._graph import reached_parameters, reaches_any
 from gradsurgery._validation import (
     TaskKey,
+    all_finite_floats,
     all_finite_values,
     build_resolver,
     normalize_losses,
@@ -232,19 +232,13 @@ def _backward_loss_weighting(
     loss_weights = task_vector(weights, "weights", names, T, nonnegative=True)
     stacked = stack_losses(loss_list)
     loss_floats = stacked.tolist()  # one read of the values (not differentiated)
-    # A finite sum proves every value finite; an infinite one may be an overflow: look.
-    finite = math.isfinite(sum(loss_floats)) or all(map(math.isfinite, loss_floats))
+    finite = all_finite_floats(loss_floats)
     if not finite and (scaler is None or not scaler.is_enabled()):
         raise_if_nonfinite_losses(torch.tensor(loss_floats, dtype=torch.float64), names)
     _raise_if_unreached([reaches_any(loss, by_id) for loss in loss_list], names)
     weighting = resolver if finite else None
-    plain = is_plain_sum(weighting, loss_weights)  # (the loss values are not needed)
-    if plain:
-        task_weights = torch.ones(1, T, dtype=torch.float64)
-    else:
-        loss_values = torch.tensor(loss_floats, dtype=torch.float64)
-        task_weights = coefficients(weighting, primary_index, loss_values, loss_weights)
-    total = weighted_total(stacked, task_weights, plain)
+    task_weights = coefficients(weighting, primary_index, loss_floats, loss_weights)
+    total = weighted_total(stacked, task_weights, is_plain_sum(weighting, loss_weights))
     if scaler is not None:
         total = scaler.scale(total)
     torch.autograd.backward(total, inputs=parameters)

@@ -377,6 +377,13 @@ def _verdict(ratio: float | None) -> str:
     return "met" if ratio <= GOAL else "MISSED"
 
 
+def _series(records: list[dict[str, Any]], method: str, key: str) -> list[tuple[float, float]]:
+    """``(size, record[key])`` of ``method``'s records that have that value, by size."""
+    return sorted(
+        (r["size"], r[key]) for r in records if r["method"] == method and r.get(key) is not None
+    )
+
+
 def plot(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -393,11 +400,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         subset = [r for r in records if r["tasks"] == tasks]
         others_labelled = False
         for method in sorted({r["method"] for r in subset}):
-            points = sorted(
-                (r["size"], r["ratio_to_copy"])
-                for r in subset
-                if r["method"] == method and r.get("ratio_to_copy") is not None
-            )
+            points = _series(subset, method, "ratio_to_copy")
             if not points:
                 continue
             if not is_cheap(method, tasks):  # context: every other method, in grey
@@ -406,11 +409,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
                 others_labelled = True
                 continue
             ax.plot(*zip(*points), "-", marker=".", color=colours[method], label=method)
-            into = sorted(
-                (r["size"], r["out_ratio_to_copy"])
-                for r in subset
-                if r["method"] == method and r.get("out_ratio_to_copy") is not None
-            )
+            into = _series(subset, method, "out_ratio_to_copy")
             if into:
                 ax.plot(
                     *zip(*into),

@@ -113,6 +113,7 @@ def resolve(
         task_weights=weight_vector,
         names=names,
         out=out,
+        full_gram=False,
     )
     return resolution.direction
 
@@ -161,6 +162,7 @@ def run_resolver(
     names: Sequence[str] | None,
     what: str = "Invalid grads",
     out: Tensor | None = None,
+    full_gram: bool = True,
 ) -> Resolution:
     """Run ``resolver`` on a validated matrix, turning non-finite input into a clear error
     (which begins with ``what``), and a non-finite direction from finite input into one
@@ -178,15 +180,21 @@ def run_resolver(
     ``out``, a checked ``(P,)`` tensor or ``None``: the direction is written into it (a
     :class:`~gradsurgery.resolvers.base.GramResolver` forms it there; other resolvers'
     direction is copied in).
+
+    ``full_gram``: whether the resolution must carry the full Gram matrices (see
+    :meth:`~gradsurgery.resolvers.base.GramResolver.resolve_blocks`).
     """
     if resolver.needs_losses and losses is None:
         raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
     gram_checked = isinstance(resolver, GramResolver) and resolver.uses_gram
+    into: dict[str, Any] = {}  # GramResolver's own arguments, given only where needed
     if not isinstance(resolver, GramResolver):
-        _raise_if_nonfinite(G, names, what)
-        into = {}  # its direction is copied into out below
+        _raise_if_nonfinite(G, names, what)  # and its direction is copied into out below
     else:  # it forms the direction in out
-        into = {} if out is None else {"out": out}
+        if out is not None:
+            into["out"] = out
+        if not full_gram:
+            into["full_gram"] = False
     try:
         resolution = resolver.resolve_blocks(
             G, block_sizes, primary=primary, losses=losses, task_weights=task_weights, **into

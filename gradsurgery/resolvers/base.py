@@ -33,6 +33,7 @@ __all__ = [
     "Resolver",
     "all_finite",
     "gram_of_blocks",
+    "gram_of_primary",
     "weighted_sum_of_blocks",
 ]
 
@@ -65,7 +66,8 @@ class Resolution:
         direction: the resolved update direction, shape ``(P,)``.
         gram: the Gram matrices the resolver used, shape ``(B, T, T)`` with one ``T x T``
             matrix per block (``B = 1`` for a whole-vector resolution), in float64; ``None``
-            for a resolver that never forms it.
+            for a resolver that never forms it, or that formed only the entries it reads
+            (``full_gram=False``, see :attr:`GramResolver.reads_primary_only`).
         weights: the task weights, shape ``(B, T)``, with ``direction = weights^T G`` block
             by block; ``None`` for a resolver that is not a weighting of the task gradients.
     """
@@ -248,6 +250,35 @@ def _gram_of_wide_block(block: Tensor) -> Tensor:
     return gram
 
 
+def gram_of_primary(G: Tensor, primary: int) -> Tensor:
+    r"""The entries of ``G``'s Gram matrix that a primary/auxiliary method reads, shape
+    ``(1, T, T)``, in float64: the squared norms :math:`\|g_i\|^2` on the diagonal and the
+    dot products :math:`g_p \cdot g_i` with the primary gradient in row and column ``p``;
+    every other entry is zero.
+
+    These are :math:`2T - 1` dot products, :math:`O(TP)` arithmetic (two reads of ``G``),
+    where the whole Gram matrix takes :math:`T(T + 1) / 2`, :math:`O(T^2 P)`: from about
+    eight tasks on the CPU that is longer than reading ``G`` (``benchmarks/kernel.py``).
+    On the CPU the columns are taken in chunks of :math:`2^{17}` whose dot products are
+    summed in float64, which bounds the round-off of long float32 sums (a float32 dot
+    product of :math:`10^8` terms can be off by :math:`10^{-3}` relative).
+    """
+    T, P = G.shape
+    work = G if G.dtype == _working_dtype(G.dtype) else G.to(_working_dtype(G.dtype))
+    chunk_columns = _WIDE_CHUNK_COLUMNS if G.device.type == "cpu" else max(P, 1)
+    row = torch.zeros(T, dtype=torch.float64, device=G.device)
+    squares = torch.zeros(T, dtype=torch.float64, device=G.device)
+    for start in range(0, P, chunk_columns):
+        chunk = work[:, start : start + chunk_columns]
+        row += torch.mv(chunk, chunk[primary])
+        squares += torch.stack([torch.dot(g, g) for g in chunk])
+    gram = torch.diag_embed(squares)
+    gram[primary] = row
+    gram[:, primary] = row
+    gram[primary, primary] = squares[primary]
+    return gram.unsqueeze(0)
+
+
 def weighted_sum_of_blocks(
     G: Tensor, weights: Tensor, block_sizes: Sequence[int], out: Tensor | None = None
 ) -> Tensor:
@@ -337,6 +368,12 @@ class GramResolver(Resolver):
     """
 
     uses_gram: bool = True
+    reads_primary_only: ClassVar[bool] = False
+    """Whether :meth:`weights` reads only the Gram's diagonal and the primary task's row
+    (GR, the cosine gate, ...). Where the full Gram matrix is not asked for
+    (``full_gram=False``, as :func:`gradsurgery.resolve` does), such a resolver is handed
+    :func:`gram_of_primary` for a single block of three or more tasks: :math:`O(TP)`
+    instead of :math:`O(T^2 P)`, the same entries up to rounding."""
 
     @abstractmethod
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
@@ -361,21 +398,34 @@ class GramResolver(Resolver):
         losses: Tensor | None = None,
         task_weights: Tensor | None = None,
         out: Tensor | None = None,
+        full_gram: bool = True,
     ) -> Resolution:
-        """:meth:`Resolver.resolve_blocks`; ``out``, a ``(P,)`` tensor of ``G``'s dtype and
-        device or ``None``, receives the direction (see :func:`weighted_sum_of_blocks`)."""
+        """:meth:`Resolver.resolve_blocks`, with two more arguments.
+
+        Args:
+            out: ``None``, or a ``(P,)`` tensor of ``G``'s dtype and device that receives
+                the direction (see :func:`weighted_sum_of_blocks`).
+            full_gram: whether :attr:`Resolution.gram` must be the full Gram matrices. With
+                ``False``, a resolver that :attr:`reads_primary_only` forms only the
+                entries it reads (:func:`gram_of_primary`) for a single block of three or
+                more tasks, and returns ``gram=None`` then.
+        """
         # Loss weights c are folded into the T x T algebra instead of scaling G:
         # Gram(diag(c) G) = c c^T * Gram(G), and w^T diag(c) G = (w * c)^T G.
         T = G.shape[0]
         c = None if task_weights is None else task_weights.to(G.device, torch.float64)
         unweighted: Tensor | None = None  # the Gram of G itself, for the direction's bound
         if self.uses_gram:
-            seen = unweighted = gram_of_blocks(G, block_sizes)
+            partial = not full_gram and self.reads_primary_only and T >= 3 and len(block_sizes) == 1
+            if partial:
+                seen = unweighted = gram_of_primary(G, 0 if primary is None else primary)
+            else:
+                seen = unweighted = gram_of_blocks(G, block_sizes)
             if not bool(torch.isfinite(seen).all()):
                 raise NonFiniteGramError("the Gram matrix of the task gradients is not finite")
             if c is not None:
                 seen = seen * (c[:, None] * c[None, :])
-            gram: Tensor | None = seen
+            gram: Tensor | None = None if partial else seen
         else:
             gram = None
             seen = torch.zeros(len(block_sizes), T, T, dtype=torch.float64, device=G.device)

@@ -36,8 +36,9 @@ class CosineGate(HostGramResolver):
             variant, the one AuxiLearn's ``GradCosine`` implements).
 
     ``primary``: the index of the main task; ``None`` means task 0.
-    Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram (only its primary row is
-    used), :math:`O(TP)` for the sum. Stateless.
+    Cost: ``T`` backward passes, :math:`O(TP)` for the Gram's diagonal and primary row (the
+    whole Gram, :math:`O(T^2 P)`, where the autograd glue reports it), :math:`O(TP)` for the
+    sum. Stateless.
 
     .. note::
         A zero main gradient has cosine 0 with everything, so every auxiliary is dropped and
@@ -52,6 +53,7 @@ class CosineGate(HostGramResolver):
     """
 
     promises = frozenset({"scale_equivariant", "primary_nonconflicting"})
+    reads_primary_only = True
 
     def __init__(self, weighted: bool = False) -> None:
         if not isinstance(weighted, bool):

@@ -24,9 +24,11 @@ __all__ = [
     "GradientRemedy",
     "PairGram",
     "RescaleOptions",
+    "auxiliary_pairs",
     "pair_gram",
     "remedy_projection",
     "remedy_rescale",
+    "sum_in_order",
 ]
 
 
@@ -51,6 +53,34 @@ def pair_gram(gram: np.ndarray, primary: int, auxiliary: int) -> PairGram:
         aa=gram[..., auxiliary, auxiliary],
         pa=gram[..., primary, auxiliary],
     )
+
+
+def auxiliary_pairs(gram: np.ndarray, primary: int) -> tuple[PairGram, np.ndarray]:
+    """The pairs (primary, auxiliary ``a``) for every task ``a != primary`` at once.
+
+    Returns:
+        The pairs' Gram entries, each of shape ``(..., T - 1)`` (``pp`` broadcast as
+        ``(..., 1)``), in task order, and the auxiliaries' indices. The step functions
+        work element-wise, so one call handles every auxiliary, at the cost of one.
+    """
+    T = gram.shape[-1]
+    auxiliaries = np.array([a for a in range(T) if a != primary], dtype=np.intp)
+    squares = np.diagonal(gram, axis1=-2, axis2=-1)
+    pairs = PairGram(
+        pp=gram[..., primary, primary, None],
+        aa=squares[..., auxiliaries],
+        pa=gram[..., primary, auxiliaries],
+    )
+    return pairs, auxiliaries
+
+
+def sum_in_order(start: np.ndarray | float, terms: np.ndarray) -> np.ndarray:
+    """``start + terms[..., 0] + terms[..., 1] + ...``, added left to right as a loop over
+    the tasks would (NumPy's ``sum`` pairs the terms up and can round differently)."""
+    total = np.asarray(start, dtype=np.float64)
+    for k in range(terms.shape[-1]):
+        total = total + terms[..., k]
+    return total
 
 
 class Projection(NamedTuple):
@@ -207,7 +237,8 @@ class GradientRemedy(RescaleOptions):
 
     ``primary``: the index of the primary task; ``None`` means task 0. Defaults: ``k=5.0``.
     Cost: two backward passes through the parameters both tasks reach (one per task),
-    :math:`O(T P)` for the Gram's needed entries and the weighted sum, :math:`O(T)` beyond.
+    :math:`O(T P)` for the Gram's diagonal and primary row (the whole Gram, :math:`O(T^2 P)`,
+    where the autograd glue reports it) and the weighted sum, :math:`O(T)` beyond.
 
     .. warning::
         When the auxiliary gradient dominates and is nearly orthogonal to the primary,
@@ -226,21 +257,19 @@ class GradientRemedy(RescaleOptions):
     """
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
+    reads_primary_only = True
 
     def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
-        T = gram.shape[-1]
         p = 0 if primary is None else primary
-        weights = np.zeros(gram.shape[:-1])
-        stretch = np.ones(gram.shape[:-2])
-        primary_from_auxiliaries = np.zeros_like(stretch)
-        for a in range(T):
-            if a == p:
-                continue
-            projected = remedy_projection(pair_gram(gram, p, a))
-            rescaled = remedy_rescale(projected.gram, self.k, self.max_stretch)
-            # cos * (a + shift * p): the auxiliary's own weight and its share of p.
-            weights[..., a] = rescaled.auxiliary_scale
-            primary_from_auxiliaries += rescaled.auxiliary_scale * projected.shift
-            stretch = np.maximum(stretch, rescaled.primary_scale)
+        weights = np.ones(gram.shape[:-1])
+        if gram.shape[-1] == 1:
+            return weights
+        pairs, auxiliaries = auxiliary_pairs(gram, p)
+        projected = remedy_projection(pairs)
+        rescaled = remedy_rescale(projected.gram, self.k, self.max_stretch)
+        # cos * (a + shift * p): each auxiliary's own weight and its share of p.
+        weights[..., auxiliaries] = rescaled.auxiliary_scale
+        stretch = np.maximum(rescaled.primary_scale.max(axis=-1), 1.0)
+        primary_from_auxiliaries = sum_in_order(0.0, rescaled.auxiliary_scale * projected.shift)
         weights[..., p] = stretch + primary_from_auxiliaries
         return weights

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradsurgery.resolvers.gr import RescaleOptions, pair_gram, remedy_projection, remedy_rescale
+from gradsurgery.resolvers.gr import (
+    RescaleOptions,
+    auxiliary_pairs,
+    remedy_projection,
+    remedy_rescale,
+    sum_in_order,
+)
 from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = ["GradientRemedyProjection", "GradientRemedyRescale"]
@@ -46,8 +52,9 @@ class GradientRemedyProjection(HostGramResolver):
     https://arxiv.org/abs/2302.11362 (the ablation removes the rescale).
 
     ``primary``: the index of the primary task; ``None`` means task 0. No hyper-parameters.
-    Cost: ``T`` backward passes (one per task), :math:`O(T^2 P)` for the Gram, :math:`O(T)`
-    for the weights, :math:`O(TP)` for the weighted sum. Stateless.
+    Cost: ``T`` backward passes (one per task), :math:`O(TP)` for the Gram's diagonal and
+    primary row (the whole Gram, :math:`O(T^2 P)`, where the autograd glue reports it),
+    :math:`O(T)` for the weights, :math:`O(TP)` for the weighted sum. Stateless.
 
     Example:
         >>> import torch, gradsurgery
@@ -57,14 +64,14 @@ class GradientRemedyProjection(HostGramResolver):
     """
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
+    reads_primary_only = True
 
     def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
-        T = gram.shape[-1]
         p = 0 if primary is None else primary
         weights = np.ones(gram.shape[:-1])
-        for a in range(T):
-            if a != p:
-                weights[..., p] += remedy_projection(pair_gram(gram, p, a)).shift
+        if gram.shape[-1] > 1:
+            pairs, _ = auxiliary_pairs(gram, p)
+            weights[..., p] = sum_in_order(1.0, remedy_projection(pairs).shift)
         return weights
 
 
@@ -100,8 +107,9 @@ class GradientRemedyRescale(RescaleOptions):
             the default, follows the paper).
 
     ``primary``: the index of the primary task; ``None`` means task 0. Defaults: ``k=5.0``.
-    Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram, :math:`O(TP)` for the sum.
-    Stateless.
+    Cost: ``T`` backward passes, :math:`O(TP)` for the Gram's diagonal and primary row
+    (the whole Gram, :math:`O(T^2 P)`, where the autograd glue reports it), :math:`O(TP)`
+    for the sum. Stateless.
 
     .. warning::
         As in GR, a dominant auxiliary nearly orthogonal to :math:`p` gives a large stretch:
@@ -115,14 +123,14 @@ class GradientRemedyRescale(RescaleOptions):
     """
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict"})
+    reads_primary_only = True
 
     def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
-        T = gram.shape[-1]
         p = 0 if primary is None else primary
         weights = np.ones(gram.shape[:-1])
-        for a in range(T):
-            if a != p:
-                rescaled = remedy_rescale(pair_gram(gram, p, a), self.k, self.max_stretch)
-                weights[..., a] = rescaled.auxiliary_scale
-                weights[..., p] = np.maximum(weights[..., p], rescaled.primary_scale)
+        if gram.shape[-1] > 1:
+            pairs, auxiliaries = auxiliary_pairs(gram, p)
+            rescaled = remedy_rescale(pairs, self.k, self.max_stretch)
+            weights[..., auxiliaries] = rescaled.auxiliary_scale
+            weights[..., p] = np.maximum(rescaled.primary_scale.max(axis=-1), 1.0)
         return weights

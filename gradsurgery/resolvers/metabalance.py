@@ -40,9 +40,10 @@ class MetaBalance(GramResolver):
         beta: the moving-average factor :math:`\beta \in [0, 1)` (paper default 0.9).
 
     ``primary``: the index of the primary (target) task; ``None`` means task 0.
-    Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram (only its diagonal is used),
-    :math:`O(TP)` for the sum. State: the ``B x T`` averaged norms (``B`` blocks), restored
-    exactly by :meth:`load_state_dict`; the blocks must be the same from step to step.
+    Cost: ``T`` backward passes, :math:`O(TP)` for the Gram's diagonal (the whole Gram,
+    :math:`O(T^2 P)`, where the autograd glue reports it), :math:`O(TP)` for the sum.
+    State: the ``B x T`` averaged norms (``B`` blocks), restored exactly by
+    :meth:`load_state_dict`; the blocks must be the same from step to step.
     The averages start at zero, like the reference; that bias is common to all tasks, so it
     cancels in :math:`m_p / m_k`.
 
@@ -62,6 +63,7 @@ class MetaBalance(GramResolver):
     """
 
     promises = frozenset({"scale_equivariant"})
+    reads_primary_only = True
 
     def __init__(self, relax: float = 0.7, beta: float = 0.9) -> None:
         if not (isinstance(relax, (int, float)) and 0.0 <= relax <= 1.0):

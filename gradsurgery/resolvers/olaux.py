@@ -53,8 +53,9 @@ class OLAux(GramResolver):
         initial_weight: the auxiliary weights' starting value (default 1).
 
     ``primary``: the index of the main task (its weight stays 1); ``None`` means task 0.
-    Cost: ``T`` backward passes, :math:`O(T^2 P)` for the Gram (only its primary row is
-    used), :math:`O(TP)` for the sum. State: the weights, the dot products summed over the
+    Cost: ``T`` backward passes, :math:`O(TP)` for the Gram's diagonal and primary row (the
+    whole Gram, :math:`O(T^2 P)`, where the autograd glue reports it), :math:`O(TP)` for the
+    sum. State: the weights, the dot products summed over the
     current horizon and the step count (:meth:`state_dict`), restored exactly.
 
     .. note::
@@ -74,6 +75,8 @@ class OLAux(GramResolver):
         >>> resolver.task_weights  # 1 + 1.0 * 0.1 * (g_main . g_aux) = 1 - 0.1
         tensor([1.0000, 0.9000], dtype=torch.float64)
     """
+
+    reads_primary_only = True
 
     def __init__(
         self,

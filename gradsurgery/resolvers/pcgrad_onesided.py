@@ -35,8 +35,9 @@ class OneSidedPCGrad(GramResolver):
     :func:`gradsurgery.backward` to match them.
 
     ``primary``: the index of the primary task; ``None`` means task 0. No hyper-parameters.
-    A zero :math:`p` is never projected onto. Cost: ``T`` backward passes, :math:`O(T^2 P)`
-    for the Gram (only its primary row is used), :math:`O(TP)` for the sum. Stateless.
+    A zero :math:`p` is never projected onto. Cost: ``T`` backward passes, :math:`O(TP)`
+    for the Gram's diagonal and primary row (the whole Gram, :math:`O(T^2 P)`, where the
+    autograd glue reports it), :math:`O(TP)` for the sum. Stateless.
 
     Example:
         >>> import torch, gradsurgery
@@ -46,6 +47,7 @@ class OneSidedPCGrad(GramResolver):
     """
 
     promises = frozenset({"scale_equivariant", "sum_without_conflict", "primary_nonconflicting"})
+    reads_primary_only = True
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         p = 0 if primary is None else primary

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 import gradsurgery
 from gradsurgery.resolvers import GradientRemedy
-from gradsurgery.resolvers.gr import pair_gram, remedy_projection, remedy_rescale
+from gradsurgery.resolvers.gr import (
+    auxiliary_pairs,
+    pair_gram,
+    remedy_projection,
+    remedy_rescale,
+    sum_in_order,
+)
 from tests.strategies import gradient_matrices
 
 
@@ -194,3 +200,39 @@ def test_weights_come_back_in_the_grams_dtype(dtype):
     # d = p + a' = (2 + s) p + a, with s = 1/sqrt(2) (see the test above)
     expected = torch.tensor([[2 + 1 / math.sqrt(2), 1.0]], dtype=dtype)
     torch.testing.assert_close(weights, expected)
+
+
+def test_auxiliary_pairs_takes_every_auxiliary_in_task_order():
+    gram = np.arange(2 * 4 * 4, dtype=np.float64).reshape(2, 4, 4)
+    pairs, auxiliaries = auxiliary_pairs(gram, 2)
+    assert auxiliaries.tolist() == [0, 1, 3]
+    for k, a in enumerate(auxiliaries):
+        one = pair_gram(gram, 2, int(a))
+        assert np.array_equal(np.broadcast_to(pairs.pp, (2, 3))[:, k], one.pp)
+        assert np.array_equal(pairs.aa[:, k], one.aa)
+        assert np.array_equal(pairs.pa[:, k], one.pa)
+
+
+def test_sum_in_order_adds_left_to_right():
+    terms = np.array([[1e16, 1.0, -1e16, 1.0]])
+    # left to right: (1e16 + 1) rounds to 1e16, so the first 1 is lost
+    assert sum_in_order(0.0, terms)[0] == 1.0
+    assert sum_in_order(2.0, terms[:, :0])[()] == 2.0
+
+
+@given(gradient_matrices(min_tasks=3, max_tasks=6))
+def test_several_auxiliaries_at_once_equal_one_at_a_time(G):
+    """The weights, taken for every auxiliary in one call, are those of a loop over the
+    auxiliaries (the paper's pair steps, composed as GradientRemedy's docstring says)."""
+    gram = (G.double() @ G.double().T).numpy()[None]
+    T = G.shape[0]
+    expected = np.zeros(T)
+    stretch, share = 1.0, 0.0
+    for a in range(1, T):
+        projected = remedy_projection(pair_gram(gram, 0, a))
+        rescaled = remedy_rescale(projected.gram, 5.0)
+        expected[a] = rescaled.auxiliary_scale[0]
+        share += float(rescaled.auxiliary_scale[0] * projected.shift[0])
+        stretch = max(stretch, float(rescaled.primary_scale[0]))
+    expected[0] = stretch + share
+    assert np.array_equal(GradientRemedy().host_weights(gram, primary=0)[0], expected)

@@ -1,7 +1,7 @@
 """The shared block kernels: Gram matrices and weighted sums, on every code path.
 
 Wide single blocks (at least 2**20 columns, at most 8 rows, on the CPU) take dedicated
-paths: dot products or cache-sized chunks for the Gram, row axpys for the sum. They must
+paths: cache-sized chunks summed in float64 for the Gram, row axpys for the sum. They must
 agree with a float64 reference like the general matrix-product path does.
 """
 
@@ -30,6 +30,15 @@ def test_gram_of_a_wide_block_matches_float64(tasks):
     assert torch.equal(gram[0], gram[0].T)
     # float32 sums of ~1e6 products: relative round-off well under 1e-4 of the largest entry
     torch.testing.assert_close(gram[0], reference, rtol=0, atol=1e-4 * reference.abs().max())
+
+
+@pytest.mark.parametrize("tasks", [2, 3])
+def test_gram_of_a_long_wide_block_is_summed_in_float64(tasks):
+    # 2**22 products near 1 each: torch.dot over all of them is off by 2e-6 relative here,
+    # the float64 sum of chunks by 1.5e-7.
+    G = torch.ones(tasks, 1 << 22) + 0.25 * torch.randn(tasks, 1 << 22, generator=torch.Generator())
+    gram = gram_of_blocks(G, [1 << 22])[0]
+    torch.testing.assert_close(gram, G.double() @ G.double().T, rtol=5e-7, atol=0.0)
 
 
 def test_gram_of_wide_and_narrow_blocks_together():

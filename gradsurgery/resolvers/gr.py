@@ -161,8 +161,9 @@ def remedy_rescale(gram: PairGram, k: float, max_stretch: float | None = None) -
     """
     pp, aa, _ = gram
     cos = _cosine(gram)
-    ratio_squared = aa / np.where(pp > 0, pp, 1.0)
-    dominant = (pp > 0) & (ratio_squared > k * k)
+    # ||a|| / ||p|| > K, compared without dividing: aa / pp overflows when the norms differ
+    # by more than about 1e154, and (K^2) pp overflows only where no aa can exceed it.
+    dominant = (pp > 0) & (aa > (k * k) * pp)
     rescale = dominant & (cos > _MIN_COS)
     safe_cos = np.where(rescale, cos, 1.0)
     stretch = 1.0 / safe_cos

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import gradsurgery
 from gradsurgery.resolvers import GradientRemedy
 from gradsurgery.resolvers.gr import (
+    PairGram,
     auxiliary_pairs,
     pair_gram,
     remedy_projection,
@@ -236,3 +238,12 @@ def test_several_auxiliaries_at_once_equal_one_at_a_time(G):
         stretch = max(stretch, float(rescaled.primary_scale[0]))
     expected[0] = stretch + share
     assert np.array_equal(GradientRemedy().host_weights(gram, primary=0)[0], expected)
+
+
+def test_dominance_of_norms_far_apart_is_found_without_overflow():
+    # ||a|| / ||p|| = 1e160: the squared ratio, 1e320, is beyond float64
+    gram = PairGram(pp=np.array([1e-320]), aa=np.array([1.0]), pa=np.array([1e-162]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rescaled = remedy_rescale(gram, 5.0)
+    assert rescaled.auxiliary_scale[0] < 1.0  # dominant, so the auxiliary was shrunk

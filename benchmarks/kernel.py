@@ -15,8 +15,9 @@ preallocated ``(P,)`` buffer is timed too, in its own pairs with the copy
 (``out_ratio_to_copy``): a new result's allocation, whose pages are faulted in afresh
 above the C allocator's mmap threshold, costs more than the method's passes at large P.
 
-``--profile`` adds, for the cheap methods at the largest size run, the top operators of
-``torch.profiler`` by self CPU time, to show where time goes when the goal is missed.
+``--profile`` adds, for the cheap methods at the smallest and the largest size run, one
+call's wall time, its operators' time and its top operators by self CPU time
+(``torch.profiler``), to show where time goes when the goal is missed.
 
 Run: ``python -m benchmarks.kernel`` (full) or ``--smoke``.
 """
@@ -116,7 +117,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = _common.machine(args.seed)
     selected = _common.methods(args.methods)
     records: list[dict[str, Any]] = []
-    largest: tuple[int, int] | None = None
     cells = [
         (size, tasks)
         for size in args.sizes
@@ -136,7 +136,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 copy,
                 args.repeats,
             )
-            largest = (tasks, size)
             for method in selected:
                 record: dict[str, Any] = {
                     "method": method,
@@ -175,7 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 records.append(record)
                 progress.advance(_progress(record))
             del G, buffer
-    profiles = profile_cheap(largest, selected, args) if args.profile and largest else {}
+    profiled = [_widest(cells, 0), _widest(cells, -1)] if args.profile and cells else []
+    profiles = profile_cheap(profiled, selected, args)
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
         "machine": info,
@@ -218,15 +218,27 @@ def _progress(record: dict[str, Any]) -> str:
     )
 
 
+PROFILED_CALLS = 20
+"""Calls per profile, averaged: one call's first operators carry the profiler's start-up."""
+
+
+def _widest(cells: list[tuple[int, int]], index: int) -> tuple[int, int]:
+    """``(T, P)``: the most tasks run at the ``index``-th smallest size."""
+    size = sorted({size for size, _ in cells})[index]
+    return max(tasks for size_, tasks in cells if size_ == size), size
+
+
 def profile_cheap(
-    largest: tuple[int, int], selected: list[str], args: argparse.Namespace
-) -> dict[str, list[dict[str, Any]]]:
-    """Top operators by self CPU time for each cheap method at the largest size."""
+    where: list[tuple[int, int]], selected: list[str], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """For each cheap method, at each ``(T, P)`` of ``where`` and at ``(2, P)``, per call
+    (the mean of :data:`PROFILED_CALLS`): the top operators by self CPU time (``top``),
+    the self CPU time of all operators (``operators_ms``) and the wall time (``wall_ms``),
+    both under the profiler. The wall time beyond the operators is the call's Python."""
     from torch.profiler import ProfilerActivity, profile
 
-    tasks, size = largest
-    out: dict[str, list[dict[str, Any]]] = {}
-    for T in sorted({2, tasks}):
+    out: dict[str, dict[str, Any]] = {}
+    for T, size in sorted({(T, size) for tasks, size in where for T in (2, tasks)}):
         G = _matrix(T, size, args.seed)
         losses = torch.ones(T)
         for method in selected:
@@ -236,14 +248,26 @@ def profile_cheap(
                 resolver = gradsurgery.get_resolver(method)
                 gradsurgery.resolve(G, method=resolver, losses=losses)
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    gradsurgery.resolve(G, method=resolver, losses=losses)
+                    start = time.perf_counter()
+                    for _ in range(PROFILED_CALLS):
+                        gradsurgery.resolve(G, method=resolver, losses=losses)
+                    wall = (time.perf_counter() - start) / PROFILED_CALLS
             except Exception:
                 continue  # the failure is already in the records
             events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-            out[f"{method} T={T} P={size:.0e}"] = [
-                {"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3}
-                for e in events[:6]
-            ]
+            per_call = 1e3 * PROFILED_CALLS  # microseconds in all calls -> milliseconds in one
+            out[f"{method} T={T} P={size:.0e}"] = {
+                "wall_ms": wall * 1e3,
+                "operators_ms": sum(e.self_cpu_time_total for e in events) / per_call,
+                "top": [
+                    {
+                        "op": e.key,
+                        "calls": e.count / PROFILED_CALLS,
+                        "self_ms": e.self_cpu_time_total / per_call,
+                    }
+                    for e in events[:6]
+                ],
+            }
         del G
     return out
 
@@ -356,13 +380,23 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     if result["profiles"]:
-        parts += ["## Where the time goes (torch.profiler, top operators by self CPU time)", ""]
-        for name, rows_ in result["profiles"].items():
+        parts += [
+            "## Where the time goes (torch.profiler, top operators by self CPU time)",
+            "",
+            "Each cheap method at the smallest and the largest size, per call (the mean of "
+            f"{PROFILED_CALLS} under the profiler, which slows small calls): the wall time, the "
+            "self CPU time of all its operators, and the top operators. What the operators "
+            "leave of the wall time is the call's Python.",
+            "",
+        ]
+        for name, profiled in result["profiles"].items():
             parts += [
-                f"**{name}**",
+                f"**{name}**: {profiled['wall_ms']:.3g} ms, of which "
+                f"{profiled['operators_ms']:.3g} ms in operators",
                 "",
                 _common.markdown_table(
-                    ["op", "calls", "self ms"], [[r["op"], r["calls"], r["self_ms"]] for r in rows_]
+                    ["op", "calls", "self ms"],
+                    [[r["op"], r["calls"], r["self_ms"]] for r in profiled["top"]],
                 ),
                 "",
             ]

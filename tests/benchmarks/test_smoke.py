@@ -109,7 +109,13 @@ def test_kernel_smoke(tmp_path):
             assert record.get("out_error") or record["out_ratio_to_copy"] > 0
         else:
             assert "out_ratio_to_copy" not in record
-    assert "sum T=2 P=1e+04" in result["profiles"]
+    profiles = result["profiles"]
+    assert {"sum T=2 P=1e+03", "sum T=4 P=1e+03", "sum T=2 P=1e+04", "gr T=4 P=1e+04"} <= set(
+        profiles
+    )
+    for profiled in profiles.values():
+        assert profiled["wall_ms"] > 0 and profiled["operators_ms"] > 0
+        assert 0 < len(profiled["top"]) <= 6
     assert "goal" in (tmp_path / "kernel.md").read_text()
     assert (tmp_path / "kernel.png").stat().st_size > 0
 

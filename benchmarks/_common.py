@@ -258,6 +258,17 @@ def benchmark_parser(name: str, description: str, smoke_help: str) -> argparse.A
     return parser
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 1 (a count of pairs or steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--seed``, ``--out`` and ``--quiet``, shared by every benchmark."""
     parser.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,8 @@ percentiles of the per-pair ratios and a 95% confidence interval for their media
 (:func:`median_interval`).
 
 Head to head: each method gradsurgery shares with a peer is also timed interleaved with
-that peer's step directly (gradsurgery at global granularity), in pairs as above, and
+that peer's step directly (gradsurgery at global granularity), in pairs as above (at least
+``--head-to-head-repeats`` of them, by default ``--repeats``), and
 ``head_to_head`` in ``overhead_run.json`` holds the median of the
 per-pair ratios ours / theirs, its 95% confidence interval and the ratios' quartiles: one
 ratio's noise, where the quotient of the two steps' ratios to the baseline would compound
@@ -339,6 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = {
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "head_to_head_repeats": args.head_to_head_repeats,
         "memory_repeats": args.memory_repeats,
         "min_seconds": args.min_seconds,
         "optimizer": "SGD(lr=1e-4)",
@@ -491,7 +493,7 @@ def _head_to_head(
             theirs,
             clear,
             warmup=args.warmup,
-            repeats=args.repeats,
+            repeats=args.head_to_head_repeats,
             memory_repeats=0,
             min_seconds=args.min_seconds,
         )
@@ -817,7 +819,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--models", nargs="*", choices=list(MODELS), help=f"only these models ({', '.join(MODELS)})"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip TorchJD and LibMTL")
-    parser.add_argument("--repeats", type=int, default=None, help="timed pairs (default 30)")
+    parser.add_argument(
+        "--repeats", type=_common.positive_int, default=None, help="timed pairs (default 30)"
+    )
+    parser.add_argument(
+        "--head-to-head-repeats",
+        type=_common.positive_int,
+        default=None,
+        help="timed pairs of each head-to-head comparison with a peer, at least "
+        "(default: --repeats)",
+    )
     parser.add_argument(
         "--min-seconds",
         type=float,
@@ -843,6 +854,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name, default in zip(("repeats", "warmup", "memory_repeats", "min_seconds"), defaults):
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if args.head_to_head_repeats is None:
+        args.head_to_head_repeats = args.repeats
     return args
 
 

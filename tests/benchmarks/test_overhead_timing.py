@@ -74,3 +74,12 @@ def test_verdict_reads_the_interval():
     assert overhead._verdict({**row, "ratio_time_ci95": [1.01, 1.03]}) == "slower"
     assert overhead._verdict({**row, "ratio_time_ci95": [0.97, 0.99]}) == "faster"
     assert overhead._verdict({**row, "ratio_time_ci95": [0.99, 1.03]}) == "within the noise"
+
+
+def test_head_to_head_repeats_default_to_repeats_and_must_be_positive():
+    assert overhead.parse_args(["--repeats", "7"]).head_to_head_repeats == 7
+    args = overhead.parse_args(["--repeats", "7", "--head-to-head-repeats", "40"])
+    assert (args.repeats, args.head_to_head_repeats) == (7, 40)
+    for bad in (["--repeats", "0"], ["--head-to-head-repeats", "-3"], ["--repeats", "x"]):
+        with pytest.raises(SystemExit):
+            overhead.parse_args(bad)

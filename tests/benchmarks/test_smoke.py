@@ -34,7 +34,7 @@ def test_help_describes_the_benchmark(module, capsys):
 
 
 def test_overhead_smoke(tmp_path):
-    overhead.main(["--smoke", "--quiet", "--out", str(tmp_path)])
+    overhead.main(["--smoke", "--quiet", "--head-to-head-repeats", "3", "--out", str(tmp_path)])
     records = json.loads((tmp_path / "overhead.json").read_text())
     assert isinstance(records, list) and records
     required = {"library", "model", "method", "granularity", "tasks", "ratio_time", "ratio_memory"}
@@ -86,6 +86,8 @@ def test_overhead_smoke(tmp_path):
         assert row.get("error") or (
             row["ratio_time"] > 0 and row["ratio_time_q25"] <= row["ratio_time_q75"]
         )
+        assert row.get("error") or row["pairs"] == 3  # --head-to-head-repeats, not --repeats
+    assert all(r["pairs"] == 2 for r in records if not r.get("error"))  # smoke's --repeats
     if rows:
         assert "head to head" in (tmp_path / "overhead.md").read_text()
         assert (tmp_path / "overhead_peers.png").stat().st_size > 0

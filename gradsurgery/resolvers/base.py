@@ -256,7 +256,7 @@ def gram_of_primary(G: Tensor, primary: int) -> Tensor:
     eight tasks on the CPU that is longer than reading ``G`` (``benchmarks/kernel.py``).
     On the CPU the columns are taken in chunks of :math:`2^{17}` whose dot products are
     summed in float64, which bounds the round-off of long float32 sums (a float32 dot
-    product of :math:`10^8` terms can be off by :math:`10^{-3}` relative).
+    product of :math:`10^8` terms can be off by :math:`10^{-2}` relative).
     """
     T, P = G.shape
     work = G if G.dtype == _working_dtype(G.dtype) else G.to(_working_dtype(G.dtype))

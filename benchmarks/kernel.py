@@ -486,7 +486,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-gib", type=float, default=2.0, help="skip matrices larger than this (default 2 GiB)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="interleaved timed pairs (default 5)"
+        "--repeats",
+        type=_common.positive_int,
+        default=None,
+        help="interleaved timed pairs (default 5)",
     )
     parser.add_argument(
         "--min-sample-ms",

@@ -66,3 +66,10 @@ def test_a_negative_minimum_sample_is_refused(capsys):
     with pytest.raises(SystemExit):
         kernel.parse_args(["--min-sample-ms", "-1"])
     assert "--min-sample-ms" in capsys.readouterr().err
+
+
+def test_repeats_must_be_positive():
+    assert kernel.parse_args(["--repeats", "3"]).repeats == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            kernel.parse_args(["--repeats", bad])

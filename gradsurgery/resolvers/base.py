@@ -234,8 +234,7 @@ def _gram_of_wide_block(block: Tensor) -> Tensor:
     The CPU's matrix product is several times slower than a read of the block for such
     shapes (``benchmarks/kernel.py``). Column chunks small enough to stay in cache are
     multiplied one by one and summed in float64, which also bounds the round-off of a long
-    float32 sum: about :math:`10^{-6}` relative, where one float32 dot product of
-    :math:`10^8` terms can be off by :math:`10^{-2}`.
+    float32 sum, which otherwise grows with the number of columns.
     """
     T = block.shape[0]
     gram = torch.zeros(T, T, dtype=torch.float64)
@@ -255,8 +254,8 @@ def gram_of_primary(G: Tensor, primary: int) -> Tensor:
     where the whole Gram matrix takes :math:`T(T + 1) / 2`, :math:`O(T^2 P)`: from about
     eight tasks on the CPU that is longer than reading ``G`` (``benchmarks/kernel.py``).
     On the CPU the columns are taken in chunks of :math:`2^{17}` whose dot products are
-    summed in float64, which bounds the round-off of long float32 sums (a float32 dot
-    product of :math:`10^8` terms can be off by :math:`10^{-2}` relative).
+    summed in float64, which bounds the round-off of long float32 sums (it otherwise grows
+    with the number of columns).
     """
     T, P = G.shape
     work = G if G.dtype == _working_dtype(G.dtype) else G.to(_working_dtype(G.dtype))

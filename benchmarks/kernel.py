@@ -14,6 +14,9 @@ gate) is a ratio of at most 3. For them, ``resolve(..., out=direction)`` into on
 preallocated ``(P,)`` buffer is timed too, in its own pairs with the copy
 (``out_ratio_to_copy``): a new result's allocation, whose pages are faulted in afresh
 above the C allocator's mmap threshold, costs more than the method's passes at large P.
+And the same call on a ``(T, 16)`` matrix into a ``(16,)`` buffer, also paired with the
+copy (``fixed_ratio_to_copy``): the call's fixed cost (argument checks, the ``T x T``
+algebra, each operator's dispatch), which the goal must also cover at small P.
 
 ``--profile`` adds, for the cheap methods at the smallest and the largest size run, one
 call's wall time, its operators' time and its top operators by self CPU time
@@ -46,6 +49,10 @@ GOAL = 3.0
 
 MIN_SAMPLE_SECONDS = 0.005
 """The shortest timed sample: shorter calls are repeated back to back within one sample."""
+
+FIXED_COST_COLUMNS = 16
+"""Columns of the matrix on which a call's fixed cost is timed: its passes over so few
+columns take well under a microsecond."""
 
 
 @dataclass
@@ -198,14 +205,32 @@ def _into_out(
     args: argparse.Namespace,
 ) -> dict[str, float]:
     """``resolve(..., out=direction)`` into one ``(P,)`` buffer, paired with the copy: the
-    method's own passes over the matrix, without allocating (and faulting in) a result."""
+    method's own passes over the matrix, without allocating (and faulting in) a result.
+    And the same on the first :data:`FIXED_COST_COLUMNS` columns of ``G``, paired with the
+    copy of the whole: the call's fixed cost, in copies of ``G``."""
+    paired = time_paired(_into_buffer(G, resolver, losses, args), copy, args.repeats)
+    small = G[:, :FIXED_COST_COLUMNS].clone()
+    fixed = time_paired(_into_buffer(small, resolver, losses, args), copy, args.repeats)
+    return {
+        "out_seconds": paired.seconds,
+        "out_ratio_to_copy": paired.ratio,
+        "fixed_seconds": fixed.seconds,
+        "fixed_ratio_to_copy": fixed.ratio,
+    }
+
+
+def _into_buffer(
+    G: torch.Tensor,
+    resolver: gradsurgery.resolvers.Resolver,
+    losses: torch.Tensor,
+    args: argparse.Namespace,
+) -> Timer:
+    """A calibrated timer of ``resolve(G, ..., out=direction)`` into one ``(P,)`` buffer."""
     direction = torch.empty(G.shape[1], dtype=G.dtype)
-    into = Timer.calibrated(
+    return Timer.calibrated(
         partial(gradsurgery.resolve, G, method=resolver, losses=losses, out=direction),
         args.min_sample_seconds,
     )
-    paired = time_paired(into, copy, args.repeats)
-    return {"out_seconds": paired.seconds, "out_ratio_to_copy": paired.ratio}
 
 
 def _progress(record: dict[str, Any]) -> str:
@@ -318,6 +343,10 @@ def markdown(result: dict[str, Any]) -> str:
             _verdict(r.get("ratio_to_copy")),
             None if r.get("out_ratio_to_copy") is None else round(r["out_ratio_to_copy"], 2),
             _verdict(r.get("out_ratio_to_copy")),
+            None if r.get("fixed_ratio_to_copy") is None else round(r["fixed_ratio_to_copy"], 2),
+            None
+            if r.get("fixed_ratio_to_copy") is None
+            else round(r["out_ratio_to_copy"] - r["fixed_ratio_to_copy"], 2),
         ]
         for r in records
         if r["cheap"]
@@ -361,7 +390,12 @@ def markdown(result: dict[str, Any]) -> str:
         "reference's last column), i.e. the method's own passes over the data. `out=`: "
         "`resolve(G, ..., out=direction)` writing into one preallocated `(P,)` buffer, "
         "timed in its own pairs with the copy. The goal is judged on each: "
-        "a new result, and into `out=`.",
+        "a new result, and into `out=`. `fixed cost`: the same call into `out=` on the "
+        f"matrix's first {FIXED_COST_COLUMNS} columns, over the copy of the whole matrix "
+        "(paired likewise): what a call costs whatever P (argument checks, the T x T "
+        "algebra, each operator's dispatch); `out= less fixed` is what is left, the passes "
+        "over the data. Where the fixed cost alone exceeds the goal, no pass over the data "
+        "can meet it.",
         "",
         _common.markdown_table(
             [
@@ -374,6 +408,8 @@ def markdown(result: dict[str, Any]) -> str:
                 "goal",
                 "x copy, out=",
                 "goal, out=",
+                "fixed cost, x copy",
+                "out= less fixed",
             ],
             goal_rows,
         ),
@@ -418,6 +454,11 @@ def _series(records: list[dict[str, Any]], method: str, key: str) -> list[tuple[
     )
 
 
+FIXED_COST_FLOOR = 0.3
+"""The plot's lowest ratio: every measured call lies above it, while the fixed cost, which
+falls as 1/P, leaves the axis at large P instead of squashing the rest."""
+
+
 def plot(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -453,16 +494,32 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
                     label=f"{method}, out=",
                     linewidth=1,
                 )
+            fixed = _series(subset, method, "fixed_ratio_to_copy")
+            if fixed:  # falls as 1/P: below the axis from about P = 1e7
+                ax.plot(
+                    *zip(*fixed),
+                    ":",
+                    marker="o",
+                    markersize=3,
+                    fillstyle="none",
+                    color=colours[method],
+                    label=f"{method}, fixed cost",
+                    linewidth=1,
+                )
         ax.axhline(GOAL, color="k", linewidth=0.8, linestyle=":", label=f"goal ({GOAL:g}x)")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=FIXED_COST_FLOOR)
         ax.set_title(f"T = {tasks}")
         ax.set_xlabel("P")
     axes[0][0].set_ylabel("time of resolve / time of copy")
-    for ax in axes[0]:
-        ax.legend(fontsize=6, loc="upper right")
+    # One legend for all panels, from the one with the most entries (T = 2 has pcgrad).
+    handles, labels = max(
+        (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda h: len(h[1])
+    )
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks import kernel
 
@@ -73,3 +74,23 @@ def test_repeats_must_be_positive():
     for bad in ("0", "-1", "two"):
         with pytest.raises(SystemExit):
             kernel.parse_args(["--repeats", bad])
+
+
+def test_the_fixed_cost_is_the_call_on_a_few_columns_over_the_whole_copy(clock, monkeypatch):
+    # resolve takes 6 ms on the whole (2, 1000) matrix and 2 ms on its first 16 columns;
+    # the copy of the whole takes 1 ms: into out= it is 6 copies, of which 2 are fixed.
+    seen = []
+
+    def fake_resolve(G, *, method, losses, out):
+        seen.append((tuple(G.shape), tuple(out.shape)))
+        clock.now += 0.006 if G.shape[1] == 1000 else 0.002
+
+    monkeypatch.setattr(kernel.gradsurgery, "resolve", fake_resolve)
+    args = kernel.parse_args(["--repeats", "3", "--min-sample-ms", "0"])
+    copy = kernel.Timer(clock.call_taking(0.001), calls=1)
+    G = torch.zeros(2, 1000)
+    timed = kernel._into_out(G, object(), torch.ones(2), copy, args)
+    assert set(seen) == {((2, 1000), (1000,)), ((2, kernel.FIXED_COST_COLUMNS), (16,))}
+    assert timed["out_ratio_to_copy"] == pytest.approx(6.0)
+    assert timed["fixed_ratio_to_copy"] == pytest.approx(2.0)
+    assert timed["fixed_seconds"] == pytest.approx(0.002)

@@ -108,9 +108,12 @@ def test_kernel_smoke(tmp_path):
         assert record["cheap"] == kernel.is_cheap(record["method"], record["tasks"])
         assert record.get("error") or record["ratio_to_copy"] > 0
         if record["cheap"] and not record.get("error"):
-            assert record.get("out_error") or record["out_ratio_to_copy"] > 0
+            assert record.get("out_error") or (
+                record["out_ratio_to_copy"] > 0 and record["fixed_ratio_to_copy"] > 0
+            )
         else:
             assert "out_ratio_to_copy" not in record
+            assert "fixed_ratio_to_copy" not in record
     profiles = result["profiles"]
     assert {"sum T=2 P=1e+03", "sum T=4 P=1e+03", "sum T=2 P=1e+04", "gr T=4 P=1e+04"} <= set(
         profiles
@@ -118,7 +121,8 @@ def test_kernel_smoke(tmp_path):
     for profiled in profiles.values():
         assert profiled["wall_ms"] > 0 and profiled["operators_ms"] > 0
         assert 0 < len(profiled["top"]) <= 6
-    assert "goal" in (tmp_path / "kernel.md").read_text()
+    report = (tmp_path / "kernel.md").read_text()
+    assert "goal" in report and "fixed cost, x copy" in report
     assert (tmp_path / "kernel.png").stat().st_size > 0
 
 

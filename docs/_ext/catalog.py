@@ -25,7 +25,7 @@ KNOWN_PROMISES: dict[str, tuple[str, str]] = {
     "primary_nonconflicting": (
         "primary-safe",
         "with a primary task :math:`p`, the direction never conflicts with it: "
-        ":math:`d \\cdot g_p \\ge 0`.",
+        ":math:`d \\cdot g_p \\ge 0` (up to rounding).",
     ),
     "sum_without_conflict": (
         "sum if no conflict",

@@ -93,8 +93,9 @@ class Resolver(ABC):
             ``"permutation_invariant"`` (reordering the tasks leaves :math:`d` unchanged),
             ``"sum_without_conflict"`` (without conflicting pairs, and without dominance for
             GR, :math:`d = \sum_i g_i`), ``"primary_nonconflicting"`` (with a primary task,
-            :math:`d \cdot g_p \ge 0`), ``"non_conflicting"`` (:math:`d \cdot g_i \ge 0`
-            for every task, up to the method's documented regularisation).
+            :math:`d \cdot g_p \ge 0` up to rounding), ``"non_conflicting"``
+            (:math:`d \cdot g_i \ge 0` for every task, up to the method's documented
+            regularisation).
     """
 
     needs_losses: bool = False

@@ -52,6 +52,10 @@ class CAGrad(HostGramResolver):
     known only to about :math:`\sqrt{\epsilon} \max_i \|g_i\|`, so a smaller one is
     rounding (a zero gradient among the tasks, say). The cut is relative, so
     scale-equivariant, but a matrix sitting on it may fall either side after rounding.
+    Above the cut, the Gram's rounding, about :math:`\epsilon \max_i \|g_i\|^2`, is
+    relative to :math:`\|g_w\|^2`: :math:`d` is known to within about
+    :math:`\epsilon \max_i \|g_i\|^2 / \|g_w\|^2` relative, which grows where
+    :math:`g_w` cancels (two nearly opposite gradients).
 
     Args:
         c: the radius :math:`c \ge 0` relative to :math:`\|g_0\|`; default 0.4 (the nyuv2

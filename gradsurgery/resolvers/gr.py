@@ -229,7 +229,14 @@ class GradientRemedy(RescaleOptions):
     :math:`d = \max_k(1/\cos\theta'_k)\, p + \sum_k \cos\theta'_k\, a'_k` (with
     :math:`1/\cos\theta'_k = \cos\theta'_k = 1` for an auxiliary that does not dominate).
     Every :math:`a'_k` makes a non-obtuse angle with :math:`p`, so :math:`d \cdot p > 0`
-    whenever :math:`p \ne 0`: the result never conflicts with the primary task.
+    whenever :math:`p \ne 0`: the result never conflicts with the primary task. In
+    floating point this holds up to rounding where an auxiliary gradient is more than
+    :math:`10^{12}` times as long as :math:`p`: its cosine with :math:`p` after the
+    projection is then below :math:`10^{-12}`, which counts as zero (no rescale, see
+    :func:`remedy_rescale`), and :math:`d`'s component along :math:`p`, about
+    :math:`\|p\|`, can drop below the rounding of :math:`d`'s entries, about
+    :math:`\epsilon \|a\|`: in float32 from :math:`10^{12}`, in float64 from about
+    :math:`1/\epsilon = 4.5 \times 10^{15}`.
 
     Args:
         k: dominance threshold :math:`K`; the paper uses 5 and requires :math:`K > 1`.

@@ -50,7 +50,59 @@ def test_scale_equivariant(method, G, scale, data):
         assume(not bool(((ratios > 1e-8) & (ratios < 1e-6)).any()))
     expected = scale * run(method, G, primary)
     actual = run(method, scale * G, primary)
-    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale * (1 + G.abs().max()))
+    tolerance = max(1e-6, documented_precision(method, G))
+    torch.testing.assert_close(
+        actual, expected, rtol=tolerance, atol=tolerance * scale * (1 + G.abs().max())
+    )
+
+
+NEAR_OPPOSITE = torch.zeros(5, 5, dtype=torch.float64)
+NEAR_OPPOSITE[0, 4], NEAR_OPPOSITE[1, 0], NEAR_OPPOSITE[4] = (
+    2.0,
+    12.0,
+    torch.tensor([-1e-5, 0.0, 0.0, 0.0, -4.0]),
+)
+NEAR_PARALLEL = torch.tensor([[14.0, 6.1035e-5], [1.0, 0.0]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("method", "G", "scale"), [("cagrad", NEAR_OPPOSITE, 1e-3), ("imtl", NEAR_PARALLEL, 3.0)]
+)
+def test_scale_equivariant_within_the_documented_precision(method, G, scale):
+    # The cases the thorough hypothesis profile found beyond the shared 1e-6 (1.5e-5 and
+    # 1.6e-5): still well within what the docstrings state.
+    expected = scale * run(method, G)
+    error = float((run(method, scale * G) - expected).norm() / expected.norm())
+    assert error < documented_precision(method, G)
+
+
+def documented_precision(method: str, G: torch.Tensor) -> float:
+    """The relative rounding a method's docstring states for ``G``, where it can exceed
+    the shared tests' tolerances (0 elsewhere)."""
+    eps = torch.finfo(G.dtype).eps
+    if method in ("imtl", "aligned_mtl"):
+        # Relative to the condition number of the Gram on its kept spectrum. Hypothesis
+        # found 1.6e-5 for imtl on rows (14, 6.1e-5) and (1, 0) (condition 5e10).
+        return 16 * eps * kept_condition(G)
+    if method == "cagrad":
+        # The Gram's rounding, eps max ||g_i||^2, relative to ||g_w||^2. Hypothesis found
+        # 1.5e-5 with two nearly opposite rows, whose g_w cancels to 3e-7 of max ||g_i||.
+        g_w = cagrad_combination_norm(G)
+        return 16 * eps * float(G.norm(dim=1).max() / g_w) ** 2 if g_w > 0 else 0.0
+    return 0.0
+
+
+def cagrad_combination_norm(G: torch.Tensor) -> float:
+    """``||g_w||`` of CAGrad's dual solution on ``G`` (defaults c = 0.4, ``1+c^2``), read
+    off its weights ``(1/T + (c ||g_0|| / ||g_w||) w) / (1 + c^2)`` with ``sum(w) = 1``;
+    0 where ``g_w`` counts as zero (the weights are uniform)."""
+    resolver = gradsurgery.get_resolver("cagrad")
+    weights = resolver.resolve_blocks(G, (G.shape[1],)).weights
+    assert weights is not None
+    T, c = G.shape[0], resolver.c
+    step = float((weights[0] * (1 + c * c) - 1 / T).sum())  # c ||g_0|| / ||g_w||
+    radius = c * float(G.mean(dim=0).norm())
+    return radius / step if step > 1e-12 else 0.0
 
 
 def kept_condition(G: torch.Tensor) -> float:

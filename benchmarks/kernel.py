@@ -455,8 +455,17 @@ def _series(records: list[dict[str, Any]], method: str, key: str) -> list[tuple[
 
 
 FIXED_COST_FLOOR = 0.3
-"""The plot's lowest ratio: every measured call lies above it, while the fixed cost, which
+"""The plot's lowest ratio, unless a method's own ratio lies lower: the fixed cost, which
 falls as 1/P, leaves the axis at large P instead of squashing the rest."""
+
+
+def plot_floor(records: list[dict[str, Any]]) -> float:
+    """The plot's lowest ratio: :data:`FIXED_COST_FLOOR`, or lower to keep every method's
+    own ratio (a new result or into ``out=``) in view."""
+    measured = [
+        float(r[k]) for r in records for k in ("ratio_to_copy", "out_ratio_to_copy") if r.get(k)
+    ]
+    return min([FIXED_COST_FLOOR] + [0.8 * ratio for ratio in measured])
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
@@ -470,6 +479,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         1, len(task_counts), figsize=(3.6 * len(task_counts), 3.6), sharey=True, squeeze=False
     )
     cheap_methods = sorted({r["method"] for r in records if r["cheap"]})
+    bottom = plot_floor(records)
     colours = {method: f"C{index}" for index, method in enumerate(cheap_methods)}
     for ax, tasks in zip(axes[0], task_counts):
         subset = [r for r in records if r["tasks"] == tasks]
@@ -509,7 +519,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         ax.axhline(GOAL, color="k", linewidth=0.8, linestyle=":", label=f"goal ({GOAL:g}x)")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_ylim(bottom=FIXED_COST_FLOOR)
+        ax.set_ylim(bottom=bottom)
         ax.set_title(f"T = {tasks}")
         ax.set_xlabel("P")
     axes[0][0].set_ylabel("time of resolve / time of copy")

@@ -94,3 +94,10 @@ def test_the_fixed_cost_is_the_call_on_a_few_columns_over_the_whole_copy(clock, 
     assert timed["out_ratio_to_copy"] == pytest.approx(6.0)
     assert timed["fixed_ratio_to_copy"] == pytest.approx(2.0)
     assert timed["fixed_seconds"] == pytest.approx(0.002)
+
+
+def test_the_plot_keeps_every_method_ratio_in_view():
+    records = [{"ratio_to_copy": 2.0, "out_ratio_to_copy": 1.0, "fixed_ratio_to_copy": 0.01}]
+    assert kernel.plot_floor(records) == kernel.FIXED_COST_FLOOR  # the fixed cost may leave
+    records.append({"ratio_to_copy": 0.2, "out_ratio_to_copy": None})
+    assert kernel.plot_floor(records) == pytest.approx(0.16)

@@ -39,7 +39,11 @@ class UPGrad(GramResolver):
     (:func:`~gradsurgery.resolvers._simplex.nonnegative_quadratic` on :math:`v - e_i/T`),
     all of them, for all blocks, in one batch.
 
-    Without regularisation :math:`d` is non-conflicting (:math:`J d \ge 0`); with it,
+    Without regularisation :math:`d` is non-conflicting (:math:`J d \ge 0`) up to the
+    rounding of the solve, which the condition number of :math:`Q` amplifies: two task
+    gradients opposed to within :math:`10^{-6}` (a condition number of about
+    :math:`10^{13}`) can leave :math:`g_k \cdot d` about
+    :math:`2 \times 10^{-8} \operatorname{tr}(Q)` below zero. With it,
     :math:`g_k \cdot d \ge -\varepsilon_{reg} \operatorname{tr}(Q)\, w_k`, a tiny violation.
     Without any conflict, :math:`d` is the mean (up to the regularisation).
 

@@ -40,10 +40,10 @@ class UPGrad(GramResolver):
     all of them, for all blocks, in one batch.
 
     Without regularisation :math:`d` is non-conflicting (:math:`J d \ge 0`) up to the
-    rounding of the solve, which the condition number of :math:`Q` amplifies: two task
-    gradients opposed to within :math:`10^{-6}` (a condition number of about
-    :math:`10^{13}`) can leave :math:`g_k \cdot d` about
-    :math:`2 \times 10^{-8} \operatorname{tr}(Q)` below zero. With it,
+    solve's round-off, which grows where the projection is ill-posed: a task gradient
+    :math:`10^6` times smaller than one it opposes, or two task gradients opposed to within
+    about :math:`10^{-6}` rad, can leave :math:`g_k \cdot d` slightly negative (about
+    :math:`10^{-8} \operatorname{tr}(Q)` in the cases the tests pin). With it,
     :math:`g_k \cdot d \ge -\varepsilon_{reg} \operatorname{tr}(Q)\, w_k`, a tiny violation.
     Without any conflict, :math:`d` is the mean (up to the regularisation).
 

@@ -16,11 +16,9 @@ def documented_precision(method: str, G: torch.Tensor) -> float:
     """The relative rounding a method's docstring states for ``G``, where it can exceed
     the shared tests' tolerances (0 elsewhere)."""
     eps = torch.finfo(G.dtype).eps
-    if method in ("imtl", "aligned_mtl", "upgrad"):
+    if method in ("imtl", "aligned_mtl"):
         # Relative to the condition number of the Gram on its kept spectrum. Hypothesis
-        # found 1.6e-5 for imtl on rows (14, 6.1e-5) and (1, 0) (condition 1e13), and
-        # upgrad (without regularisation) 2e-8 ||G||_F^2 below zero in g_k . d with two
-        # rows opposed to within 1e-6 (condition 1.7e13).
+        # found 1.6e-5 for imtl on rows (14, 6.1e-5) and (1, 0) (condition 1e13).
         return 16 * eps * kept_condition(G)
     if method == "cagrad":
         # The Gram's rounding, eps max ||g_i||^2, relative to ||g_w||^2. Hypothesis found

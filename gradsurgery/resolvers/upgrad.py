@@ -39,11 +39,16 @@ class UPGrad(GramResolver):
     (:func:`~gradsurgery.resolvers._simplex.nonnegative_quadratic` on :math:`v - e_i/T`),
     all of them, for all blocks, in one batch.
 
-    Without regularisation :math:`d` is non-conflicting (:math:`J d \ge 0`) up to the
-    solve's round-off, which grows where the projection is ill-posed: a task gradient
-    :math:`10^6` times smaller than one it opposes, or two task gradients opposed to within
-    about :math:`10^{-6}` rad, can leave :math:`g_k \cdot d` slightly negative (about
-    :math:`10^{-8} \operatorname{tr}(Q)` in the cases the tests pin). With it,
+    Without regularisation :math:`d` is non-conflicting (:math:`J d \ge 0`) up to
+    round-off: the Gram resolves combinations of the gradients only to about
+    :math:`\sqrt{\epsilon}` of their scale, so where the dual cone is nearly degenerate (a
+    task opposed, to within about :math:`10^{-6}` rad, by another or by a combination of
+    others) :math:`g_k \cdot d` can fall below zero by about
+    :math:`10^{-8} \operatorname{tr}(Q)` (at most :math:`16 \sqrt{\epsilon}
+    \operatorname{tr}(Q)` in the tests); a task :math:`10^6` times smaller than one it
+    opposes can leave more (:math:`2 \times 10^{-6} \operatorname{tr}(Q)` on rows
+    :math:`(1, -1.4 \cdot 10^{-6})`, :math:`(-1.4 \cdot 10^{-6}, 1)`,
+    :math:`(-1.4 \cdot 10^{-6}, -1.4 \cdot 10^{-6})`). With it,
     :math:`g_k \cdot d \ge -\varepsilon_{reg} \operatorname{tr}(Q)\, w_k`, a tiny violation.
     Without any conflict, :math:`d` is the mean (up to the regularisation).
 

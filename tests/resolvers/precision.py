@@ -17,8 +17,12 @@ def documented_precision(method: str, G: torch.Tensor) -> float:
     the shared tests' tolerances (0 elsewhere)."""
     eps = torch.finfo(G.dtype).eps
     if method in ("imtl", "aligned_mtl"):
-        # Relative to the condition number of the Gram on its kept spectrum. Hypothesis
-        # found 1.6e-5 for imtl on rows (14, 6.1e-5) and (1, 0) (condition 1e13).
+        # Their weights solve Q v = s or apply Lambda^{-1/2}: rounding is relative to the
+        # condition number of Q on its kept spectrum (their docstrings). Hypothesis found,
+        # under permutation, 2.7e7 for imtl (two nearly parallel gradients of norms 28 and
+        # 0.35 beside one of 64; a relative difference of 2.5e-9) and 3.6e11 for
+        # aligned_mtl (rows of norm 12 and two of 1.4e-5; 9e-5); under scaling, 1.6e-5 for
+        # imtl on rows (14, 6.1e-5) and (1, 0) (condition 1e13).
         return 16 * eps * kept_condition(G)
     if method == "cagrad":
         # The Gram's rounding, eps max ||g_i||^2, relative to ||g_w||^2. Hypothesis found

@@ -12,7 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import gradsurgery
-from tests.resolvers.precision import documented_precision, kept_condition
+from tests.resolvers.precision import documented_precision
 from tests.strategies import gradient_matrices, nonconflicting_matrices
 
 METHODS = gradsurgery.available()
@@ -94,13 +94,9 @@ def test_permutation_invariant(method, G, data):
         # sqrt(eps) max ||g_i|| in d (its docstring): two gradients 1e-6 apart with norms
         # near 7 differ in ||g||^2 by 20 ulp of it, and either may be returned.
         atol = 16 * torch.finfo(G.dtype).eps ** 0.5 * float(G.norm(dim=1).max())
-    if method in ("imtl", "aligned_mtl"):
-        # Their weights solve Q v = s or apply Lambda^{-1/2}: rounding is relative to the
-        # condition number of Q on its kept spectrum (their docstrings). Hypothesis found
-        # 2.7e7 for imtl (two nearly parallel gradients of norms 28 and 0.35 beside one of
-        # 64; a relative difference of 2.5e-9) and 3.6e11 for aligned_mtl (rows of norm 12
-        # and two of 1.4e-5; 9e-5).
-        tolerance = atol = max(tolerance, 16 * torch.finfo(G.dtype).eps * kept_condition(G))
+    precision = documented_precision(method, G)  # imtl and aligned_mtl: a condition number
+    if precision > tolerance:
+        tolerance = atol = precision
     torch.testing.assert_close(
         run(method, G[list(order)]), run(method, G), rtol=tolerance, atol=max(atol, tolerance)
     )

@@ -449,13 +449,15 @@ class ConflictMonitor:
         (log scale, with :math:`K` marked); the distribution of the pairwise cosines; the
         angle between the resolved direction and each task gradient over training.
 
-        Needs matplotlib (an optional dependency, imported here only).
+        Needs matplotlib (the optional ``plot`` extra, ``pip install gradsurgery[plot]``;
+        imported here only).
         """
         try:
             from matplotlib.figure import Figure
-        except ImportError as error:  # pragma: no cover - depends on the environment
+        except ImportError as error:
             raise ImportError(
-                "ConflictMonitor.plot needs matplotlib: pip install matplotlib"
+                "ConflictMonitor.plot needs matplotlib: pip install 'gradsurgery[plot]' "
+                "(or pip install matplotlib)"
             ) from error
         history = self.history(group)
         steps = history["step"]

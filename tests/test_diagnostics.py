@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 
 import pytest
 import torch
@@ -241,6 +242,14 @@ def test_plot_writes_an_image(tmp_path):
     figure = monitor.plot(tmp_path / "conflicts.png")
     assert (tmp_path / "conflicts.png").stat().st_size > 1000
     assert len(figure.axes) == 4
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch):
+    monitor = ConflictMonitor(["a", "b"], primary="a")
+    monitor.update(synthetic([(-1.0, 1.0)])[0])
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import now fails
+    with pytest.raises(ImportError, match=r"gradsurgery\[plot\]"):
+        monitor.plot()
 
 
 def test_bad_input():

@@ -1,0 +1,106 @@
+"""What ``pip install gradsurgery`` gets: the wheel and the sdist, built with the project's
+own build backend (hatchling) from this tree.
+
+The wheel holds the library alone and requires torch and NumPy alone. The sdist holds the
+library and its tests, and each test it holds imports nothing the sdist leaves out (the
+example, the benchmarks, the docs' helpers), so that its test suite runs from it.
+"""
+
+from __future__ import annotations
+
+import ast
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("hatchling")
+from hatchling.builders.sdist import SdistBuilder  # noqa: E402
+from hatchling.builders.wheel import WheelBuilder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sdist_members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Path inside the sdist (without its top folder) -> content, for every file."""
+    directory = tmp_path_factory.mktemp("sdist")
+    (archive,) = SdistBuilder(str(ROOT)).build(directory=str(directory), versions=["standard"])
+    members = {}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                inside = PurePosixPath(*PurePosixPath(member.name).parts[1:])
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                members[str(inside)] = extracted.read()
+    return members
+
+
+def test_the_wheel_holds_the_library_and_requires_torch_and_numpy(tmp_path):
+    (wheel,) = WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().splitlines()
+    library = {name for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert {name.split("/")[0] for name in library} == {"gradsurgery"}
+    expected = {
+        str(path.relative_to(ROOT).as_posix())
+        for path in (ROOT / "gradsurgery").rglob("*")
+        if path.suffix in {".py", ".typed"}
+    }
+    assert library == expected
+    required = [
+        line for line in lines if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    assert sorted(line.split()[1].split("<")[0].split(">")[0] for line in required) == [
+        "numpy",
+        "torch",
+    ]
+
+
+def test_the_sdist_holds_the_library_and_its_tests(sdist_members):
+    names = set(sdist_members)
+    assert {"README.md", "LICENSE", "pyproject.toml", "PKG-INFO"} <= names
+    library = {
+        str(path.relative_to(ROOT).as_posix()) for path in (ROOT / "gradsurgery").rglob("*.py")
+    }
+    assert library <= names
+    assert "tests/conftest.py" in names and "tests/test_resolve.py" in names
+    assert "tests/resolvers/test_gr.py" in names
+    top = {name.split("/")[0] for name in names}
+    expected = {"gradsurgery", "tests", "README.md", "LICENSE", "pyproject.toml", "PKG-INFO"}
+    assert top == expected | {".gitignore"}  # (hatchling always ships the .gitignore)
+
+
+def test_every_test_in_the_sdist_imports_only_what_the_sdist_or_the_dev_extra_has(
+    sdist_members,
+):
+    # A top-level name that is a folder or module of this repository (or a helper of the
+    # docs' Sphinx extensions) is importable only from a checkout: the sdist must hold it.
+    shipped = {name.split("/")[0] for name in sdist_members}
+    local = {
+        path.name for path in ROOT.iterdir() if path.is_dir() and not path.name.startswith(".")
+    }
+    local |= {path.stem for path in ROOT.glob("*.py")}
+    local |= {path.stem for path in (ROOT / "docs" / "_ext").glob("*.py")}
+    strays = []
+    for name, content in sorted(sdist_members.items()):
+        if not name.endswith(".py"):
+            continue
+        for module in _imported_top_levels(content.decode(), name):
+            if module in local and module not in shipped:
+                strays.append(f"{name} imports {module}")
+    assert not strays, "tests in the sdist that need the repository:\n  " + "\n  ".join(strays)
+
+
+def _imported_top_levels(source: str, filename: str) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules

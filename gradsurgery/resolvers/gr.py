@@ -110,7 +110,11 @@ def remedy_projection(gram: PairGram) -> Projection:
 
     Degenerate cases: a zero :math:`p` or :math:`a` cannot conflict (their dot product is
     zero), so nothing changes; an :math:`a` exactly opposite to :math:`p` (:math:`s = 0`)
-    becomes zero.
+    becomes zero, up to rounding: :math:`s` is read from the rounded cosine, so within
+    about :math:`10^{-13}` of opposite it is good only to about :math:`\sqrt{\epsilon}`
+    (:math:`10^{-8}` in float64), and :math:`a'` keeps up to that multiple of :math:`p`
+    (``p = (1, 1)``, ``a = -p``: the cosine rounds to :math:`-1 + 2^{-52}` and
+    :math:`a' = 2.1 \times 10^{-8}\, p`).
     """
     pp, aa, pa = gram
     # pa < 0 implies nonzero gradients, but their squared norms may underflow to zero.

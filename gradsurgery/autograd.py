@@ -171,11 +171,14 @@ def backward(
     For gradient accumulation with resolution over the whole window, see
     :class:`Accumulator`; calling :func:`backward` on each micro-batch resolves each one.
 
-    Cost: for a loss weighting, one backward pass. Otherwise one backward pass per task,
-    each through the part of the graph that task reaches (with an SE front end feeding a
-    recogniser: one pass through both, plus one through the front end), and the ``T x P``
-    matrix of the shared parameters' task gradients. Distributed: one all-reduce of that
-    matrix and one of the task-specific gradients, plus two tiny collectives.
+    Cost: for a loss weighting, one backward pass; its task gradients are never formed,
+    so, as with ``loss.backward()``, non-finite gradients from finite losses reach
+    ``.grad`` unchecked (``diagnostics=True`` forms and checks them). Otherwise one
+    backward pass per task, each through the part of the graph that task reaches (with an
+    SE front end feeding a recogniser: one pass through both, plus one through the front
+    end), and the ``T x P`` matrix of the shared parameters' task gradients. Distributed:
+    one all-reduce of that matrix and one of the task-specific gradients, plus two tiny
+    collectives.
 
     Raises:
         TypeError: a loss or parameter that is not a tensor, a mapping without task names.

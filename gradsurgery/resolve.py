@@ -172,10 +172,11 @@ def run_resolver(
     ``T x T`` Gram (an infinite or NaN entry of ``G`` makes its diagonal non-finite), and
     the direction by a bound on it from the weights and the Gram's diagonal, with a pass
     over the ``(P,)`` direction only where the bound fails
-    (:class:`~gradsurgery.resolvers.base.GramResolver`). For loss weightings (no Gram), on
-    the ``(P,)`` result. For other resolvers, on ``G`` itself (before they run, so no state
-    changes) and on the result. Only on failure is ``G`` scanned row by row to name the
-    task.
+    (:class:`~gradsurgery.resolvers.base.GramResolver`). For stateless loss weightings
+    (no Gram: the sum, the mean), on the ``(P,)`` result. For other resolvers, stateful
+    loss weightings included, on ``G`` itself (before they run, so that non-finite input
+    changes no state) and on the result. Only on failure is ``G`` scanned row by row to
+    name the task.
 
     ``out``, a checked ``(P,)`` tensor or ``None``: the direction is written into it (a
     :class:`~gradsurgery.resolvers.base.GramResolver` forms it there; other resolvers'
@@ -187,10 +188,10 @@ def run_resolver(
     if resolver.needs_losses and losses is None:
         raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
     gram_checked = isinstance(resolver, GramResolver) and resolver.uses_gram
+    if not isinstance(resolver, GramResolver) or (not gram_checked and _keeps_state(resolver)):
+        _raise_if_nonfinite(G, names, what)  # before it runs, so that its state is kept
     into: dict[str, Any] = {}  # GramResolver's own arguments, given only where needed
-    if not isinstance(resolver, GramResolver):
-        _raise_if_nonfinite(G, names, what)  # and its direction is copied into out below
-    else:  # it forms the direction in out
+    if isinstance(resolver, GramResolver):  # it forms the direction in out (others: below)
         if out is not None:
             into["out"] = out
         if not full_gram:
@@ -214,6 +215,11 @@ def run_resolver(
         out.copy_(resolution.direction)
         resolution = dataclasses.replace(resolution, direction=out)
     return resolution
+
+
+def _keeps_state(resolver: Resolver) -> bool:
+    """Whether ``resolver`` keeps state across calls (it overrides ``state_dict``)."""
+    return type(resolver).state_dict is not Resolver.state_dict
 
 
 def _nonfinite_direction(resolver: Resolver, G: Tensor) -> ValueError:

@@ -6,6 +6,8 @@ registered; the round trip of a used state is tested per resolver, beside its al
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -46,3 +48,26 @@ def test_a_state_with_unknown_keys_is_refused_by_name_and_changes_nothing(method
     with pytest.raises(ValueError, match=f"{type(resolver).__name__}.*not_a_key"):
         resolver.load_state_dict({"not_a_key": 1})
     torch.testing.assert_close(resolver.state_dict(), state, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("method", METHODS)
+def test_non_finite_gradients_raise_and_leave_the_state_as_it_was(method, bad):
+    # A training loop that catches the error and skips the batch must go on exactly as if
+    # the batch had never come: the same state, the same next direction.
+    skipped, never_seen = gradsurgery.get_resolver(method), gradsurgery.get_resolver(method)
+    three_steps(skipped)
+    three_steps(never_seen)
+    state = copy.deepcopy(skipped.state_dict())
+    G = torch.tensor([[1.0, 0.5, -0.3], [-0.8, bad, 0.9]], dtype=torch.float64)
+    losses = torch.tensor([1.5, 0.5], dtype=torch.float64)
+    torch.manual_seed(3)
+    with pytest.raises(ValueError, match="task 1 has non-finite values"):
+        gradsurgery.resolve(G, method=skipped, primary=0, losses=losses)
+    torch.testing.assert_close(skipped.state_dict(), state, rtol=0, atol=0, equal_nan=True)
+    G[1, 1] = 0.2
+    directions = []
+    for resolver in (skipped, never_seen):
+        torch.manual_seed(4)
+        directions.append(gradsurgery.resolve(G, method=resolver, primary=0, losses=losses))
+    torch.testing.assert_close(directions[0], directions[1], rtol=0, atol=0)

@@ -7,7 +7,6 @@ itself must import nothing else, at import time or later, except matplotlib insi
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -15,36 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_imports import imported_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "gradsurgery"
 REQUIRED = {"torch", "numpy"}
 OPTIONAL = {"matplotlib": "plot"}  # imported only inside a function, declared as this extra
 
 
-def imports_of(path: Path) -> list[tuple[str, bool]]:
-    """``(top-level module, imported at module level)`` for every absolute import."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    module_level = set()
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            module_level.add(id(node))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found.extend((name.split(".")[0], id(node) in module_level) for name in names)
-    return found
-
-
 def test_the_library_imports_only_the_standard_library_torch_and_numpy():
     allowed = set(sys.stdlib_module_names) | REQUIRED | {"gradsurgery"}
     strays = []
     for path in sorted(LIBRARY.rglob("*.py")):
-        for module, at_module_level in imports_of(path):
+        for module, at_module_level in imported_modules(path.read_text(), str(path)):
             if module in allowed:
                 continue
             if module in OPTIONAL and not at_module_level:

@@ -8,7 +8,6 @@ example, the benchmarks, the docs' helpers), so that its test suite runs from it
 
 from __future__ import annotations
 
-import ast
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -20,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("hatchling")
 from hatchling.builders.sdist import SdistBuilder  # noqa: E402
 from hatchling.builders.wheel import WheelBuilder  # noqa: E402
+
+from tests.source_imports import imported_modules  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +91,7 @@ def test_every_test_in_the_sdist_imports_only_what_the_sdist_or_the_dev_extra_ha
     for name, content in sorted(sdist_members.items()):
         if not name.endswith(".py"):
             continue
-        for module in _imported_top_levels(content.decode(), name):
+        for module, _ in imported_modules(content.decode(), name):
             if module in local and module not in shipped:
                 strays.append(f"{name} imports {module}")
     assert not strays, "tests in the sdist that need the repository:\n  " + "\n  ".join(strays)
-
-
-def _imported_top_levels(source: str, filename: str) -> set[str]:
-    modules = set()
-    for node in ast.walk(ast.parse(source, filename=filename)):
-        if isinstance(node, ast.Import):
-            modules |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module.split(".")[0])
-    return modules

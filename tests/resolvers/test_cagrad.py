@@ -11,7 +11,20 @@ from scipy.optimize import minimize
 
 import gradsurgery
 from gradsurgery.resolvers import CAGrad
+from tests.resolvers.precision import documented_precision
 from tests.strategies import gradient_matrices
+
+NEARLY_CANCELLING = torch.tensor(
+    [
+        [0.0, 40.0, 0.0] + [-1e-5] * 5,
+        [-1e-5] * 8,
+        [-1e-5, -38.0] + [-1e-5] * 6,
+        [-1e-5] * 3 + [14.0] + [-1e-5] * 4,
+    ],
+    dtype=torch.float64,
+)
+"""Rows whose g_w cancels to 6e-7 of the largest (||g_w|| = 2.5e-5): the documented
+precision is 9e-3 relative, and the order [0, 1, 3, 2] moved d by 1.6e-5 of ||d||."""
 
 
 def dual_objective(w, Q, c):
@@ -101,11 +114,23 @@ def test_invalid_options(options, name):
 
 @given(G=gradient_matrices(min_tasks=2, max_tasks=4), data=st.data())
 def test_permutation_invariant_to_solver_accuracy(G, data):
-    order = list(data.draw(st.permutations(range(G.shape[0]))))
+    assert_permutation_invariant(G, list(data.draw(st.permutations(range(G.shape[0])))))
+
+
+def test_permutation_invariant_within_the_documented_precision_where_g_w_cancels():
+    # Found by the thorough profile (seed 4242) beyond the solver's 1e-6 of max ||g_i||.
+    assert_permutation_invariant(NEARLY_CANCELLING, [0, 1, 3, 2])
+
+
+def assert_permutation_invariant(G: torch.Tensor, order: list[int]) -> None:
     d = gradsurgery.resolve(G, method="cagrad")
-    scale = 1e-6 * float(G.norm(dim=1).max())
+    # The solver's accuracy, or the documented precision where g_w nearly cancels.
+    tolerance = max(1e-6, documented_precision("cagrad", G))
     torch.testing.assert_close(
-        gradsurgery.resolve(G[order], method="cagrad"), d, rtol=1e-6, atol=scale
+        gradsurgery.resolve(G[order], method="cagrad"),
+        d,
+        rtol=tolerance,
+        atol=tolerance * float(G.norm(dim=1).max()),
     )
 
 

@@ -110,11 +110,11 @@ def remedy_projection(gram: PairGram) -> Projection:
 
     Degenerate cases: a zero :math:`p` or :math:`a` cannot conflict (their dot product is
     zero), so nothing changes; an :math:`a` exactly opposite to :math:`p` (:math:`s = 0`)
-    becomes zero, up to rounding: :math:`s` is read from the rounded cosine, so within
-    about :math:`10^{-13}` of opposite it is good only to about :math:`\sqrt{\epsilon}`
-    (:math:`10^{-8}` in float64), and :math:`a'` keeps up to that multiple of :math:`p`
-    (``p = (1, 1)``, ``a = -p``: the cosine rounds to :math:`-1 + 2^{-52}` and
-    :math:`a' = 2.1 \times 10^{-8}\, p`).
+    becomes zero, up to rounding: :math:`s` is read from the rounded cosine, so where the
+    cosine lies within about :math:`10^{-13}` of :math:`-1` it is good only to about
+    :math:`\sqrt{\epsilon}` (:math:`10^{-8}` in float64), and :math:`a'` keeps up to that
+    multiple of :math:`p` (``p = (1, 1)``, ``a = -p``: the cosine rounds to
+    :math:`-1 + 2^{-52}` and :math:`a' = 2.1 \times 10^{-8}\, p`).
     """
     pp, aa, pa = gram
     # pa < 0 implies nonzero gradients, but their squared norms may underflow to zero.
@@ -240,7 +240,9 @@ class GradientRemedy(RescaleOptions):
     :func:`remedy_rescale`), and :math:`d`'s component along :math:`p`, about
     :math:`\|p\|`, can drop below the rounding of :math:`d`'s entries, about
     :math:`\epsilon \|a\|`: in float32 from :math:`10^{12}`, in float64 from about
-    :math:`1/\epsilon = 4.5 \times 10^{15}`.
+    :math:`1/\epsilon = 4.5 \times 10^{15}`. An auxiliary whose cosine with :math:`p` lies
+    within about :math:`10^{-13}` of :math:`-1`, whose projection is zero in exact
+    arithmetic, keeps up to about :math:`\sqrt{\epsilon}\, p` (:func:`remedy_projection`).
 
     Args:
         k: dominance threshold :math:`K`; the paper uses 5 and requires :math:`K > 1`.

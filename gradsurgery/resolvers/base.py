@@ -349,6 +349,9 @@ class GramResolver(Resolver):
     the weights do not depend on the Gram matrix (the plain sum, loss weightings): the Gram
     is then never computed, resolution costs one pass over ``G``, and the autograd glue
     needs no task gradients at all: it runs ONE backward pass of :math:`\sum_i w_i L_i`.
+    Such a resolver that keeps state across calls (it overrides :meth:`state_dict`) has
+    ``G`` checked for non-finite values before it runs in :func:`gradsurgery.resolve`, one
+    more pass, so that an error leaves its state as it was.
 
     With the Gram, finite task gradients are checked to give a finite direction without a
     pass over it: in each block, :math:`|d_j| \le \sum_i |w_i| |g_{ij}| \le \sum_i |w_i|

@@ -155,7 +155,10 @@ def remedy_rescale(gram: PairGram, k: float, max_stretch: float | None = None) -
     Degenerate cases: a zero :math:`p` gives :math:`\cos\theta' = 0`, hence no rescale; a
     negative :math:`\cos\theta'` (only possible when called without the projection) never
     rescales either, since the stretch would flip :math:`p`. Cosines below :math:`10^{-12}`
-    count as zero, so that the stretch :math:`1/\cos\theta'` stays finite in float32.
+    count as zero, so that the stretch :math:`1/\cos\theta'` stays finite in float32. The
+    test is strict: :math:`\|a\| = K \|p\|` does not rescale. The rescale is discontinuous
+    there, so for norms that tie in exact arithmetic the rounding of their squares decides
+    (the authors' steps, which divide rounded norms, may decide otherwise).
 
     Args:
         gram: the pair's Gram matrix.

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gradsurgery
@@ -22,6 +22,11 @@ from gradsurgery.resolvers.gr import (
     sum_in_order,
 )
 from tests.strategies import gradient_matrices
+
+X = float.fromhex("0x1.55bb95b3741c4p+1")
+"""2.6698...: the rows (X, 6) and (6, X) are equally long, but torch's norms of the two
+differ by an ulp, so the authors' steps see a ratio just above K = 1 and rescale (a tie
+that the thorough profile found)."""
 
 
 def reference_gradient_remedy(p: torch.Tensor, a: torch.Tensor, k: float = 5.0) -> torch.Tensor:
@@ -75,6 +80,13 @@ def test_conflict_and_dominance():
     c = 1 / math.sqrt(101)
     expected = torch.tensor([0.8 * c + 1 / c, 8 * c], dtype=torch.float64)
     torch.testing.assert_close(gr([[1.0, 0.0], [-6.0, 8.0]]), expected)
+
+
+def test_a_ratio_of_exactly_k_does_not_rescale():
+    # ||a|| / ||p|| > K is strict: equally long gradients with K = 1 are summed as they are.
+    torch.testing.assert_close(
+        gr([[3.0, 4.0], [4.0, 3.0]], k=1.0), torch.tensor([7.0, 7.0]).double()
+    )
 
 
 def test_k_is_the_threshold():
@@ -137,6 +149,7 @@ def test_several_auxiliaries_stretch_by_the_largest():
 @given(
     G=gradient_matrices(min_tasks=2, max_tasks=2, max_params=8, bound=10.0), k=st.floats(1.0, 10.0)
 )
+@example(G=torch.tensor([[X, 6.0], [6.0, X]], dtype=torch.float64), k=1.0)
 def test_two_tasks_equal_the_authors_steps(G, k):
     p, a = G[0], G[1]
     if p.norm() < 1e-3 or a.norm() < 1e-3:
@@ -146,6 +159,8 @@ def test_two_tasks_equal_the_authors_steps(G, k):
         return  # the reference's own rounding decides the parallel case
     if 0 < cos < 1e-12 and a.norm() > k * p.norm():
         return  # documented: a cosine below 1e-12 counts as zero (no 1e12-fold stretch)
+    if abs(float(a.norm() / p.norm()) - k) <= 1e-12 * k:
+        return  # documented: at ||a|| / ||p|| = K, rounding decides whether to rescale
     expected = reference_gradient_remedy(p, a, k)
     actual = gradsurgery.resolve(G, method="gr", primary=0, k=k)
     torch.testing.assert_close(actual, expected, rtol=1e-7, atol=1e-7 * float(expected.norm()))

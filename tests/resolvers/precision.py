@@ -50,3 +50,13 @@ def kept_condition(G: torch.Tensor) -> float:
     values = torch.linalg.eigvalsh(G @ G.T).abs()
     kept = values[values > G.shape[0] * torch.finfo(G.dtype).eps * values.max()]
     return float(kept.max() / kept.min()) if kept.numel() else 1.0
+
+
+def gr_rescale_decided_by_rounding(p: torch.Tensor, a: torch.Tensor, k: float) -> bool:
+    """Whether GR's rescale of the pair ``(p, a)`` is, as ``remedy_rescale`` documents,
+    decided by rounding, so that a reference written otherwise may decide the other way:
+    a dominant auxiliary whose cosine with ``p`` lies in (0, 1e-12), which counts as zero
+    (no 1e12-fold stretch), or a norm ratio within 1e-12 of K, a tie of the strict test."""
+    cos = torch.dot(p, a) / (p.norm() * a.norm())
+    below_the_cut = bool(0 < cos < 1e-12 and a.norm() > k * p.norm())
+    return below_the_cut or abs(float(a.norm() / p.norm()) - k) <= 1e-12 * k

@@ -168,6 +168,12 @@ def backward(
 
     Each parameter's ``.grad`` is accumulated, as ``loss.backward()`` does: the resolved
     direction is added to an existing ``.grad``. Parameters no task reaches are untouched.
+    Sparse gradients (``nn.Embedding(sparse=True)``) work: a shared parameter's task
+    gradients are rows of a dense matrix, so its resolved ``.grad`` is dense, and an
+    existing sparse ``.grad`` becomes dense when the direction is added to it (as autograd
+    does when it adds a dense gradient); optimizers that take only sparse gradients, such
+    as :class:`torch.optim.SparseAdam`, cannot step them. A loss weighting's single
+    backward pass keeps autograd's layout.
     For gradient accumulation with resolution over the whole window, see
     :class:`Accumulator`; calling :func:`backward` on each micro-batch resolves each one.
 
@@ -626,7 +632,11 @@ class _Window:
 
         Autograd may hand a gradient back expanded (a parameter reached only through a
         ``sum``: stride 0); it is copied before anything is added into it or it becomes a
-        ``.grad``, as ``loss.backward()``'s own accumulation does."""
+        ``.grad``, as ``loss.backward()``'s own accumulation does. A sparse gradient
+        (``nn.Embedding(sparse=True)``) is held dense, as the collectives that average the
+        held gradients take dense tensors."""
+        if grad.layout != torch.strided:
+            grad = grad.to_dense()
         held = self.plain.get(id(param))
         if held is None:
             self.plain[id(param)] = (param, grad if grad.is_contiguous() else grad.clone())
@@ -664,7 +674,7 @@ def _task_gradients(
                 if offset is None:
                     window.add_plain(param, grad)
                 else:
-                    G[task, offset : offset + param.numel()].add_(grad.reshape(-1))
+                    G[task, offset : offset + param.numel()].view_as(param).add_(grad)
         return
     saved = [p.grad for p in shared]
     try:
@@ -735,9 +745,13 @@ def _layout_hash(positions: list[int]) -> int:
 
 
 def _add_into_grad(param: Tensor, grad: Tensor) -> None:
+    """Add ``grad`` into ``param.grad`` as autograd's accumulation does: in place, except
+    that a dense gradient added to a sparse ``.grad`` makes it dense (a new tensor)."""
     existing = param.grad
     if existing is None:
         param.grad = grad
+    elif existing.layout != torch.strided and grad.layout == torch.strided:
+        param.grad = grad + existing
     else:
         existing.add_(grad)
 

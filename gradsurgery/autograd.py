@@ -187,7 +187,8 @@ def backward(
     collectives.
 
     Raises:
-        TypeError: a loss or parameter that is not a tensor, a mapping without task names.
+        TypeError: a loss or parameter that is not a tensor, a mapping without task names,
+            a complex parameter that two tasks share.
         ValueError: a loss that is not a scalar, a non-finite loss (the task is named; not
             with a ``scaler``), a loss that reaches none of ``params``, bad ``primary``,
             ``weights`` or ``granularity``, shared parameters of different dtypes or
@@ -722,6 +723,13 @@ def _index_names(T: int) -> tuple[str, ...]:
 
 def _check_same_kind(shared: list[Tensor]) -> None:
     first = shared[0]
+    for param in shared:
+        if param.is_complex():
+            raise TypeError(
+                f"Invalid params: a shared parameter of shape {tuple(param.shape)} is "
+                f"{param.dtype}; the resolvers take real gradients (hold it as a real tensor "
+                "with a last dimension of 2, and use torch.view_as_complex in the forward)"
+            )
     for param in shared[1:]:
         if param.dtype != first.dtype or param.device != first.device:
             raise ValueError(

@@ -378,6 +378,14 @@ def test_shared_parameters_of_two_dtypes_are_refused_with_both_named():
         gradsurgery.backward(losses, [w32, w64], resolver="gr", primary=0)
 
 
+def test_complex_shared_parameters_are_refused_before_any_gradient():
+    z = torch.tensor([1.0 + 2.0j, -1.0j], requires_grad=True)
+    losses = [(z * z.conj()).real.sum(), (z.real - z.imag).sum()]
+    with pytest.raises(TypeError, match=r"shape \(2,\) is torch.complex64.*view_as_complex"):
+        gradsurgery.backward(losses, [z], resolver="gr", primary=0)
+    assert z.grad is None
+
+
 @pytest.mark.parametrize("method", ["sum", "gr"])
 def test_repeated_and_frozen_params_are_skipped(method):
     model = TwoHeads()

@@ -173,7 +173,8 @@ def backward(
     existing sparse ``.grad`` becomes dense when the direction is added to it (as autograd
     does when it adds a dense gradient); optimizers that take only sparse gradients, such
     as :class:`torch.optim.SparseAdam`, cannot step them. A loss weighting's single
-    backward pass keeps autograd's layout.
+    backward pass keeps autograd's layout. Dense gradients are laid out as autograd lays
+    them out, with the parameter's strides (``channels_last``, a transposed weight).
     For gradient accumulation with resolution over the whole window, see
     :class:`Accumulator`; calling :func:`backward` on each micro-batch resolves each one.
 
@@ -675,7 +676,7 @@ def _task_gradients(
                 if offset is None:
                     window.add_plain(param, grad)
                 else:
-                    G[task, offset : offset + param.numel()].view_as(param).add_(grad)
+                    _laid_out_like(G[task, offset : offset + param.numel()], param).add_(grad)
         return
     saved = [p.grad for p in shared]
     try:
@@ -683,7 +684,7 @@ def _task_gradients(
             offset = 0
             for param in shared:
                 size = param.numel()
-                param.grad = G[task, offset : offset + size].view_as(param)
+                param.grad = _laid_out_like(G[task, offset : offset + size], param)
                 offset += size
             inputs = list(reached[task].values())
             torch.autograd.backward(loss, inputs=inputs, retain_graph=task < last)
@@ -769,5 +770,19 @@ def _accumulate_into_grad(shared: list[Tensor], direction: Tensor) -> None:
     offset = 0
     for param in shared:
         size = param.numel()
-        _add_into_grad(param, direction[offset : offset + size].view_as(param))
+        _add_into_grad(param, _laid_out_like(direction[offset : offset + size], param))
         offset += size
+
+
+def _laid_out_like(flat: Tensor, param: Tensor) -> Tensor:
+    """The ``param.numel()`` contiguous elements ``flat`` as a tensor of ``param``'s shape,
+    laid out in memory as autograd lays out ``param``'s gradient: with ``param``'s strides
+    where it is dense and non-overlapping (``channels_last``, a transposed weight), else
+    row-major. Every view of a parameter's columns of ``G`` or of the direction goes
+    through here, so the columns follow the gradient's memory order, and a ``.grad`` that
+    is such a view keeps autograd's layout contract (no warning, no strided optimizer
+    step)."""
+    if param.is_contiguous():
+        return flat.view_as(param)
+    layout = torch.empty_like(param, device="meta")  # autograd's choice of strides
+    return flat.as_strided(param.shape, layout.stride())

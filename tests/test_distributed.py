@@ -43,7 +43,7 @@ SCENARIOS = [
     "ddp_sum",
     "plain_micro_pcgrad",
     "plain_window_expanded",
-    "plain_sparse_gr",
+    "plain_layouts_gr",
 ]
 
 
@@ -63,12 +63,15 @@ def make_model() -> ThreeHeads:
     return ThreeHeads().double()
 
 
-def sparse_tables() -> nn.ModuleList:
-    """Two embedding tables with sparse gradients."""
-    torch.manual_seed(1)
-    return nn.ModuleList(
-        [nn.Embedding(6, 3, sparse=True), nn.Embedding(4, 2, sparse=True)]
-    ).double()
+class LayoutParameters(nn.Module):
+    """Two embedding tables with sparse gradients, and a transposed (column-major) weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.shared = nn.Embedding(6, 3, sparse=True).double()
+        self.own = nn.Embedding(4, 2, sparse=True).double()
+        self.mixer = nn.Parameter(torch.randn(2, 3, dtype=torch.float64).t())
 
 
 def losses_of(outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
@@ -90,8 +93,8 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     if rank is not None and name.startswith("ddp"):
         module = DistributedDataParallel(model)
     extra = nn.Parameter(torch.ones(3, dtype=torch.float64))  # (plain_window_expanded)
-    tables = sparse_tables()  # (plain_sparse_gr)
-    optimizer = torch.optim.SGD([*model.parameters(), extra, *tables.parameters()], lr=0.2)
+    layouts = LayoutParameters()  # (plain_layouts_gr)
+    optimizer = torch.optim.SGD([*model.parameters(), extra, *layouts.parameters()], lr=0.2)
     gradnorm = gradsurgery.get_resolver("gradnorm")
     # Different global random states on the two ranks: PCGrad's random order must still
     # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
@@ -119,16 +122,18 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
             losses = losses_of(module(batch(step, 2, rank)))
             losses["a"] = losses["a"] + 0.1 * extra.sum()
             gradsurgery.backward(losses, params, resolver="gr", primary="a")
-        elif name == "plain_sparse_gr":
+        elif name == "plain_layouts_gr":
             # sparse gradients: of a table tasks a and b share (rows of the task-gradient
-            # matrix) and of one of task c alone (held, and averaged, dense)
+            # matrix) and of one of task c alone (held, and averaged, dense); a shared
+            # transposed weight, whose columns of the matrix follow its memory order
             x = batch(step, 0, rank)
             tokens = (x[:, 0].abs() * 4).long() % 6
+            shared = layouts.shared(tokens) @ layouts.mixer
             losses = losses_of(module(x))
-            losses["a"] = losses["a"] + tables[0](tokens).pow(2).mean()
-            losses["b"] = losses["b"] + tables[0](tokens).sum(dim=1).mean()
-            losses["c"] = losses["c"] + tables[1](tokens % 4).pow(2).mean()
-            params = [*model.parameters(), *tables.parameters()]
+            losses["a"] = losses["a"] + shared.pow(2).mean()
+            losses["b"] = losses["b"] + shared[:, 0].mean()
+            losses["c"] = losses["c"] + layouts.own(tokens % 4).pow(2).mean()
+            params = [*model.parameters(), *layouts.parameters()]
             gradsurgery.backward(losses, params, resolver="gr", primary="a")
         else:
             losses = losses_of(module(batch(step, 0, rank)))
@@ -147,8 +152,8 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
         optimizer.step()
     result = {f"param{i}": p.detach().clone() for i, p in enumerate(model.parameters())}
     result["extra"] = extra.detach().clone()
-    for i, table in enumerate(tables):
-        result[f"table{i}"] = table.weight.detach().clone()
+    for key, param in layouts.named_parameters():
+        result[key] = param.detach().clone()
     if name == "plain_gradnorm":
         result["task_weights"] = gradnorm.state_dict()["task_weights"].clone()
     return result

@@ -1,13 +1,16 @@
 """What ``pip install gradsurgery`` gets: the wheel and the sdist, built with the project's
 own build backend (hatchling) from this tree.
 
-The wheel holds the library alone and requires torch and NumPy alone. The sdist holds the
-library and its tests, and each test it holds imports nothing the sdist leaves out (the
-example, the benchmarks, the docs' helpers), so that its test suite runs from it.
+The wheel holds the library alone and requires torch and NumPy alone; its long
+description, the README, links into the repository by absolute addresses (PyPI cannot
+resolve relative ones). The sdist holds the library and its tests, and each test it holds
+imports nothing the sdist leaves out (the example, the benchmarks, the docs' helpers), so
+that its test suite runs from it.
 """
 
 from __future__ import annotations
 
+import re
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -21,6 +24,17 @@ from hatchling.builders.sdist import SdistBuilder  # noqa: E402
 from hatchling.builders.wheel import WheelBuilder  # noqa: E402
 
 from tests.source_imports import imported_modules  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def wheel_metadata(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
+    """The wheel's file names, and its METADATA."""
+    directory = tmp_path_factory.mktemp("wheel")
+    (wheel,) = WheelBuilder(str(ROOT)).build(directory=str(directory), versions=["standard"])
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+        return names, archive.read(metadata).decode()
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +53,9 @@ def sdist_members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return members
 
 
-def test_the_wheel_holds_the_library_and_requires_torch_and_numpy(tmp_path):
-    (wheel,) = WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
-    with zipfile.ZipFile(wheel) as archive:
-        names = archive.namelist()
-        (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
-        lines = archive.read(metadata).decode().splitlines()
+def test_the_wheel_holds_the_library_and_requires_torch_and_numpy(wheel_metadata):
+    names, metadata = wheel_metadata
+    lines = metadata.splitlines()
     library = {name for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert {name.split("/")[0] for name in library} == {"gradsurgery"}
     expected = {
@@ -59,6 +70,23 @@ def test_the_wheel_holds_the_library_and_requires_torch_and_numpy(tmp_path):
     assert sorted(line.split()[1].split("<")[0].split(">")[0] for line in required) == [
         "numpy",
         "torch",
+    ]
+
+
+def test_the_long_description_links_into_the_repository_by_absolute_addresses(wheel_metadata):
+    _, metadata = wheel_metadata
+    _, description = metadata.split("\n\n", 1)  # the headers, then the README
+    readme = (ROOT / "README.md").read_text()
+    assert description.strip().splitlines()[0] == readme.splitlines()[0]
+    link = re.compile(r"\]\(([^)\s]+)\)")
+    relative = [t for t in link.findall(readme) if not t.startswith(("http", "#", "mailto:"))]
+    assert relative, "the README links into the repository: nothing to check"
+    (repository,) = re.findall(r"^Project-URL: Repository, (\S+)$", metadata, re.MULTILINE)
+    base = repository + "/blob/main/"
+    targets = link.findall(description)
+    assert all(target.startswith(("https://", "http://", "#")) for target in targets)
+    assert [base + target for target in relative] == [
+        target for target in targets if target.startswith(base)
     ]
 
 

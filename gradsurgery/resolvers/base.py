@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -239,10 +239,16 @@ def _gram_of_wide_block(block: Tensor) -> Tensor:
     """
     T = block.shape[0]
     gram = torch.zeros(T, T, dtype=torch.float64)
-    for start in range(0, block.shape[1], _WIDE_CHUNK_COLUMNS):
-        chunk = block[:, start : start + _WIDE_CHUNK_COLUMNS]
+    for chunk in _column_chunks(block, _WIDE_CHUNK_COLUMNS):
         gram += chunk @ chunk.T
     return gram
+
+
+def _column_chunks(block: Tensor, columns: int) -> Iterator[Tensor]:
+    """``block``'s consecutive column slices of ``columns`` columns (the last may be
+    narrower), as views."""
+    for start in range(0, block.shape[1], columns):
+        yield block[:, start : start + columns]
 
 
 def gram_of_primary(G: Tensor, primary: int) -> Tensor:
@@ -263,8 +269,7 @@ def gram_of_primary(G: Tensor, primary: int) -> Tensor:
     chunk_columns = _WIDE_CHUNK_COLUMNS if G.device.type == "cpu" else max(P, 1)
     row = torch.zeros(T, dtype=torch.float64, device=G.device)
     squares = torch.zeros(T, dtype=torch.float64, device=G.device)
-    for start in range(0, P, chunk_columns):
-        chunk = work[:, start : start + chunk_columns]
+    for chunk in _column_chunks(work, chunk_columns):
         row += torch.mv(chunk, chunk[primary])
         squares += torch.stack([torch.dot(g, g) for g in chunk])
     gram = torch.diag_embed(squares)

@@ -3,6 +3,15 @@
 The walk runs on every training step (the glue checks that each loss reaches ``params``),
 so it is a plain loop: a leaf's gradient accumulator is recognised by its type, and the
 check for "any parameter" returns at the first one, usually a few nodes below the loss.
+
+A walk also refuses a graph through :func:`torch.utils.checkpoint.checkpoint` with
+``use_reentrant=True`` (torch's default when ``use_reentrant`` is not given): such a
+segment runs its forward without autograd, so the parameters inside it are not in the
+graph. ``loss.backward()`` still reaches them (the segment's backward runs a backward pass
+of its own, which accumulates into their ``.grad``), but the glue cannot: a backward pass
+restricted to ``inputs=`` skips a segment with no input below it (its parameters get no
+gradient), and one that runs it accumulates each task's gradient straight into their
+``.grad`` (the plain sum, unresolved).
 """
 
 from __future__ import annotations
@@ -27,11 +36,40 @@ def _accumulate_grad_type() -> type:
 _ACCUMULATE_GRAD: Any = _accumulate_grad_type()
 
 
+def _reentrant_checkpoint_type() -> type | None:
+    """The type of the autograd node of a reentrant checkpoint segment (the backward class
+    autograd makes for ``torch.utils.checkpoint.CheckpointFunction``), or ``None``."""
+    try:
+        from torch.utils.checkpoint import CheckpointFunction
+    except ImportError:  # pragma: no cover - a torch without it
+        return None
+    backward_type: type | None = getattr(CheckpointFunction, "_backward_cls", None)
+    return backward_type
+
+
+_REENTRANT_CHECKPOINT: Any = _reentrant_checkpoint_type()
+
+
+class ReentrantCheckpointError(ValueError):
+    """The graph passes through a reentrant ``torch.utils.checkpoint`` segment, whose
+    parameters a backward pass restricted to ``inputs=`` cannot reach.
+
+    Attributes:
+        task: the index of the first loss whose graph does so (0 for a single loss).
+    """
+
+    def __init__(self, task: int = 0) -> None:
+        super().__init__(f"loss {task} passes through a reentrant checkpoint")
+        self.task = task
+
+
 def _walk(loss: Tensor, ids: Container[int], found: dict[int, Tensor] | None) -> bool:
     """Walk ``loss``'s graph (each node once, leaves not expanded) for parameters whose
     ``id`` is in ``ids``: with ``found`` None, return at the first; otherwise collect every
     one into ``found``. Returns whether any was met."""
     root = loss.grad_fn
+    if type(root) is _REENTRANT_CHECKPOINT:
+        raise ReentrantCheckpointError
     if root is None:  # the loss is itself a leaf
         if id(loss) not in ids:
             return False
@@ -47,6 +85,8 @@ def _walk(loss: Tensor, ids: Container[int], found: dict[int, Tensor] | None) ->
                 continue
             seen.add(child)
             if type(child) is not _ACCUMULATE_GRAD:
+                if type(child) is _REENTRANT_CHECKPOINT:
+                    raise ReentrantCheckpointError
                 stack.append(child)
                 continue
             variable = child.variable
@@ -59,12 +99,67 @@ def _walk(loss: Tensor, ids: Container[int], found: dict[int, Tensor] | None) ->
 
 
 def reached_parameters(loss: Tensor, ids: Container[int]) -> dict[int, Tensor]:
-    """Every parameter (one whose ``id`` is in ``ids``) ``loss`` depends on, by id."""
+    """Every parameter (one whose ``id`` is in ``ids``) ``loss`` depends on, by id.
+
+    Raises:
+        ReentrantCheckpointError: the graph passes through a reentrant checkpoint.
+    """
     found: dict[int, Tensor] = {}
     _walk(loss, ids, found)
     return found
 
 
 def reaches_any(loss: Tensor, ids: Container[int]) -> bool:
-    """Whether ``loss`` depends on any of the parameters (the walk stops at the first)."""
+    """Whether ``loss`` depends on any of the parameters (the walk stops at the first, so
+    it may end before a reentrant checkpoint below; see :func:`losses_reaching`).
+
+    Raises:
+        ReentrantCheckpointError: the walk met a reentrant checkpoint.
+    """
     return _walk(loss, ids, None)
+
+
+def losses_reaching(losses: list[Tensor], ids: Container[int]) -> list[bool]:
+    """Whether each loss depends on any of the parameters (those whose ``id`` is in
+    ``ids``), and that none passes through a reentrant checkpoint, in one walk over the
+    union of the losses' graphs, each node visited once.
+
+    A loss's part of the walk skips the nodes an earlier loss's part visited, so a loss
+    that met no parameter in its part (its graph joins an earlier one above every
+    parameter it reaches: a head two losses share) is walked again on its own, stopping
+    at the first parameter. Usually each loss has parameters of its own, and the one walk
+    settles every question.
+
+    Raises:
+        ReentrantCheckpointError: with the index of the first loss whose graph passes
+            through a reentrant checkpoint.
+    """
+    seen: set[Any] = set()
+    reaches: list[bool] = []
+    for index, loss in enumerate(losses):
+        root = loss.grad_fn
+        if root is None:  # the loss is itself a leaf
+            reaches.append(id(loss) in ids)
+            continue
+        if type(root) is _REENTRANT_CHECKPOINT:
+            raise ReentrantCheckpointError(index)
+        met = False
+        stack: list[Any] = [] if root in seen else [root]
+        seen.add(root)
+        while stack:
+            for child, _ in stack.pop().next_functions:
+                if child is None or child in seen:
+                    continue
+                seen.add(child)
+                kind = type(child)
+                if kind is _ACCUMULATE_GRAD:
+                    met = met or id(child.variable) in ids
+                elif kind is _REENTRANT_CHECKPOINT:
+                    raise ReentrantCheckpointError(index)
+                else:
+                    stack.append(child)
+        reaches.append(met)
+    for index, met in enumerate(reaches):
+        if not met:  # no checkpoint below: the joint walk covered its whole graph
+            reaches[index] = reaches_any(losses[index], ids)
+    return reaches

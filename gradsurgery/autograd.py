@@ -15,7 +15,7 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsurgery import distributed
-from gradsurgery._graph import reached_parameters, reaches_any
+from gradsurgery._graph import ReentrantCheckpointError, losses_reaching, reached_parameters
 from gradsurgery._validation import (
     TaskKey,
     all_finite_floats,
@@ -201,7 +201,10 @@ def backward(
         TypeError: a loss or parameter that is not a tensor, a mapping without task names,
             a complex parameter that two tasks share.
         ValueError: a loss that is not a scalar, a non-finite loss (the task is named; not
-            with a ``scaler``), a loss that reaches none of ``params``, bad ``primary``,
+            with a ``scaler``), a loss that reaches none of ``params``, a loss computed
+            through :func:`torch.utils.checkpoint.checkpoint` with ``use_reentrant=True``
+            (torch's default; its parameters are outside the autograd graph, so pass
+            ``use_reentrant=False``), bad ``primary``,
             ``weights`` or ``granularity``, shared parameters of different dtypes or
             devices, finite task gradients whose Gram matrix or resolved direction
             overflows their dtype (scale the losses down).
@@ -256,7 +259,7 @@ def _backward_loss_weighting(
     finite = all_finite_floats(loss_floats)
     if not finite and (scaler is None or not scaler.is_enabled()):
         raise_if_nonfinite_losses(torch.tensor(loss_floats, dtype=torch.float64), names)
-    _raise_if_unreached([reaches_any(loss, by_id) for loss in loss_list], names)
+    _check_reach(loss_list, by_id, names)
     weighting = resolver if finite else None
     task_weights = coefficients(weighting, primary_index, loss_floats, loss_weights)
     total = weighted_total(stacked, task_weights, is_plain_sum(weighting, loss_weights))
@@ -417,13 +420,11 @@ class Accumulator:
         # A loss weighting without diagnostics needs no task gradients, so not which
         # parameters each task reaches: only that each reaches one (checked, stopping early).
         fast = loss_only and not self.diagnostics and not capture
+        reached: list[dict[int, Tensor]] | None = None
         if fast:
-            reaches = [reaches_any(loss, self._position) for loss in loss_list]
-            reached: list[dict[int, Tensor]] | None = None
+            _check_reach(loss_list, self._position, names)
         else:
-            reached = [reached_parameters(loss, self._position) for loss in loss_list]
-            reaches = [bool(task_params) for task_params in reached]
-        _raise_if_unreached(reaches, names)
+            reached = _reached_by_task(loss_list, self._position, names)
         if reached is None:
             shared: list[Tensor] = []
             weights_only = True
@@ -712,6 +713,41 @@ def _check_options(granularity: Any, resolution: Any, scaler: Any, sync: Any) ->
         raise TypeError(f"Invalid scaler: {scaler!r} (expected a torch.amp.GradScaler or None)")
     if not isinstance(sync, bool):
         raise TypeError(f"Invalid sync: {sync!r} (expected True or False)")
+
+
+def _check_reach(losses: list[Tensor], ids: Container[int], names: Sequence[str] | None) -> None:
+    """That each loss reaches one of the parameters, and that none passes through a
+    reentrant checkpoint (one walk over all the losses' graphs)."""
+    try:
+        reaches = losses_reaching(losses, ids)
+    except ReentrantCheckpointError as error:
+        raise _through_checkpoint(error.task, names) from None
+    _raise_if_unreached(reaches, names)
+
+
+def _reached_by_task(
+    losses: list[Tensor], ids: Container[int], names: Sequence[str] | None
+) -> list[dict[int, Tensor]]:
+    """The parameters each loss reaches, by id; each loss must reach one, and none may pass
+    through a reentrant checkpoint."""
+    reached = []
+    for index, loss in enumerate(losses):
+        try:
+            reached.append(reached_parameters(loss, ids))
+        except ReentrantCheckpointError:
+            raise _through_checkpoint(index, names) from None
+    _raise_if_unreached([bool(task_params) for task_params in reached], names)
+    return reached
+
+
+def _through_checkpoint(index: int, names: Sequence[str] | None) -> ValueError:
+    return ValueError(
+        f"Invalid losses: {task_label(index, names)} passes through torch.utils.checkpoint "
+        "with use_reentrant=True (torch's default when use_reentrant is not given): the "
+        "parameters inside such a segment are not in the autograd graph, so their task "
+        "gradients cannot be resolved (they would get no gradient, or the plain sum). "
+        "Pass use_reentrant=False to checkpoint"
+    )
 
 
 def _raise_if_unreached(reaches: Sequence[bool], names: Sequence[str] | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import gradsurgery
 
@@ -398,6 +399,43 @@ def test_repeated_and_frozen_params_are_skipped(method):
     params = [*model.parameters(), *model.trunk.parameters()]  # the trunk twice
     gradsurgery.backward(model.losses(X), params, resolver=method, primary="a")
     assert_grads_match(model, grads_of(expected_model), exact=True)
+
+
+def checkpointed_losses(model: TwoHeads, where: str, reentrant: bool) -> dict[str, torch.Tensor]:
+    """``model.losses(X)`` with part of the trunk run through ``torch.utils.checkpoint``:
+    its last layer (``"middle"``: a parameter below the segment), or all of it on an input
+    that requires grad (``"bottom"``: none below, torch's silent case)."""
+    first, act, last = model.trunk
+    if where == "middle":
+        z = checkpoint(last, act(first(X)), use_reentrant=reentrant)
+    else:
+        z = checkpoint(model.trunk, X.clone().requires_grad_(), use_reentrant=reentrant)
+    z = torch.tanh(z)
+    return {"a": model.head_a(z).pow(2).mean(), "b": (model.head_b(z) - 1).pow(2).mean()}
+
+
+@pytest.mark.parametrize("where", ["middle", "bottom"])
+@pytest.mark.parametrize("method", ["gr", "sum", "sum_diagnostics", "accumulator"])
+def test_a_reentrant_checkpoint_is_refused_before_any_gradient(method, where):
+    model = TwoHeads()
+    losses = checkpointed_losses(model, where, reentrant=True)
+    with pytest.raises(ValueError, match=r"task 'a' passes through.*use_reentrant=False"):
+        if method == "accumulator":
+            gradsurgery.Accumulator(model, resolver="gr", primary="a").backward(losses)
+        else:
+            diagnostics = method == "sum_diagnostics"
+            resolver = "sum" if diagnostics else method
+            gradsurgery.backward(losses, model, resolver=resolver, diagnostics=diagnostics)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("where", ["middle", "bottom"])
+@pytest.mark.parametrize("method", ["gr", "sum"])
+def test_a_non_reentrant_checkpoint_trains_as_without(method, where):
+    model, twin = TwoHeads(), TwoHeads()
+    gradsurgery.backward(checkpointed_losses(model, where, reentrant=False), model, resolver=method)
+    gradsurgery.backward(twin.losses(X), twin, resolver=method)
+    assert_grads_match(model, grads_of(twin))
 
 
 def test_errors_name_backwards_own_arguments():

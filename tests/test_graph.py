@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from gradsurgery._graph import (
     _ACCUMULATE_GRAD,
+    ReentrantCheckpointError,
     _accumulate_grad_type,
+    losses_reaching,
     reached_parameters,
     reaches_any,
 )
@@ -76,3 +79,56 @@ def test_every_input_of_a_many_input_node_is_followed(op):
 def test_the_leaf_node_type_is_found_under_any_autograd_context(context):
     with context():
         assert _accumulate_grad_type() is _ACCUMULATE_GRAD
+
+
+def checkpointed(x: torch.Tensor, inner: torch.Tensor, reentrant: bool) -> torch.Tensor:
+    """``tanh(x * inner)`` through ``torch.utils.checkpoint``."""
+    return checkpoint(lambda h: torch.tanh(h * inner), x, use_reentrant=reentrant)
+
+
+def test_a_reentrant_checkpoint_is_refused_by_every_walk():
+    a, inner, below = leaves(3)
+    x = below * 2  # a parameter below the segment
+    hidden = checkpointed(x, inner, reentrant=True)
+    loss = (hidden * a).sum()
+    for walk in (reached_parameters, reaches_any):
+        with pytest.raises(ReentrantCheckpointError):
+            walk(loss, ids(inner, below))  # below is behind the segment
+    with pytest.raises(ReentrantCheckpointError) as raised:
+        losses_reaching([(a * 3).sum(), loss], ids(a, inner, below))
+    assert raised.value.task == 1  # the first loss through it
+    with pytest.raises(ReentrantCheckpointError):
+        reached_parameters(hidden.sum(), ids(a))  # the loss's own node
+
+
+def test_a_reentrant_checkpoint_with_no_parameter_below_is_refused():
+    # the silent case: torch skips such a segment in a backward pass restricted to inputs=,
+    # so `inner` would get no gradient (x requires grad but is no parameter)
+    a, inner = leaves(2)
+    x = torch.ones(2, requires_grad=True)
+    loss = (a * checkpointed(x, inner, reentrant=True)).sum()
+    assert reaches_any(loss, ids(a))  # stops at a, met before the segment
+    with pytest.raises(ReentrantCheckpointError):
+        losses_reaching([loss], ids(a, inner))
+
+
+def test_a_non_reentrant_checkpoint_is_walked_through():
+    a, inner, below = leaves(3)
+    loss = (checkpointed(below * 2, inner, reentrant=False) * a).sum()
+    assert set(reached_parameters(loss, ids(a, inner, below))) == {id(a), id(inner), id(below)}
+    assert losses_reaching([loss], ids(inner)) == [True]
+
+
+def test_losses_reaching_answers_each_loss_in_one_walk():
+    a, b, c, outside = leaves(4)
+    shared = torch.tanh(a * b)
+    losses = [
+        (shared * c).sum(),  # c, a, b
+        shared.sum() * 2,  # a and b, both met in the first loss's part: walked again
+        (outside * 3).sum(),  # nothing of ids
+        c,  # a leaf loss
+        (shared * 0).sum() + outside.sum(),
+    ]
+    assert losses_reaching(losses, ids(a, b, c)) == [True, True, False, True, True]
+    assert losses_reaching(losses, ids(outside)) == [False, False, True, False, True]
+    assert losses_reaching([], ids(a)) == []

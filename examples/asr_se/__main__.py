@@ -23,12 +23,14 @@ from examples.asr_se import launch
 from examples.asr_se.compare import collect, report_scope, run_grid
 from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
+from examples.asr_se.corpus.errors import CorpusError
 from examples.asr_se.evaluate import evaluate_run, load_trained
 from examples.asr_se.provenance import PROCESS_CODE, machine
 from examples.asr_se.records import recorded_runs
 from examples.asr_se.report import print_table, write_report
+from examples.asr_se.systems import get_system
 from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
-from examples.asr_se.train import Trainer, run_dir_for
+from examples.asr_se.train import CheckpointError, Trainer, run_dir_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "asr_se"
@@ -164,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
-    progress = not args.no_progress
     preset = get_preset("quick" if args.command == "demo" else args.preset)
     if args.steps is not None:
         if args.steps < 1:
@@ -174,6 +175,22 @@ def main(argv: list[str] | None = None) -> int:
         preset = replace(preset, name=name, train=replace(preset.train, steps=args.steps))
     if args.command == "tempo-probe" and not all(t > 0 for t in args.tempos):
         parser.error(f"--tempos must be positive factors, got {args.tempos}")
+    named = [args.system] if getattr(args, "system", None) else getattr(args, "systems", None)
+    for name in named or []:  # before any corpus is built or run trained
+        try:
+            get_system(name)
+        except ValueError as error:
+            parser.error(str(error))
+    try:
+        return _dispatch(args, preset, argv)
+    except (CorpusError, CheckpointError) as error:  # bad input or state: one line
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) -> int:
+    """Run the parsed command."""
+    progress = not args.no_progress
     if args.command == "build-corpus":
         print(_corpus(preset, args.corpus_dir, progress))
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -259,13 +260,56 @@ def benchmark_parser(name: str, description: str, smoke_help: str) -> argparse.A
 
 
 def positive_int(text: str) -> int:
-    """An ``argparse`` type: an integer of at least 1 (a count of pairs or steps)."""
+    """An ``argparse`` type: an integer of at least 1 (a count of pairs, steps or seeds)."""
+    return _integer(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 0 (warm-up steps)."""
+    return _integer(text, 0)
+
+
+def positive_size(text: str) -> int:
+    """An ``argparse`` type: a size of at least 1, also written as a float (``1e5``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size >= 1, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"expected a whole size >= 1, got {text!r}")
+    return int(value)
+
+
+def positive_float(text: str) -> float:
+    """An ``argparse`` type: a finite number above 0 (a learning rate, a memory limit)."""
+    return _real(text, strictly_positive=True)
+
+
+def non_negative_float(text: str) -> float:
+    """An ``argparse`` type: a finite number of at least 0 (a minimum duration)."""
+    return _real(text, strictly_positive=False)
+
+
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {minimum}, got {text!r}"
+        ) from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def _real(text: str, *, strictly_positive: bool) -> float:
+    bound = "> 0" if strictly_positive else ">= 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (strictly_positive and value == 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
     return value
 
 

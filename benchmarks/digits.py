@@ -25,7 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import _common
-from benchmarks._common import add_output_arguments, benchmark_parser
+from benchmarks._common import (
+    add_output_arguments,
+    benchmark_parser,
+    positive_float,
+    positive_int,
+)
 from benchmarks._training import entries, scored_over_seeds, train
 from benchmarks.models import MultiTaskModel
 
@@ -184,13 +189,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "Per-task accuracy on two overlapping 8x8 digits (sklearn, no download).",
         "a few steps (seconds)",
     )
-    parser.add_argument("--steps", type=int, default=None, help="(default 300)")
-    parser.add_argument("--seeds", type=int, default=None, help="(default 3)")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train-pairs", type=int, default=None, help="(default 6000)")
-    parser.add_argument("--test-pairs", type=int, default=None, help="(default 2000)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=positive_int, default=None, help="(default 300)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="(default 3)")
+    parser.add_argument("--batch", type=positive_int, default=128)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--train-pairs", type=positive_int, default=None, help="(default 6000)")
+    parser.add_argument("--test-pairs", type=positive_int, default=None, help="(default 2000)")
+    parser.add_argument("--threads", type=positive_int, default=1)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     smoke = {"steps": 2, "seeds": 1, "train_pairs": 64, "test_pairs": 32}

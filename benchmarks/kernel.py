@@ -542,15 +542,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes",
         nargs="*",
-        type=lambda s: int(float(s)),
+        type=_common.positive_size,
         default=None,
         help="values of P (default 1e5 1e6 1e7 1e8)",
     )
     parser.add_argument(
-        "--tasks", nargs="*", type=int, default=None, help="values of T (default 2 4 8 16)"
+        "--tasks",
+        nargs="*",
+        type=_common.positive_int,
+        default=None,
+        help="values of T (default 2 4 8 16)",
     )
     parser.add_argument(
-        "--max-gib", type=float, default=2.0, help="skip matrices larger than this (default 2 GiB)"
+        "--max-gib",
+        type=_common.positive_float,
+        default=2.0,
+        help="skip matrices larger than this (default 2 GiB)",
     )
     parser.add_argument(
         "--repeats",
@@ -560,13 +567,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--min-sample-ms",
-        type=float,
+        type=_common.non_negative_float,
         default=None,
         help="time shorter calls back to back for this long, in milliseconds "
         f"(default {MIN_SAMPLE_SECONDS * 1e3:g})",
     )
     parser.add_argument("--profile", action="store_true", help="profile the cheap methods")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=_common.positive_int, default=None)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.sizes is None:
@@ -577,8 +584,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.repeats = 1 if args.smoke else 5
     if args.min_sample_ms is None:
         args.min_sample_ms = 0.0 if args.smoke else MIN_SAMPLE_SECONDS * 1e3
-    if args.min_sample_ms < 0:
-        parser.error(f"--min-sample-ms must be >= 0, got {args.min_sample_ms}")
     args.min_sample_seconds = args.min_sample_ms / 1e3
     if args.threads is None:
         args.threads = 1 if args.smoke else torch.get_num_threads()

@@ -831,14 +831,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--min-seconds",
-        type=float,
+        type=_common.non_negative_float,
         default=None,
         help="time each cell in more pairs until they take this long (default 1; smoke 0)",
     )
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3)")
-    parser.add_argument("--memory-repeats", type=int, default=None, help="(default 3)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's; smoke: 1)"
+        "--warmup", type=_common.non_negative_int, default=None, help="warm-up steps (default 3)"
+    )
+    parser.add_argument(
+        "--memory-repeats", type=_common.positive_int, default=None, help="(default 3)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_common.positive_int,
+        default=None,
+        help="torch threads (default: torch's; smoke: 1)",
     )
     parser.add_argument(
         "--resume",

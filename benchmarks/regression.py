@@ -48,7 +48,12 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import _common
-from benchmarks._common import add_output_arguments, benchmark_parser
+from benchmarks._common import (
+    add_output_arguments,
+    benchmark_parser,
+    positive_float,
+    positive_int,
+)
 from benchmarks._training import SINGLE_TASK, entries, scored_over_seeds, train
 from benchmarks.models import MultiTaskModel
 
@@ -333,13 +338,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "GradNorm's synthetic regression and a primary/auxiliary version.",
         "a few steps (seconds)",
     )
-    parser.add_argument("--steps", type=int, default=None, help="(default 300)")
-    parser.add_argument("--seeds", type=int, default=None, help="(default 3)")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train", type=int, default=2000)
-    parser.add_argument("--primary-train", type=int, default=100)
-    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--steps", type=positive_int, default=None, help="(default 300)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="(default 3)")
+    parser.add_argument("--batch", type=positive_int, default=100)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--train", type=positive_int, default=2000)
+    parser.add_argument("--primary-train", type=positive_int, default=100)
+    parser.add_argument("--test", type=positive_int, default=1000)
     parser.add_argument(
         "--problems",
         nargs="+",
@@ -347,7 +352,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(PROBLEMS),
         help="which versions of the problem to run (default: both; see the module docstring)",
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.steps is None:

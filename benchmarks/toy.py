@@ -422,7 +422,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "Every resolver on the 2-D two-task toy problem (Nash-MTL protocol).",
         "a few steps (seconds)",
     )
-    parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 35000)")
+    parser.add_argument(
+        "--steps", type=_common.positive_int, default=None, help="Adam steps (default 35000)"
+    )
     parser.add_argument(
         "--labels", nargs="*", help="only these runs, e.g. single_task_f1 sum gr 'pcgrad[p]'"
     )

@@ -33,6 +33,36 @@ def test_help_describes_the_benchmark(module, capsys):
     assert "--smoke" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("module", "arguments"),
+    [
+        (overhead, ["--repeats", "0"]),
+        (overhead, ["--warmup", "-1"]),
+        (overhead, ["--memory-repeats", "0"]),
+        (overhead, ["--min-seconds", "nan"]),
+        (overhead, ["--threads", "0"]),
+        (kernel, ["--sizes", "1e5", "-5"]),
+        (kernel, ["--sizes", "1.5"]),
+        (kernel, ["--tasks", "0"]),
+        (kernel, ["--max-gib", "0"]),
+        (kernel, ["--min-sample-ms", "-1"]),
+        (toy, ["--steps", "0"]),
+        (regression, ["--seeds", "0"]),
+        (regression, ["--lr", "-1e-3"]),
+        (regression, ["--primary-train", "0"]),
+        (digits, ["--steps", "0"]),
+        (digits, ["--batch", "x"]),
+        (digits, ["--test-pairs", "0"]),
+    ],
+    ids=lambda value: value.__name__.split(".")[-1] if hasattr(value, "__name__") else None,
+)
+def test_a_bad_count_or_number_is_refused_with_its_option_named(module, arguments, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(["--smoke", *arguments])
+    assert exit_info.value.code == 2
+    assert f"argument {arguments[0]}" in capsys.readouterr().err
+
+
 def test_overhead_smoke(tmp_path):
     overhead.main(["--smoke", "--quiet", "--head-to-head-repeats", "3", "--out", str(tmp_path)])
     records = json.loads((tmp_path / "overhead.json").read_text())

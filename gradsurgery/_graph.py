@@ -1,8 +1,9 @@
 """Which parameters a loss depends on, found by walking its autograd graph (no computation).
 
 The walk runs on every training step (the glue checks that each loss reaches ``params``),
-so it is a plain loop: a leaf's gradient accumulator is recognised by its type, and the
-check for "any parameter" returns at the first one, usually a few nodes below the loss.
+so it is a plain loop: a leaf's gradient accumulator is recognised by its type, and each
+node is visited once, in one walk over all the losses' graphs where the glue needs only
+whether each loss reaches a parameter (:func:`losses_reaching`).
 
 A walk also refuses a graph through :func:`torch.utils.checkpoint.checkpoint` with
 ``use_reentrant=True`` (torch's default when ``use_reentrant`` is not given): such a

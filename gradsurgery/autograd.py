@@ -418,7 +418,7 @@ class Accumulator:
         capture = distributed.is_initialized()
         loss_only = is_loss_weighting(self.resolver)
         # A loss weighting without diagnostics needs no task gradients, so not which
-        # parameters each task reaches: only that each reaches one (checked, stopping early).
+        # parameters each task reaches: only that each reaches one (one joint walk).
         fast = loss_only and not self.diagnostics and not capture
         reached: list[dict[int, Tensor]] | None = None
         if fast:

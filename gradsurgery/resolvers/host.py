@@ -19,7 +19,13 @@ from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver
 
-__all__ = ["HostGramResolver", "exactly_rescaled", "from_host", "to_host"]
+__all__ = [
+    "HostGramResolver",
+    "exactly_rescaled",
+    "exactly_rescaled_tensor",
+    "from_host",
+    "to_host",
+]
 
 _SAFE_TOP = (2.0**-500, 2.0**500)
 """Gram matrices whose largest entry lies in this range are used as they are: products of
@@ -56,6 +62,17 @@ def exactly_rescaled(gram: np.ndarray) -> np.ndarray:
     k = (exponent + 1) // 2  # 4^-k top = m 2^(e - 2k), and e - 2k is 0 or -1
     scaled: np.ndarray = np.ldexp(gram, (-2 * k)[..., None, None])
     return scaled
+
+
+def exactly_rescaled_tensor(gram: Tensor) -> Tensor:
+    """:func:`exactly_rescaled` for the Gram matrices of a resolver whose weights are
+    computed in torch: ``gram`` itself where its largest entry is in range (one reduction,
+    read back), else the rescaled matrices (formed on the host, returned on ``gram``'s
+    device and in its dtype)."""
+    top = float(gram.max())
+    if _SAFE_TOP[0] <= top <= _SAFE_TOP[1] or not top > 0:
+        return gram
+    return from_host(exactly_rescaled(to_host(gram)), gram)
 
 
 class HostGramResolver(GramResolver):

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver
+from gradsurgery.resolvers.host import exactly_rescaled_tensor
 
 __all__ = ["IMTLG"]
 
@@ -59,6 +60,9 @@ class IMTLG(GramResolver):
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         T = gram.shape[-1]
+        # The weights ignore the Gram's scale; out of range, the inverse of its eigenvalues
+        # would overflow (gradients below about 1e-150 in float64).
+        gram = exactly_rescaled_tensor(gram)
         norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
         values, vectors = torch.linalg.eigh(gram)
         largest = values.abs().amax(-1, keepdim=True)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers.base import GramResolver
+from gradsurgery.resolvers.host import exactly_rescaled_tensor
 
 __all__ = ["NashMTL"]
 
@@ -111,6 +112,10 @@ class NashMTL(GramResolver):
 
     def _solve(self, gram: Tensor, alpha: Tensor) -> Tensor:
         T = gram.shape[-1]
+        # The Frobenius norm squares the entries: out of range (gradients below about
+        # 1e-77 or above 1e77 in float64) it underflows or overflows, unless the Gram is
+        # first scaled by a power of four, which leaves Q / ||Q|| as it is.
+        gram = exactly_rescaled_tensor(gram)
         frobenius = torch.linalg.matrix_norm(gram)
         nonzero = frobenius > 0
         normalised = gram / torch.where(nonzero, frobenius, 1.0)[..., None, None]

@@ -57,6 +57,34 @@ def test_scale_equivariant(method, G, scale, data):
     )
 
 
+@pytest.mark.parametrize("method", promised("scale_equivariant"))
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        (torch.float64, 2.0**-513),  # squared norms below 1e-308, exact for this G
+        (torch.float64, 2.0**-500),  # about 1e-301
+        (torch.float64, 2.0**-250),
+        (torch.float64, 2.0**250),
+        (torch.float64, 2.0**500),  # squared norms about 1e301
+        (torch.float32, 2.0**-60),  # float32's Gram: about 1e-36
+        (torch.float32, 2.0**60),
+    ],
+)
+def test_scale_equivariant_across_the_dtype_range(method, dtype, scale):
+    # Powers of two scale G exactly, and G's few-bit entries keep its Gram exact even
+    # where the Gram's entries fall below float64's normal range (2^-513), so every method
+    # that promises it must hold, whatever its own algebra squares or inverts (Nash-MTL's
+    # Frobenius norm, IMTL-G's eigenvalues).
+    G = torch.tensor(
+        [[1.0, -2.0, 0.5, 3.0], [-1.5, 1.0, 2.0, -0.5], [0.25, 0.5, -1.0, 1.0]], dtype=dtype
+    )
+    expected = scale * run(method, G, 0)
+    actual = run(method, scale * G, 0)
+    assert torch.isfinite(actual).all()
+    tolerance = max(1e-6 if dtype == torch.float64 else 1e-4, documented_precision(method, G))
+    torch.testing.assert_close(actual / scale, expected / scale, rtol=tolerance, atol=tolerance)
+
+
 NEAR_OPPOSITE = torch.tensor(
     [
         [0.0, 0.0, 0.0, 0.0, 2.0],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -114,6 +115,19 @@ def test_gram_overflow_is_explained():
     huge = torch.full((2, 4), 3e30, dtype=torch.float32)
     with pytest.raises(ValueError, match="overflows"):
         gradsurgery.resolve(huge, method="gr")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "longest_resolved"), [(torch.float32, 1.7e19), (torch.float64, 1.3e154)]
+)
+def test_gram_overflows_where_the_concepts_page_says(dtype, longest_resolved):
+    # docs/concepts.md, "Numerical range": about the square root of the dtype's largest
+    # value (1.8e19 in float32, 1.3e154 in float64)
+    assert math.sqrt(torch.finfo(dtype).max) == pytest.approx(longest_resolved, rel=0.1)
+    G = torch.tensor([[longest_resolved, 0.0], [0.0, 1.0]], dtype=dtype)
+    assert torch.isfinite(gradsurgery.resolve(G, method="gr")).all()
+    with pytest.raises(ValueError, match=r"overflows.*scale the losses down"):
+        gradsurgery.resolve(G * 1.15, method="gr")
 
 
 def test_overflowing_direction_is_explained():

@@ -64,10 +64,16 @@ class ReentrantCheckpointError(ValueError):
         self.task = task
 
 
-def _walk(loss: Tensor, ids: Container[int], found: dict[int, Tensor] | None) -> bool:
+def _walk(
+    loss: Tensor,
+    ids: Container[int],
+    found: dict[int, Tensor] | None,
+    seen: set[Any] | None = None,
+) -> bool:
     """Walk ``loss``'s graph (each node once, leaves not expanded) for parameters whose
     ``id`` is in ``ids``: with ``found`` None, return at the first; otherwise collect every
-    one into ``found``. Returns whether any was met."""
+    one into ``found``. Returns whether any was met. ``seen``, shared by several walks,
+    makes each skip the nodes an earlier one visited."""
     root = loss.grad_fn
     if type(root) is _REENTRANT_CHECKPOINT:
         raise ReentrantCheckpointError
@@ -77,8 +83,12 @@ def _walk(loss: Tensor, ids: Container[int], found: dict[int, Tensor] | None) ->
         if found is not None:
             found[id(loss)] = loss
         return True
+    if seen is None:
+        seen = set()
+    elif root in seen:
+        return False
+    seen.add(root)
     met = False
-    seen: set[Any] = set()
     stack: list[Any] = [root]
     while stack:
         for child, _ in stack.pop().next_functions:
@@ -138,28 +148,10 @@ def losses_reaching(losses: list[Tensor], ids: Container[int]) -> list[bool]:
     seen: set[Any] = set()
     reaches: list[bool] = []
     for index, loss in enumerate(losses):
-        root = loss.grad_fn
-        if root is None:  # the loss is itself a leaf
-            reaches.append(id(loss) in ids)
-            continue
-        if type(root) is _REENTRANT_CHECKPOINT:
-            raise ReentrantCheckpointError(index)
-        met = False
-        stack: list[Any] = [] if root in seen else [root]
-        seen.add(root)
-        while stack:
-            for child, _ in stack.pop().next_functions:
-                if child is None or child in seen:
-                    continue
-                seen.add(child)
-                kind = type(child)
-                if kind is _ACCUMULATE_GRAD:
-                    met = met or id(child.variable) in ids
-                elif kind is _REENTRANT_CHECKPOINT:
-                    raise ReentrantCheckpointError(index)
-                else:
-                    stack.append(child)
-        reaches.append(met)
+        try:
+            reaches.append(_walk(loss, ids, {}, seen))
+        except ReentrantCheckpointError:
+            raise ReentrantCheckpointError(index) from None
     for index, met in enumerate(reaches):
         if not met:  # no checkpoint below: the joint walk covered its whole graph
             reaches[index] = reaches_any(losses[index], ids)

@@ -3,7 +3,9 @@
 The walk runs on every training step (the glue checks that each loss reaches ``params``),
 so it is a plain loop: a leaf's gradient accumulator is recognised by its type, and each
 node is visited once, in one walk over all the losses' graphs where the glue needs only
-whether each loss reaches a parameter (:func:`losses_reaching`).
+whether each loss reaches a parameter (:func:`losses_reaching`). That walk also tells
+whether the losses reach any leaf that is not a parameter; where none, a loss weighting's
+single backward pass needs no ``inputs=``.
 
 A walk also refuses a graph through :func:`torch.utils.checkpoint.checkpoint` with
 ``use_reentrant=True`` (torch's default when ``use_reentrant`` is not given): such a
@@ -18,7 +20,7 @@ gradient), and one that runs it accumulates each task's gradient straight into t
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -69,16 +71,20 @@ def _walk(
     ids: Container[int],
     found: dict[int, Tensor] | None,
     seen: set[Any] | None = None,
+    outside: set[int] | None = None,
 ) -> bool:
     """Walk ``loss``'s graph (each node once, leaves not expanded) for parameters whose
     ``id`` is in ``ids``: with ``found`` None, return at the first; otherwise collect every
-    one into ``found``. Returns whether any was met. ``seen``, shared by several walks,
-    makes each skip the nodes an earlier one visited."""
+    one into ``found``, and the ids of the other leaves met into ``outside`` (if given).
+    Returns whether any parameter was met. ``seen``, shared by several walks, makes each
+    skip the nodes an earlier one visited."""
     root = loss.grad_fn
     if type(root) is _REENTRANT_CHECKPOINT:
         raise ReentrantCheckpointError
     if root is None:  # the loss is itself a leaf
         if id(loss) not in ids:
+            if outside is not None:
+                outside.add(id(loss))
             return False
         if found is not None:
             found[id(loss)] = loss
@@ -106,6 +112,8 @@ def _walk(
                     return True
                 found[id(variable)] = variable
                 met = True
+            elif outside is not None:
+                outside.add(id(variable))
     return met
 
 
@@ -130,10 +138,22 @@ def reaches_any(loss: Tensor, ids: Container[int]) -> bool:
     return _walk(loss, ids, None)
 
 
-def losses_reaching(losses: list[Tensor], ids: Container[int]) -> list[bool]:
+class Reach(NamedTuple):
+    """What one walk over several losses' graphs found (:func:`losses_reaching`)."""
+
+    reaches: list[bool]
+    """Whether each loss depends on one of the parameters."""
+    only_parameters: bool
+    """Whether every leaf the losses depend on is one of the parameters: then a backward
+    pass of their sum with ``inputs=`` the parameters does what one without ``inputs=``
+    does, and can skip the engine's restriction to them."""
+
+
+def losses_reaching(losses: list[Tensor], ids: Container[int]) -> Reach:
     """Whether each loss depends on any of the parameters (those whose ``id`` is in
-    ``ids``), and that none passes through a reentrant checkpoint, in one walk over the
-    union of the losses' graphs, each node visited once.
+    ``ids``), whether the losses depend on any other leaf, and that none passes through a
+    reentrant checkpoint, in one walk over the union of the losses' graphs, each node
+    visited once.
 
     A loss's part of the walk skips the nodes an earlier loss's part visited, so a loss
     that met no parameter in its part (its graph joins an earlier one above every
@@ -146,13 +166,14 @@ def losses_reaching(losses: list[Tensor], ids: Container[int]) -> list[bool]:
             through a reentrant checkpoint.
     """
     seen: set[Any] = set()
+    outside: set[int] = set()
     reaches: list[bool] = []
     for index, loss in enumerate(losses):
         try:
-            reaches.append(_walk(loss, ids, {}, seen))
+            reaches.append(_walk(loss, ids, {}, seen, outside))
         except ReentrantCheckpointError:
             raise ReentrantCheckpointError(index) from None
     for index, met in enumerate(reaches):
         if not met:  # no checkpoint below: the joint walk covered its whole graph
             reaches[index] = reaches_any(losses[index], ids)
-    return reaches
+    return Reach(reaches, not outside)

@@ -259,13 +259,13 @@ def _backward_loss_weighting(
     finite = all_finite_floats(loss_floats)
     if not finite and (scaler is None or not scaler.is_enabled()):
         raise_if_nonfinite_losses(torch.tensor(loss_floats, dtype=torch.float64), names)
-    _check_reach(loss_list, by_id, names)
+    only_parameters = _check_reach(loss_list, by_id, names)
     weighting = resolver if finite else None
     task_weights = coefficients(weighting, primary_index, loss_floats, loss_weights)
     total = weighted_total(stacked, task_weights, is_plain_sum(weighting, loss_weights))
     if scaler is not None:
         total = scaler.scale(total)
-    torch.autograd.backward(total, inputs=parameters)
+    _backward_into(total, parameters, only_parameters)
     return BackwardResult(
         _display_names(names, T), None, task_weights, 0, finite=finite, loss_weights=loss_weights
     )
@@ -421,8 +421,9 @@ class Accumulator:
         # parameters each task reaches: only that each reaches one (one joint walk).
         fast = loss_only and not self.diagnostics and not capture
         reached: list[dict[int, Tensor]] | None = None
+        only_parameters = False
         if fast:
-            _check_reach(loss_list, self._position, names)
+            only_parameters = _check_reach(loss_list, self._position, names)
         else:
             reached = _reached_by_task(loss_list, self._position, names)
         if reached is None:
@@ -470,7 +471,9 @@ class Accumulator:
         window.loss_sum = [total + value for total, value in zip(window.loss_sum, loss_floats)]
         window.count += 1
         if weights_only:
-            self._backward_weighted_sum(window, loss_list, reached, loss_values, capture)
+            self._backward_weighted_sum(
+                window, loss_list, reached, loss_values, capture, only_parameters
+            )
             return
         assert reached is not None
         scaled = [
@@ -488,9 +491,11 @@ class Accumulator:
         reached: list[dict[int, Tensor]] | None,
         loss_values: Tensor,
         capture: bool,
+        only_parameters: bool,
     ) -> None:
         """One backward pass of :math:`\\sum_i w_i c_i L_i`, for loss weightings and unshared
-        tasks (scaled by the ``scaler``, if any)."""
+        tasks (scaled by the ``scaler``, if any). ``only_parameters``: the losses were
+        found to reach no leaf outside the accumulator's parameters."""
         device = self._parameters[0].device
         if self._distributed:
             fingerprint = [len(losses), 1, 0, 0, 0, 0]
@@ -515,7 +520,7 @@ class Accumulator:
             for param, grad in zip(inputs, grads):
                 window.add_plain(param, grad)
         else:
-            torch.autograd.backward(total, inputs=inputs)
+            _backward_into(total, inputs, reached is None and only_parameters)
         window.last_weights = weights
 
     def _resolve(self) -> BackwardResult:
@@ -704,6 +709,15 @@ def _task_gradients(
             param.grad = old
 
 
+def _backward_into(total: Tensor, inputs: list[Tensor], only_inputs: bool) -> None:
+    """``total``'s backward pass, accumulating into the ``.grad`` of ``inputs`` and of
+    nothing else. Where the graph walk showed that ``total`` reaches no other leaf
+    (``only_inputs``), ``inputs=`` is left out: the same gradients, without the engine's
+    restriction of the graph to ``inputs`` (a few percent of a small model's step,
+    ``benchmarks/overhead.py``)."""
+    torch.autograd.backward(total, inputs=None if only_inputs else inputs)
+
+
 def _check_options(granularity: Any, resolution: Any, scaler: Any, sync: Any) -> None:
     if granularity not in ("global", "tensor"):
         raise ValueError(f"Invalid granularity: {granularity!r} (expected 'global' or 'tensor')")
@@ -715,14 +729,16 @@ def _check_options(granularity: Any, resolution: Any, scaler: Any, sync: Any) ->
         raise TypeError(f"Invalid sync: {sync!r} (expected True or False)")
 
 
-def _check_reach(losses: list[Tensor], ids: Container[int], names: Sequence[str] | None) -> None:
+def _check_reach(losses: list[Tensor], ids: Container[int], names: Sequence[str] | None) -> bool:
     """That each loss reaches one of the parameters, and that none passes through a
-    reentrant checkpoint (one walk over all the losses' graphs)."""
+    reentrant checkpoint (one walk over all the losses' graphs). Returns whether every
+    leaf the losses reach is one of the parameters."""
     try:
-        reaches = losses_reaching(losses, ids)
+        reach = losses_reaching(losses, ids)
     except ReentrantCheckpointError as error:
         raise _through_checkpoint(error.task, names) from None
-    _raise_if_unreached(reaches, names)
+    _raise_if_unreached(reach.reaches, names)
+    return reach.only_parameters
 
 
 def _reached_by_task(

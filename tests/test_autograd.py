@@ -190,6 +190,52 @@ def test_loss_weighting_backward_equals_the_micro_batch_accumulator(method):
         assert_grads_match(direct, grads_of(windowed), exact=True)
 
 
+def weighting_backward(path: str, losses, params, **options) -> None:
+    """A loss weighting's single backward pass through ``backward()`` or the accumulator."""
+    if path == "backward":
+        gradsurgery.backward(losses, params, **options)
+    else:
+        gradsurgery.Accumulator(params, resolution="micro_batch", **options).backward(losses)
+
+
+@pytest.mark.parametrize("path", ["backward", "accumulator"])
+@pytest.mark.parametrize("method", ["sum", "uw"])
+def test_a_loss_weighting_leaves_other_leaves_untouched(method, path):
+    model = TwoHeads()
+    x = X.clone().requires_grad_(True)  # a leaf the losses reach that is no parameter
+    trunk = list(model.trunk.parameters())
+    weighting_backward(path, model.losses(x), trunk, resolver=method)
+    assert x.grad is None
+    assert all(p.grad is None for p in [*model.head_a.parameters(), *model.head_b.parameters()])
+    assert all(p.grad is not None for p in trunk)
+
+
+@pytest.mark.parametrize("path", ["backward", "accumulator"])
+@pytest.mark.parametrize("reached", ["parameters only", "another leaf"])
+def test_a_loss_weighting_restricts_its_pass_only_where_another_leaf_is_reached(
+    reached, path, monkeypatch
+):
+    # Without inputs= the engine runs the whole graph, which is the same pass when every
+    # leaf the losses reach is a parameter, and a few percent cheaper on small models.
+    calls = []
+    engine = torch.autograd.backward
+
+    def recording(tensors, *args, inputs=None, **kwargs):
+        calls.append(inputs)
+        return engine(tensors, *args, inputs=inputs, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "backward", recording)
+    model = TwoHeads()
+    x = X.clone().requires_grad_(reached == "another leaf")
+    weighting_backward(path, model.losses(x), model.parameters(), resolver="sum")
+    [inputs] = calls
+    if reached == "parameters only":
+        assert inputs is None
+    else:
+        assert [id(p) for p in inputs] == [id(p) for p in model.parameters()]
+        assert x.grad is None
+
+
 def test_gradients_accumulate_like_backward():
     model = TwoHeads()
     gradsurgery.backward(model.losses(X), model.parameters(), resolver="gr", primary="a")

@@ -116,7 +116,7 @@ def test_a_non_reentrant_checkpoint_is_walked_through():
     a, inner, below = leaves(3)
     loss = (checkpointed(below * 2, inner, reentrant=False) * a).sum()
     assert set(reached_parameters(loss, ids(a, inner, below))) == {id(a), id(inner), id(below)}
-    assert losses_reaching([loss], ids(inner)) == [True]
+    assert losses_reaching([loss], ids(inner)).reaches == [True]
 
 
 def test_losses_reaching_answers_each_loss_in_one_walk():
@@ -129,6 +129,20 @@ def test_losses_reaching_answers_each_loss_in_one_walk():
         c,  # a leaf loss
         (shared * 0).sum() + outside.sum(),
     ]
-    assert losses_reaching(losses, ids(a, b, c)) == [True, True, False, True, True]
-    assert losses_reaching(losses, ids(outside)) == [False, False, True, False, True]
-    assert losses_reaching([], ids(a)) == []
+    assert losses_reaching(losses, ids(a, b, c)).reaches == [True, True, False, True, True]
+    assert losses_reaching(losses, ids(outside)).reaches == [False, False, True, False, True]
+    assert losses_reaching([], ids(a)).reaches == []
+
+
+def test_losses_reaching_tells_whether_every_leaf_is_a_parameter():
+    a, b, c, outside = leaves(4)
+    shared = torch.tanh(a * b)
+    in_ids = [(shared * c).sum(), shared.sum() * 2, c]
+    assert losses_reaching(in_ids, ids(a, b, c)).only_parameters
+    assert not losses_reaching(in_ids, ids(a, b)).only_parameters  # c, a leaf loss
+    assert not losses_reaching(in_ids[:2], ids(a, c)).only_parameters  # b
+    # a leaf met only in a later loss's part of the walk, above nodes already seen
+    late = [shared.sum(), (shared * outside).sum()]
+    assert not losses_reaching(late, ids(a, b)).only_parameters
+    assert losses_reaching(late, ids(a, b, outside)).only_parameters
+    assert losses_reaching([], ids(a)).only_parameters

@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
     args = parser.parse_args(argv)
+    if args.command == "build":
+        if args.seed < 0:
+            parser.error(f"--seed must be >= 0, got {args.seed}")
+        if args.workers is not None and args.workers < 1:
+            parser.error(f"--workers must be >= 1, got {args.workers}")
     try:
         if args.command == "build":
             start = time.perf_counter()

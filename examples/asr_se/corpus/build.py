@@ -19,6 +19,7 @@ import fcntl
 import functools
 import json
 import multiprocessing
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -304,6 +305,15 @@ def _validate_inputs(
     return prompts, durations, partition, music
 
 
+def _is_count(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (NumPy's included, ``bool`` not) of at least ``minimum``."""
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and int(value) >= minimum
+    )
+
+
 def build_corpus(
     config: CorpusConfig | str,
     out_dir: str | Path,
@@ -322,9 +332,15 @@ def build_corpus(
         workers: worker processes (default: the config's, capped at the CPU count).
 
     Raises:
+        ValueError: a negative or non-integer ``seed``, or ``workers`` below 1.
         CorpusError: on a missing Debian package, a bad source audio file, or an output
             folder holding a different corpus.
     """
+    if not _is_count(seed, 0):
+        raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0)")
+    if workers is not None and not _is_count(workers, 1):
+        raise ValueError(f"Invalid workers: {workers!r} (expected None or an integer >= 1)")
+    seed = int(seed)
     cfg = get_config(config)
     root = Path(out_dir)
     identity = _identity(cfg, seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -43,6 +44,44 @@ def test_cli_reports_errors_in_one_line(
     monkeypatch.setattr(sources, "FLITE_PROGRAM", "flite-not-installed")
     assert main(["build", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 1
     assert "apt-get install flite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": -1}, r"Invalid seed: -1 \(expected an integer >= 0\)"),
+        ({"seed": 1.5}, r"Invalid seed: 1\.5"),
+        ({"seed": True}, r"Invalid seed: True"),
+        ({"workers": 0}, r"Invalid workers: 0 \(expected None or an integer >= 1\)"),
+    ],
+)
+def test_bad_seed_or_workers_are_refused_before_anything_is_written(
+    options: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_corpus("tiny", tmp_path / "corpus", progress=False, **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "corpus").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--seed", "-1"], "--seed must be >= 0, got -1"), (["--workers", "0"], "--workers must")],
+)
+def test_cli_refuses_bad_seed_or_workers(
+    option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["build", "--preset", "tiny", "--out", str(tmp_path / "corpus"), *option])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_a_numpy_integer_seed_is_the_same_corpus(tiny_root: Path) -> None:
+    # the seed is part of the corpus' identity, written as JSON: a NumPy integer is an int
+    manifest = build_corpus("tiny", tiny_root, seed=np.int64(0), progress=False)
+    assert json.loads((tiny_root / "corpus.json").read_text())["seed"] == 0
+    assert manifest == tiny_root / "manifest.jsonl"
 
 
 def _write(path: Path, rate: int, channels: int = 1) -> Path:

@@ -38,3 +38,25 @@ def test_evaluating_an_untrained_run_is_one_line(
     assert main(["evaluate", "--system", "gr", "--seed", "3", *folders, "--no-progress"]) == 1
     error = capsys.readouterr().err
     assert re.fullmatch(r"error: no checkpoint at \S+final\.pt\n", error), error
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["train", "--system", "sum", "--seed", "-1"],
+        ["compare", "--systems", "sum", "--seeds", "0", "-2"],
+        ["tempo-probe", "--seed", "-3"],
+    ],
+)
+def test_a_negative_seed_is_refused_before_the_corpus_is_built(
+    arguments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # NumPy's generators, which draw the batches, take no negative seed: the run would
+    # fail at its first batch, after the corpus and the model were built
+    corpus, runs = tmp_path / "corpus", tmp_path / "runs"
+    folders = ["--preset", "tiny", "--corpus-dir", str(corpus), "--runs", str(runs)]
+    with pytest.raises(SystemExit) as exited:
+        main([*arguments, *folders, "--no-progress"])
+    assert exited.value.code == 2
+    assert re.search(r"seeds must be >= 0, got -\d", capsys.readouterr().err)
+    assert not corpus.exists() and not runs.exists()

@@ -713,8 +713,7 @@ def _backward_into(total: Tensor, inputs: list[Tensor], only_inputs: bool) -> No
     """``total``'s backward pass, accumulating into the ``.grad`` of ``inputs`` and of
     nothing else. Where the graph walk showed that ``total`` reaches no other leaf
     (``only_inputs``), ``inputs=`` is left out: the same gradients, without the engine's
-    restriction of the graph to ``inputs`` (a few percent of a small model's step,
-    ``benchmarks/overhead.py``)."""
+    extra pass over the graph that marks the nodes leading to ``inputs``."""
     torch.autograd.backward(total, inputs=None if only_inputs else inputs)
 
 

@@ -173,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         # a run folder of its own: runs of the preset's own length are not mixed with these
         name = f"{preset.name}-{args.steps}steps"
         preset = replace(preset, name=name, train=replace(preset.train, steps=args.steps))
-    for seed in [getattr(args, "seed", 0), *(getattr(args, "seeds", None) or [])]:
-        if seed < 0:  # NumPy's generators, which draw the batches, take none
-            parser.error(f"seeds must be >= 0, got {seed}")
+    for option in ("seed", "seeds"):  # NumPy's generators, which draw the batches, take
+        given = getattr(args, option, None)  # no negative seed
+        for seed in [given] if isinstance(given, int) else given or []:
+            if seed < 0:
+                parser.error(f"--{option} must be >= 0, got {seed}")
     if args.command == "tempo-probe" and not all(t > 0 for t in args.tempos):
         parser.error(f"--tempos must be positive factors, got {args.tempos}")
     named = [args.system] if getattr(args, "system", None) else getattr(args, "systems", None)

@@ -14,7 +14,10 @@ graph. ``loss.backward()`` still reaches them (the segment's backward runs a bac
 of its own, which accumulates into their ``.grad``), but the glue cannot: a backward pass
 restricted to ``inputs=`` skips a segment with no input below it (its parameters get no
 gradient), and one that runs it accumulates each task's gradient straight into their
-``.grad`` (the plain sum, unresolved).
+``.grad`` (the plain sum, unresolved). A loss weighting's single pass without ``inputs=``
+would run it as ``loss.backward()`` does, but the walk cannot see the leaves inside the
+segment, so it cannot tell whether they are all parameters: it is refused there too, so
+that every resolver takes the same models.
 """
 
 from __future__ import annotations

@@ -54,9 +54,20 @@ def exactly_rescaled(gram: np.ndarray) -> np.ndarray:
     of tiny entries underflow. Entries below about :math:`10^{-290}` of their block's
     largest may lose bits to subnormals. An all-zero block is left as it is.
     """
-    top = gram.max()  # a Gram matrix's largest entry lies on its diagonal
-    if _SAFE_TOP[0] <= top <= _SAFE_TOP[1] or not top > 0:
+    if _used_as_it_is(gram.max()):
         return gram
+    return _rescaled_blocks(gram)
+
+
+def _used_as_it_is(top: float) -> bool:
+    """Whether Gram matrices whose largest entry (which lies on a diagonal) is ``top`` are
+    left unscaled: in :data:`_SAFE_TOP`, or all zero."""
+    return _SAFE_TOP[0] <= top <= _SAFE_TOP[1] or not top > 0
+
+
+def _rescaled_blocks(gram: np.ndarray) -> np.ndarray:
+    """Each ``(T, T)`` block of ``gram`` times :math:`4^{-k}`, its largest diagonal entry
+    brought into :math:`[1/4, 1)` (:func:`exactly_rescaled`)."""
     tops = np.diagonal(gram, axis1=-2, axis2=-1).max(-1)
     _, exponent = np.frexp(tops)  # tops = m 2^e with 1/2 <= m < 1 (0 for a zero block)
     k = (exponent + 1) // 2  # 4^-k top = m 2^(e - 2k), and e - 2k is 0 or -1
@@ -69,10 +80,9 @@ def exactly_rescaled_tensor(gram: Tensor) -> Tensor:
     computed in torch: ``gram`` itself where its largest entry is in range (one reduction,
     read back), else the rescaled matrices (formed on the host, returned on ``gram``'s
     device and in its dtype)."""
-    top = float(gram.max())
-    if _SAFE_TOP[0] <= top <= _SAFE_TOP[1] or not top > 0:
+    if _used_as_it_is(float(gram.max())):
         return gram
-    return from_host(exactly_rescaled(to_host(gram)), gram)
+    return from_host(_rescaled_blocks(to_host(gram)), gram)
 
 
 class HostGramResolver(GramResolver):

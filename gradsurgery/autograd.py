@@ -494,8 +494,9 @@ class Accumulator:
         only_parameters: bool,
     ) -> None:
         """One backward pass of :math:`\\sum_i w_i c_i L_i`, for loss weightings and unshared
-        tasks (scaled by the ``scaler``, if any). ``only_parameters``: the losses were
-        found to reach no leaf outside the accumulator's parameters."""
+        tasks (scaled by the ``scaler``, if any). ``only_parameters``: the joint walk of a
+        loss weighting (``reached`` None) found no leaf outside the accumulator's
+        parameters (always False otherwise)."""
         device = self._parameters[0].device
         if self._distributed:
             fingerprint = [len(losses), 1, 0, 0, 0, 0]
@@ -520,7 +521,7 @@ class Accumulator:
             for param, grad in zip(inputs, grads):
                 window.add_plain(param, grad)
         else:
-            _backward_into(total, inputs, reached is None and only_parameters)
+            _backward_into(total, inputs, only_parameters)
         window.last_weights = weights
 
     def _resolve(self) -> BackwardResult:

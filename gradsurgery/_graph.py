@@ -75,12 +75,15 @@ def _walk(
     found: dict[int, Tensor] | None,
     seen: set[Any] | None = None,
     outside: set[int] | None = None,
+    *,
+    stop_at_first: bool = False,
 ) -> bool:
     """Walk ``loss``'s graph (each node once, leaves not expanded) for parameters whose
-    ``id`` is in ``ids``: with ``found`` None, return at the first; otherwise collect every
-    one into ``found``, and the ids of the other leaves met into ``outside`` (if given).
-    Returns whether any parameter was met. ``seen``, shared by several walks, makes each
-    skip the nodes an earlier one visited."""
+    ``id`` is in ``ids``: return at the first one met if ``stop_at_first``; otherwise walk
+    the whole graph, collecting every parameter into ``found`` (if given) and the ids of
+    the other leaves met into ``outside`` (if given). Returns whether any parameter was
+    met. ``seen``, shared by several walks, makes each skip the nodes an earlier one
+    visited."""
     root = loss.grad_fn
     if type(root) is _REENTRANT_CHECKPOINT:
         raise ReentrantCheckpointError
@@ -97,6 +100,7 @@ def _walk(
     elif root in seen:
         return False
     seen.add(root)
+    accumulate_grad, reentrant_checkpoint = _ACCUMULATE_GRAD, _REENTRANT_CHECKPOINT  # locals
     met = False
     stack: list[Any] = [root]
     while stack:
@@ -104,16 +108,17 @@ def _walk(
             if child is None or child in seen:
                 continue
             seen.add(child)
-            if type(child) is not _ACCUMULATE_GRAD:
-                if type(child) is _REENTRANT_CHECKPOINT:
+            if type(child) is not accumulate_grad:
+                if type(child) is reentrant_checkpoint:
                     raise ReentrantCheckpointError
                 stack.append(child)
                 continue
             variable = child.variable
             if id(variable) in ids:
-                if found is None:
+                if stop_at_first:
                     return True
-                found[id(variable)] = variable
+                if found is not None:
+                    found[id(variable)] = variable
                 met = True
             elif outside is not None:
                 outside.add(id(variable))
@@ -138,7 +143,7 @@ def reaches_any(loss: Tensor, ids: Container[int]) -> bool:
     Raises:
         ReentrantCheckpointError: the walk met a reentrant checkpoint.
     """
-    return _walk(loss, ids, None)
+    return _walk(loss, ids, None, stop_at_first=True)
 
 
 class Reach(NamedTuple):
@@ -173,7 +178,7 @@ def losses_reaching(losses: list[Tensor], ids: Container[int]) -> Reach:
     reaches: list[bool] = []
     for index, loss in enumerate(losses):
         try:
-            reaches.append(_walk(loss, ids, {}, seen, outside))
+            reaches.append(_walk(loss, ids, None, seen, outside))
         except ReentrantCheckpointError:
             raise ReentrantCheckpointError(index) from None
     for index, met in enumerate(reaches):

@@ -15,11 +15,11 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Literal
+from functools import lru_cache, wraps
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -47,13 +47,34 @@ from gradsurgery._weighting import (
     weighted_total,
 )
 from gradsurgery.diagnostics import cosine_from_gram, norm_ratio_from_gram
-from gradsurgery.resolve import run_resolver
-from gradsurgery.resolvers.base import GramResolver, Resolver, gram_of_blocks
+from gradsurgery.resolve import raise_if_nonfinite_rows, run_resolver
+from gradsurgery.resolvers.base import GramResolver, Resolver, all_finite, gram_of_blocks
 
 __all__ = ["Accumulator", "BackwardResult", "backward"]
 
 Granularity = Literal["global", "tensor"]
 ResolutionMode = Literal["window", "micro_batch"]
+
+_NONFINITE_TASK_GRADIENTS = "Non-finite task gradients"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _with_autograd(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``function`` run with autograd on, as ``loss.backward()`` runs under
+    :func:`torch.no_grad`: the glue builds a little graph of its own on the losses (their
+    weighted sum, the loss weights and a ``scaler``'s scale), which a caller's
+    ``no_grad`` would leave without a ``grad_fn``."""
+
+    @wraps(function)
+    def with_autograd(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if torch.is_grad_enabled():
+            return function(*args, **kwargs)
+        with torch.enable_grad():
+            return function(*args, **kwargs)
+
+    return with_autograd
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,7 @@ class BackwardResult:
         return None if self.gram is None else norm_ratio_from_gram(self.gram.sum(dim=0))
 
 
+@_with_autograd
 def backward(
     losses: Mapping[str, Tensor] | Sequence[Tensor],
     params: Iterable[Tensor] | nn.Module,
@@ -148,9 +170,12 @@ def backward(
             (as PCGrad's paper); ``"tensor"`` resolves each shared parameter tensor on its
             own (as GR's authors do), in one batched computation.
         diagnostics: make sure the result carries the Gram matrix of the task gradients.
-            Loss weightings (``sum``, ``mean``) otherwise need one backward pass and no task
-            gradients; with ``diagnostics=True`` they form them (``T`` backward passes) and
-            their Gram, so that a baseline run can be monitored like the others.
+            Loss weightings (``sum``, ``mean``, ``uw``, ...) otherwise need one backward
+            pass and no task gradients; with ``diagnostics=True`` they also form the
+            shared parameters' task gradients (``T`` more backward passes, which write no
+            ``.grad``) and their Gram, so that a baseline run can be monitored like the
+            others. It changes no ``.grad`` and no resolver state: the update is still the
+            weighted sum's single pass.
         scaler: the :class:`torch.amp.GradScaler` of a mixed-precision loop. The losses
             are scaled by it, the task gradients are unscaled before resolution (so every
             resolver sees true gradients) and the direction is scaled back into ``.grad``,
@@ -299,11 +324,22 @@ class Accumulator:
             micro-batch under ``torch.distributed``).
 
     In both modes the resolved direction is ADDED to ``.grad``, and the loss values handed
-    to loss-aware resolvers are the mean over the window's micro-batches. Parameters of
-    one task accumulate their gradient as ``loss.backward()`` would. A loss weighting
-    (``sum``, ``mean``) has no task gradients to hold: it back-propagates each micro-batch
-    with the weights of that micro-batch, in either mode. With a ``scaler``, keep its scale
-    fixed within a window (call ``scaler.update()`` only after ``scaler.step``), as usual.
+    to loss-aware resolvers of task gradients are the mean over the window's
+    micro-batches. Parameters of one task accumulate their gradient as ``loss.backward()``
+    would. A loss weighting (``sum``, ``mean``, ``uw``, ...) has no task gradients to
+    hold: it back-propagates each micro-batch with the weights of that micro-batch, in
+    either mode, and with ``diagnostics=True`` as without (the shared parameters' task
+    gradients are then summed over the window for the Gram alone, and the result carries
+    the last micro-batch's weights). With a ``scaler``, keep its scale fixed within a
+    window (call ``scaler.update()`` only after ``scaler.step``), as usual.
+
+    An error in :meth:`backward` after the checks of its arguments (a backward pass that
+    fails, an interruption, non-finite task gradients with ``diagnostics=True``) drops
+    the window, which would hold part of that micro-batch: :attr:`pending` is 0 again.
+    Parameters of one task, and those of a loss weighting, may already hold the window's
+    gradients: zero the gradients before the next window, as after an error in
+    :func:`backward`. A stateful loss weighting (``uw``, ``dwa``, ``famo``) has taken
+    that micro-batch's step, since its weights come before the backward pass.
     """
 
     def __init__(
@@ -344,6 +380,7 @@ class Accumulator:
         """How many micro-batches wait in the current window (0 after :meth:`resolve`)."""
         return 0 if self._window is None else self._window.count
 
+    @_with_autograd
     def backward(self, losses: Mapping[str, Tensor] | Sequence[Tensor]) -> BackwardResult | None:
         """Back-propagate one micro-batch's task losses.
 
@@ -435,7 +472,9 @@ class Accumulator:
                 for key in task_params:
                     counts[key] = counts.get(key, 0) + 1
             shared = [p for p in self._parameters if counts.get(id(p), 0) >= 2]
-            weights_only = not shared or (loss_only and not self.diagnostics)
+            # a loss weighting's .grad is always its weighted sum's; diagnostics only add
+            # the shared task gradients (G) for the Gram
+            weights_only = not shared or loss_only
 
         if window is None:
             window = _Window(
@@ -447,7 +486,7 @@ class Accumulator:
                 weights_only=weights_only,
                 loss_sum=[0.0] * T,
             )
-            if not weights_only:
+            if shared and (not weights_only or self.diagnostics):
                 _check_same_kind(shared)
                 if self.granularity == "tensor":
                     # stable: equal sizes become runs of one batch
@@ -462,7 +501,7 @@ class Accumulator:
                 )
             self._window = window
         elif weights_only != window.weights_only or (
-            not weights_only and {id(p) for p in shared} != {id(p) for p in window.shared}
+            window.G is not None and {id(p) for p in shared} != {id(p) for p in window.shared}
         ):
             raise ValueError(
                 "Invalid losses: the tasks reach different shared parameters than earlier in "
@@ -470,19 +509,64 @@ class Accumulator:
             )
         window.loss_sum = [total + value for total, value in zip(window.loss_sum, loss_floats)]
         window.count += 1
-        if weights_only:
+        try:
+            self._back_propagate(window, loss_list, reached, loss_values, capture, only_parameters)
+        except BaseException:  # the window holds part of this micro-batch: drop it
+            self._window = None
+            raise
+
+    def _back_propagate(
+        self,
+        window: _Window,
+        losses: list[Tensor],
+        reached: list[dict[int, Tensor]] | None,
+        loss_values: Tensor,
+        capture: bool,
+        only_parameters: bool,
+    ) -> None:
+        """The backward passes of one micro-batch, into ``window`` and ``.grad``."""
+        if window.weights_only:
+            if window.G is not None:  # a loss weighting with diagnostics
+                assert reached is not None
+                self._shared_task_gradients(window, self._scaled(window, losses), reached, capture)
             self._backward_weighted_sum(
-                window, loss_list, reached, loss_values, capture, only_parameters
+                window, losses, reached, loss_values, capture, only_parameters
             )
             return
         assert reached is not None
+        _task_gradients(window, self._scaled(window, losses), reached, capture)
+
+    def _scaled(self, window: _Window, losses: list[Tensor]) -> list[Tensor]:
+        """The losses times their loss weights :math:`c_i`, scaled by the ``scaler``."""
+        loss_weights = window.loss_weights
         scaled = [
             loss if loss_weights is None else loss * float(loss_weights[index])
-            for index, loss in enumerate(loss_list)
+            for index, loss in enumerate(losses)
         ]
         if self.scaler is not None:
             scaled = [self.scaler.scale(loss) for loss in scaled]
-        _task_gradients(window, scaled, reached, capture)
+        return scaled
+
+    def _shared_task_gradients(
+        self, window: _Window, scaled: list[Tensor], reached: list[dict[int, Tensor]], capture: bool
+    ) -> None:
+        """Add each task's gradient of the shared parameters to its row of ``G``, writing no
+        ``.grad`` (a loss weighting's diagnostics: its weighted sum's pass follows, on the
+        graphs these passes keep). Without ``torch.distributed`` and a ``scaler``,
+        non-finite task gradients raise here, before any ``.grad`` is written."""
+        G = window.G
+        assert G is not None
+        offsets = window.offsets()
+        for task, loss in enumerate(scaled):
+            inputs = [param for param in window.shared if id(param) in reached[task]]
+            if not inputs:
+                continue
+            grads = torch.autograd.grad(loss, inputs, retain_graph=True)
+            for param, grad in zip(inputs, grads):
+                offset = offsets[id(param)]
+                _laid_out_like(G[task, offset : offset + param.numel()], param).add_(grad)
+        if not (capture or self._leaves_nonfinite_to_scaler):
+            raise_if_nonfinite_rows(G, window.names, _NONFINITE_TASK_GRADIENTS)
 
     def _backward_weighted_sum(
         self,
@@ -554,17 +638,13 @@ class Accumulator:
             losses = distributed.agree(losses, fingerprint, group, device)
             tensors = [] if window.G is None else [window.G]
             distributed.all_reduce_mean_(tensors + [grad for _, grad in plain], group)
+        if window.weights_only:
+            gram = self._gram_of_window(window)  # (checked before any .grad is written)
+            for param, grad in plain:
+                _add_into_grad(param, grad)
+            return self._weighting_result(window, gram)
         for param, grad in plain:
             _add_into_grad(param, grad)
-        if window.weights_only:
-            return BackwardResult(
-                window.display_names,
-                None,
-                window.last_weights,
-                0,
-                finite=window.finite,
-                loss_weights=window.loss_weights,
-            )
         G = window.G
         assert G is not None
         if losses is None:
@@ -592,7 +672,7 @@ class Accumulator:
                 losses=losses,
                 task_weights=None,
                 names=window.names,
-                what="Non-finite task gradients",
+                what=_NONFINITE_TASK_GRADIENTS,
             )
         direction = resolution.direction if scale is None else resolution.direction * scale
         _accumulate_into_grad(window.shared, direction)
@@ -608,6 +688,38 @@ class Accumulator:
             weights_out,
             G.shape[1],
             blocks=blocks,
+            loss_weights=window.loss_weights,
+        )
+
+    def _gram_of_window(self, window: _Window) -> Tensor | None:
+        """The Gram of a loss weighting's window (``G`` unscaled, checked), or ``None``
+        without diagnostics, or when a ``scaler`` is left a non-finite step."""
+        G = window.G
+        if G is None:
+            return None
+        scale = self._scale()
+        if scale is not None:
+            G.div_(scale)
+        if not all_finite(G):
+            if self._leaves_nonfinite_to_scaler:
+                window.finite = False
+                return None
+            raise_if_nonfinite_rows(G, window.names, _NONFINITE_TASK_GRADIENTS)
+        return gram_of_blocks(G, window.block_sizes)
+
+    def _weighting_result(self, window: _Window, gram: Tensor | None) -> BackwardResult:
+        """The result of a window back-propagated as weighted sums: its last weights (one
+        row per block of ``gram``, on its device, when there is one)."""
+        weights = window.last_weights
+        if gram is not None and weights is not None:
+            weights = weights.to(gram.device).expand(gram.shape[0], -1).clone()
+        return BackwardResult(
+            window.display_names,
+            gram,
+            weights,
+            0 if window.G is None else window.G.shape[1],
+            finite=window.finite,
+            blocks=() if window.G is None else _blocks(window.shared, window.block_sizes),
             loss_weights=window.loss_weights,
         )
 

@@ -189,7 +189,7 @@ def run_resolver(
         raise ValueError(f"{type(resolver).__name__} needs losses=: the {G.shape[0]} loss values")
     gram_checked = isinstance(resolver, GramResolver) and resolver.uses_gram
     if not isinstance(resolver, GramResolver) or (not gram_checked and _keeps_state(resolver)):
-        _raise_if_nonfinite(G, names, what)  # before it runs, so that its state is kept
+        raise_if_nonfinite_rows(G, names, what)  # before it runs, so that its state is kept
     into: dict[str, Any] = {}  # GramResolver's own arguments, given only where needed
     if isinstance(resolver, GramResolver):  # it forms the direction in out (others: below)
         if out is not None:
@@ -201,7 +201,7 @@ def run_resolver(
             G, block_sizes, primary=primary, losses=losses, task_weights=task_weights, **into
         )
     except NonFiniteGramError:
-        _raise_if_nonfinite(G, names, what)
+        raise_if_nonfinite_rows(G, names, what)
         raise ValueError(
             "the task gradients are finite but their Gram matrix overflows "
             f"{G.dtype}; scale the losses down"
@@ -209,7 +209,7 @@ def run_resolver(
     except NonFiniteDirectionError:  # raised only once G's Gram, hence G, proved finite
         raise _nonfinite_direction(resolver, G) from None
     if not gram_checked and not all_finite(resolution.direction):
-        _raise_if_nonfinite(G, names, what)
+        raise_if_nonfinite_rows(G, names, what)
         raise _nonfinite_direction(resolver, G)
     if out is not None and resolution.direction is not out:
         out.copy_(resolution.direction)
@@ -229,7 +229,9 @@ def _nonfinite_direction(resolver: Resolver, G: Tensor) -> ValueError:
     )
 
 
-def _raise_if_nonfinite(G: Tensor, names: Sequence[str] | None, what: str) -> None:
+def raise_if_nonfinite_rows(G: Tensor, names: Sequence[str] | None, what: str) -> None:
+    """Raise a ``ValueError`` that begins with ``what`` and names the first task whose row
+    of ``G`` has a NaN or infinite entry; return if there is none."""
     if all_finite(G):
         return
     bad = first_nonfinite_task(G)

@@ -44,6 +44,7 @@ SCENARIOS = [
     "plain_micro_pcgrad",
     "plain_window_expanded",
     "plain_layouts_gr",
+    "plain_window_uw_diagnostics",
 ]
 
 
@@ -96,6 +97,8 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     layouts = LayoutParameters()  # (plain_layouts_gr)
     optimizer = torch.optim.SGD([*model.parameters(), extra, *layouts.parameters()], lr=0.2)
     gradnorm = gradsurgery.get_resolver("gradnorm")
+    uw = gradsurgery.get_resolver("uw")
+    gram = torch.zeros(())
     # Different global random states on the two ranks: PCGrad's random order must still
     # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
     torch.manual_seed(1234 if rank in (None, 0) else 77)
@@ -122,6 +125,15 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
             losses = losses_of(module(batch(step, 2, rank)))
             losses["a"] = losses["a"] + 0.1 * extra.sum()
             gradsurgery.backward(losses, params, resolver="gr", primary="a")
+        elif name == "plain_window_uw_diagnostics":
+            # a loss weighting with diagnostics: its weighted sums' gradients held and
+            # averaged, its task gradients formed for the Gram alone, averaged too
+            accumulator = gradsurgery.Accumulator(
+                model.parameters(), resolver=uw, granularity="tensor", diagnostics=True
+            )
+            for micro in range(2):
+                accumulator.backward(losses_of(module(batch(step, micro, rank))))
+            gram = accumulator.resolve().gram
         elif name == "plain_layouts_gr":
             # sparse gradients: of a table tasks a and b share (rows of the task-gradient
             # matrix) and of one of task c alone (held, and averaged, dense); a shared
@@ -156,6 +168,9 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
         result[key] = param.detach().clone()
     if name == "plain_gradnorm":
         result["task_weights"] = gradnorm.state_dict()["task_weights"].clone()
+    if name == "plain_window_uw_diagnostics":
+        result["log_variances"] = uw.state_dict()["log_variances"].clone()
+        result["gram"] = gram
     return result
 
 

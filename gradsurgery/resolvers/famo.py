@@ -115,7 +115,8 @@ class FAMO(GramResolver):
         return {"lr": self.lr, "gamma": self.gamma, "min_losses": bounds}
 
     def _log_gaps(self, losses: Tensor) -> Tensor:
-        """:math:`\\log(L - L^*)`, checked: every loss must exceed its bound."""
+        """:math:`\\log(L - L^*)`, checked: every loss must be finite and exceed its bound
+        (an infinite one would make the logits NaN for good)."""
         values = losses.detach().to("cpu", torch.float64).reshape(-1)
         T = values.shape[0]
         if self.min_losses is not None and self.min_losses.shape[0] != T:
@@ -123,9 +124,14 @@ class FAMO(GramResolver):
                 f"Invalid losses: {T} values, but FAMO's min_losses has {self.min_losses.shape[0]}"
             )
         gaps = values if self.min_losses is None else values - self.min_losses
-        bad = torch.nonzero(~(gaps > 0)).flatten()
+        bad = torch.nonzero(~((gaps > 0) & torch.isfinite(values))).flatten()
         if bad.numel():
             index = int(bad[0])
+            if not math.isfinite(float(values[index])):
+                raise ValueError(
+                    f"Invalid losses: task {index} is {float(values[index])} (expected a "
+                    "finite loss)"
+                )
             bound = 0.0 if self.min_losses is None else float(self.min_losses[index])
             raise ValueError(
                 f"Invalid losses: task {index} is {float(values[index])}, not above its lower "
@@ -156,7 +162,8 @@ class FAMO(GramResolver):
 
         Raises:
             RuntimeError: no step awaits its update (none was taken since the last update).
-            ValueError: wrong number of losses, or a loss not above its bound.
+            ValueError: wrong number of losses, a non-finite loss, or a loss not above its
+                bound (the logits are then as they were).
         """
         if self._pending is None:
             raise RuntimeError(

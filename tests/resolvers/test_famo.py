@@ -107,6 +107,19 @@ def test_update_without_a_step_is_an_error():
         resolver.update([0.5, 0.5, 0.5])
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_update_refuses_a_non_finite_loss_and_keeps_the_logits(bad):
+    resolver = FAMO()
+    gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0, 3.0])
+    state = resolver.state_dict()
+    with pytest.raises(ValueError, match=r"task 1 is (inf|nan) \(expected a finite loss\)"):
+        resolver.update([0.9, bad, 2.9])
+    assert str(resolver.state_dict()) == str(state)
+    resolver.update([0.9, 1.9, 2.9])  # the step still awaits its update
+    assert resolver.logits is not None and torch.isfinite(resolver.logits).all()
+    assert torch.isfinite(gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0, 3.0])).all()
+
+
 def test_weights_stay_finite_for_a_loss_next_to_its_bound():
     d = gradsurgery.resolve(G, method="famo", losses=[1e-310, 1.0, 1e300])
     assert torch.isfinite(d).all()

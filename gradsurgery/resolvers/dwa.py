@@ -96,17 +96,29 @@ class DynamicWeightAverage(GramResolver):
 
     def current_weights(self, num_tasks: int) -> Tensor:
         """The ``(T,)`` float64 weights used for the current epoch."""
+        self._check_tasks(num_tasks)
         if len(self._history) < 2:
             return torch.ones(num_tasks, dtype=torch.float64)
         older, newer = self._history
-        if older.shape[0] != num_tasks:
-            raise ValueError(
-                f"DynamicWeightAverage has loss averages for {older.shape[0]} tasks, "
-                f"got {num_tasks}"
-            )
         ratios = torch.where(older > 0, newer / torch.where(older > 0, older, 1.0), 1.0)
         ratios = ratios.clamp(max=1e300)
         return num_tasks * torch.softmax(ratios / self.temperature, dim=0)
+
+    def _check_tasks(self, num_tasks: int) -> None:
+        """That the running sums and every epoch average held are of ``num_tasks`` tasks."""
+        if self._loss_sum is not None and self._loss_sum.shape[0] != num_tasks:
+            raise ValueError(
+                f"DynamicWeightAverage is averaging {self._loss_sum.shape[0]} losses, got "
+                f"{num_tasks}; use the same tasks every step, or load_state_dict({{}}) to "
+                "start over"
+            )
+        for average in self._history:
+            if average.shape[0] != num_tasks:
+                raise ValueError(
+                    f"DynamicWeightAverage has loss averages for {average.shape[0]} tasks, "
+                    f"got {num_tasks}; use the same tasks every step, or load_state_dict({{}}) "
+                    "to start over"
+                )
 
     def end_epoch(self) -> None:
         """Close the current epoch: its average loss becomes :math:`\\bar L(e-1)`.
@@ -131,11 +143,7 @@ class DynamicWeightAverage(GramResolver):
             "DynamicWeightAverage needs losses >= 0 (shift the losses by a constant first)",
             strictly_positive=False,
         )
-        if self._loss_sum is not None and self._loss_sum.shape[0] != T:
-            raise ValueError(
-                f"DynamicWeightAverage is averaging {self._loss_sum.shape[0]} losses, got {T}"
-            )
-        weights = self.current_weights(T)
+        weights = self.current_weights(T)  # (checks that T is the tasks' number so far)
         self._loss_sum = values.clone() if self._loss_sum is None else self._loss_sum + values
         self._calls += 1
         if self.epoch_length is not None and self._calls == self.epoch_length:

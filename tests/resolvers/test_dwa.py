@@ -127,6 +127,20 @@ def test_a_changed_number_of_tasks_is_refused_within_an_epoch():
         gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)
 
 
+def test_a_changed_number_of_tasks_is_refused_after_the_first_epoch():
+    resolver = DynamicWeightAverage(epoch_length=1)
+    gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0])  # one epoch average held
+    state = str(resolver.state_dict())
+    three = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"loss averages for 2 tasks, got 3.*load_state_dict"):
+        gradsurgery.resolve(three, method=resolver, losses=[1.0] * 3)
+    assert str(resolver.state_dict()) == state
+    resolver.load_state_dict({})  # starting over takes the new tasks
+    gradsurgery.resolve(three, method=resolver, losses=[1.0] * 3)
+    with pytest.raises(ValueError, match="loss averages for 3 tasks, got 2"):
+        resolver.current_weights(2)
+
+
 def test_epochs_completed_counts_ended_epochs_up_to_the_two_the_weights_use():
     resolver = DynamicWeightAverage(epoch_length=1)
     assert resolver.epochs_completed == 0

@@ -27,9 +27,19 @@ class IMTLG(GramResolver):
     which equals the paper's closed form :math:`\alpha_{2:T} = g_1 U^\top (D U^\top)^{-1}`,
     :math:`\alpha_1 = 1 - \sum_{i \ge 2} \alpha_i` (with :math:`D_i = g_1 - g_i`,
     :math:`U_i = u_1 - u_i`) whenever that inverse exists, and extends it to rank-deficient
-    :math:`Q` (duplicate, zero or linearly dependent gradients) through the pseudo-inverse:
-    then :math:`Q\alpha` is the least-squares fit of :math:`s` in the range of :math:`Q`.
+    :math:`Q` (duplicate, zero or linearly dependent gradients) through the pseudo-inverse.
     The common projection is :math:`d \cdot u_i = 1 / \sum_j v_j`.
+
+    A rank-deficient :math:`Q` may leave :math:`s` outside its range: exactly opposite
+    gradients of different norms, a gradient that is a combination of the others at other
+    angles, more tasks than the block has entries. Then no update in the span of the
+    gradients other than :math:`d = 0` has equal projections (:math:`Q\alpha = \lambda s`
+    forces :math:`\lambda = 0`), and :math:`d = 0` is what the paper's closed form gives
+    there too, and the limit of the full-rank updates as the gradients approach such a
+    case. The weights are then the part :math:`r` of :math:`s` outside the range (a null
+    vector of :math:`Q`, so :math:`\sum_i r_i g_i = 0`) in place of :math:`v`. :math:`s`
+    counts as outside when :math:`\|r\| > \sqrt{\epsilon} \|s\|`, which rounding of a
+    consistent :math:`s` (duplicate or zero gradients) stays far below.
 
     ``primary`` is ignored: IMTL-G treats all tasks alike. Scale-equivariant and
     permutation-invariant. Precision: :math:`Q^+` amplifies rounding by up to the condition
@@ -65,16 +75,17 @@ class IMTLG(GramResolver):
         gram = exactly_rescaled_tensor(gram)
         norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
         values, vectors = torch.linalg.eigh(gram)
+        eps = torch.finfo(gram.dtype).eps
         largest = values.abs().amax(-1, keepdim=True)
         # Pseudo-inverse cut-off of torch.linalg.pinv (T machine epsilons, relative).
-        keep = values > T * torch.finfo(gram.dtype).eps * largest
+        keep = values > T * eps * largest
         inverse = torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
-        v = (
-            vectors
-            @ (inverse * (vectors.transpose(-2, -1) @ norms.unsqueeze(-1)).squeeze(-1)).unsqueeze(
-                -1
-            )
-        ).squeeze(-1)
+        along = (vectors.transpose(-2, -1) @ norms.unsqueeze(-1)).squeeze(-1)  # V^T s
+        v = (vectors @ (inverse * along).unsqueeze(-1)).squeeze(-1)  # Q^+ s
+        # The part of s outside the range of Q: in the null space, so J^T r = 0.
+        r = (vectors @ torch.where(keep, 0.0, along).unsqueeze(-1)).squeeze(-1)
+        outside = r.norm(dim=-1, keepdim=True) > eps**0.5 * norms.norm(dim=-1, keepdim=True)
+        v = torch.where(outside, r, v)
         total = v.sum(-1, keepdim=True)
         significant = total.abs() > 1e-9 * v.abs().sum(-1, keepdim=True)
         return torch.where(significant, v / torch.where(significant, total.abs(), 1.0), 0.0)

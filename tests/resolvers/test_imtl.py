@@ -77,3 +77,54 @@ def test_rank_deficient_inputs_are_finite():
     assert torch.isfinite(d).all()
     p = projections(G[[0, 1, 3]], d)
     torch.testing.assert_close(p, p[0].expand_as(p))
+
+
+def paper_closed_form(G):
+    u = G / G.norm(dim=1, keepdim=True)
+    D, U = G[0] - G[1:], u[0] - u[1:]
+    tail = G[0] @ U.T @ torch.linalg.inv(D @ U.T)
+    return torch.cat([(1 - tail.sum()).reshape(1), tail]) @ G
+
+
+def test_exactly_opposite_gradients_of_different_norms_by_hand():
+    # d . u_1 = d . u_2 with u_2 = -u_1 forces d . u_1 = 0: d = 0 in their span. The
+    # weights are the null vector (2, 1) / 3 of Q = [[1, -2], [-2, 4]], as in the paper.
+    G = torch.tensor([[1.0, 0.0], [-2.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(imtl(G), torch.zeros(2, dtype=torch.float64))
+    weights = gradsurgery.get_resolver("imtl").weights(G @ G.T, primary=None, losses=None)
+    torch.testing.assert_close(weights, torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
+    third = torch.tensor([[0.0, 1.0]], dtype=torch.float64)  # more tasks than entries
+    torch.testing.assert_close(imtl(torch.cat([G, third])), torch.zeros(2, dtype=torch.float64))
+
+
+def test_rank_deficient_gradients_match_the_paper_where_its_inverse_exists():
+    # more tasks than entries, or one task the sum of two others: s leaves the range of Q
+    generator = torch.Generator().manual_seed(5)
+    compared = 0
+    for trial in range(40):
+        T = 2 + trial % 4
+        if trial % 2:
+            G = torch.randn(T, 1 + trial % (T - 1), generator=generator, dtype=torch.float64)
+        else:
+            G = torch.randn(T, T + 2, generator=generator, dtype=torch.float64)
+            G[-1] = G[0] + G[1] if T > 2 else -3.0 * G[0]
+        u = G / G.norm(dim=1, keepdim=True)
+        if abs(float(torch.linalg.det((G[0] - G[1:]) @ (u[0] - u[1:]).T))) < 1e-6:
+            continue
+        paper, ours = paper_closed_form(G), imtl(G)
+        sign = 1.0 if float(torch.dot(paper, G[0])) >= 0 else -1.0
+        torch.testing.assert_close(ours, sign * paper, rtol=1e-6, atol=1e-9)
+        compared += 1
+    assert compared > 30
+
+
+def test_nearly_opposite_gradients_approach_the_opposite_case():
+    for epsilon in (1e-3, 1e-6, 1e-9, 1e-12):
+        G = torch.tensor([[1.0, 0.0], [-2.0, epsilon]], dtype=torch.float64)
+        # equal projections: d = (epsilon^2 / 12, epsilon / 3) to leading order
+        torch.testing.assert_close(
+            imtl(G),
+            torch.tensor([epsilon**2 / 12, epsilon / 3], dtype=torch.float64),
+            rtol=1e-3,
+            atol=1e-16,
+        )

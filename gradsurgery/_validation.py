@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,10 +47,13 @@ def build_resolver(
 
 
 def normalize_primary(primary: TaskKey | None, names: Sequence[str] | None, T: int) -> int | None:
-    """The primary task's index in ``range(T)`` from an index (negative allowed) or a name."""
+    """The primary task's index in ``range(T)`` from an index (negative allowed; any
+    integer, such as NumPy's or a one-element integer tensor) or a name."""
     if primary is None:
         return None
-    if isinstance(primary, bool):
+    if isinstance(primary, (bool, np.bool_)) or (
+        isinstance(primary, Tensor) and primary.dtype == torch.bool
+    ):
         raise TypeError(f"Invalid primary: {primary!r} (expected a task index or name)")
     if isinstance(primary, str):
         if names is None:
@@ -59,11 +64,13 @@ def normalize_primary(primary: TaskKey | None, names: Sequence[str] | None, T: i
         if primary not in names:
             raise ValueError(f"Invalid primary: {primary!r} is not a task; tasks: {list(names)}")
         return list(names).index(primary)
-    if isinstance(primary, int):
-        if not -T <= primary < T:
-            raise ValueError(f"Invalid primary: {primary} is out of range for {T} task(s)")
-        return primary % T
-    raise TypeError(f"Invalid primary: {primary!r} (expected a task index or name)")
+    try:
+        index = operator.index(primary)
+    except TypeError:
+        raise TypeError(f"Invalid primary: {primary!r} (expected a task index or name)") from None
+    if not -T <= index < T:
+        raise ValueError(f"Invalid primary: {index} is out of range for {T} task(s)")
+    return index % T
 
 
 def task_vector(
@@ -89,6 +96,11 @@ def task_vector(
         values = [values[name] for name in names]
     if isinstance(values, Tensor):
         vector = values.detach()
+    elif isinstance(values, np.ndarray):
+        try:
+            vector = torch.as_tensor(values, dtype=torch.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"Invalid {argument}: expected {T} numbers ({error})") from None
     elif isinstance(values, Sequence) and not isinstance(values, str):
         items = [v.detach().reshape(()) if isinstance(v, Tensor) else v for v in values]
         try:

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from gradsurgery._validation import normalize_primary
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -263,17 +265,9 @@ class ConflictMonitor:
             raise ValueError(f"Invalid task_names: {names} (expected distinct names, T >= 1)")
         if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
             raise ValueError(f"Invalid k: {k!r} (expected a finite number > 0)")
-        if isinstance(primary, str):
-            if primary not in names:
-                raise ValueError(f"Invalid primary: {primary!r} is not a task; tasks: {names}")
-            primary = names.index(primary)
-        elif primary is not None and not (
-            isinstance(primary, int) and not isinstance(primary, bool) and 0 <= primary < len(names)
-        ):
-            raise ValueError(f"Invalid primary: {primary!r} (expected a task name or index)")
         self.task_names = tuple(names)
         self.k = float(k)
-        self.primary: int | None = primary
+        self.primary: int | None = normalize_primary(primary, names, len(names))
         self._groups: dict[str, set[int]] = {}
         for group, parameters in (groups or {}).items():
             if group == "all":

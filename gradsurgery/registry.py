@@ -93,13 +93,16 @@ def register(name: str, resolver_class: type[Resolver], *, overwrite: bool = Fal
 
 
 @functools.cache
-def _options_of(resolver_class: type[Resolver]) -> tuple[str, ...]:
-    """The constructor options of ``resolver_class`` (read once: ``inspect`` is slow)."""
-    return tuple(
-        parameter
-        for parameter in inspect.signature(resolver_class).parameters
-        if parameter not in ("self", "args", "kwargs")
+def _options_of(resolver_class: type[Resolver]) -> tuple[tuple[str, ...], bool]:
+    """The named constructor options of ``resolver_class``, and whether it also takes any
+    other keyword (a ``**kwargs``); read once, as ``inspect`` is slow."""
+    parameters = inspect.signature(resolver_class).parameters.values()
+    named = tuple(
+        parameter.name
+        for parameter in parameters
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
     )
+    return named, any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)
 
 
 def get_resolver(name: str, **options: Any) -> Resolver:
@@ -107,7 +110,8 @@ def get_resolver(name: str, **options: Any) -> Resolver:
 
     Raises:
         ValueError: unknown name (the message lists the known ones) or a bad option value.
-        TypeError: an option the method does not have (the message lists those it has).
+        TypeError: an option the method does not have (the message lists those it has; a
+            constructor with ``**kwargs`` takes any).
 
     Example:
         >>> import gradsurgery
@@ -126,9 +130,9 @@ def get_resolver(name: str, **options: Any) -> Resolver:
         ) from None
     if not options:
         return resolver_class()
-    accepted = _options_of(resolver_class)
+    accepted, any_keyword = _options_of(resolver_class)
     unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    if unknown and not any_keyword:
         raise TypeError(
             f"method {name!r} got unknown option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(accepted) or '(none)'}"

@@ -7,6 +7,7 @@ import io
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -309,3 +310,11 @@ def test_summary_of_a_monitor_without_steps_is_nan_not_an_error():
     summary = ConflictMonitor(["a", "b"]).summary()
     assert summary["steps"] == 0 and math.isnan(summary["conflict_share"])
     assert all(math.isnan(q) for q in summary["norm_ratio_quantiles"]["a_b"].values())
+
+
+def test_the_monitors_primary_is_taken_as_the_front_door_takes_it():
+    assert ConflictMonitor(["a", "b"], primary=-1).primary == 1
+    assert ConflictMonitor(["a", "b"], primary=np.int64(0)).primary == 0
+    assert ConflictMonitor(["a", "b"], primary="b").primary == 1
+    with pytest.raises(TypeError, match="Invalid primary: True"):
+        ConflictMonitor(["a", "b"], primary=True)

@@ -53,3 +53,48 @@ def test_register_rejects_non_resolvers():
 def test_register_rejects_a_name_that_is_not_a_non_empty_string(name):
     with pytest.raises(TypeError, match="Invalid name"):
         gradsurgery.register(name, gradsurgery.resolvers.Resolver)  # type: ignore[arg-type]
+
+
+class Scaled(GramResolver):
+    """Every task weighted by ``scale``; named options and, after them, any keyword."""
+
+    def __init__(self, scale: float = 1.0, *, bias: float = 0.0, **notes: object) -> None:
+        self.scale, self.bias, self.notes = scale, bias, notes
+
+    def weights(self, gram, *, primary, losses):
+        return torch.full(gram.shape[:2], self.scale + self.bias, dtype=gram.dtype)
+
+
+class ScaledOnly(GramResolver):
+    """``Scaled`` without the ``**notes``."""
+
+    def __init__(self, scale: float = 1.0, *extra: object) -> None:
+        self.scale = scale
+
+    def weights(self, gram, *, primary, losses):
+        return torch.full(gram.shape[:2], self.scale, dtype=gram.dtype)
+
+
+@pytest.fixture
+def registered():
+    from gradsurgery import registry
+
+    gradsurgery.register("scaled_test", Scaled)
+    gradsurgery.register("scaled_only_test", ScaledOnly)
+    yield
+    registry._REGISTRY.pop("scaled_test")
+    registry._REGISTRY.pop("scaled_only_test")
+
+
+def test_a_constructor_with_any_keyword_takes_every_option(registered):
+    resolver = gradsurgery.get_resolver("scaled_test", scale=2.0, bias=1.0, note="x")
+    assert isinstance(resolver, Scaled)
+    assert (resolver.scale, resolver.bias, resolver.notes) == (2.0, 1.0, {"note": "x"})
+
+
+def test_unknown_options_name_only_the_named_options(registered):
+    # a *extra is no option (whatever its name)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) bias; its options are: scale$"):
+        gradsurgery.get_resolver("scaled_only_test", bias=1.0)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) note; its options are: scale$"):
+        gradsurgery.get_resolver("scaled_only_test", note="x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,34 @@ def test_negative_primary_counts_from_the_end():
     torch.testing.assert_close(
         gradsurgery.resolve(G, primary=-2), gradsurgery.resolve(G, primary=0)
     )
+
+
+@pytest.mark.parametrize(
+    "primary", [np.int64(0), np.int32(-2), torch.tensor(0), torch.tensor([-2], dtype=torch.int32)]
+)
+def test_any_integer_is_a_primary_index(primary):
+    torch.testing.assert_close(
+        gradsurgery.resolve(G, method="gr", primary=primary),
+        gradsurgery.resolve(G, method="gr", primary=0),
+    )
+
+
+@pytest.mark.parametrize("primary", [np.True_, torch.tensor(True), torch.tensor(0.0), 0.0])
+def test_booleans_and_floats_are_no_primary_index(primary):
+    with pytest.raises(TypeError, match="Invalid primary"):
+        gradsurgery.resolve(G, method="gr", primary=primary)
+
+
+def test_numpy_arrays_are_weights_and_losses():
+    weights, losses = np.array([0.5, 2.0]), np.array([1.0, 3.0], dtype=np.float32)
+    torch.testing.assert_close(
+        gradsurgery.resolve(G, method="uw", weights=weights, losses=losses),
+        gradsurgery.resolve(G, method="uw", weights=[0.5, 2.0], losses=[1.0, 3.0]),
+    )
+    with pytest.raises(TypeError, match="Invalid weights: expected 2 numbers"):
+        gradsurgery.resolve(G, method="sum", weights=np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="Invalid weights: got 3 values for 2 task"):
+        gradsurgery.resolve(G, method="sum", weights=np.ones(3))
 
 
 def test_input_is_not_modified():

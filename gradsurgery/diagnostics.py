@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery._validation import normalize_primary
+from gradsurgery.resolvers._options import real_option
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -263,10 +264,8 @@ class ConflictMonitor:
         names = list(task_names)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Invalid task_names: {names} (expected distinct names, T >= 1)")
-        if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
-            raise ValueError(f"Invalid k: {k!r} (expected a finite number > 0)")
         self.task_names = tuple(names)
-        self.k = float(k)
+        self.k = real_option("k", k, minimum=0, above_minimum=True)
         self.primary: int | None = normalize_primary(primary, names, len(names))
         self._groups: dict[str, set[int]] = {}
         for group, parameters in (groups or {}).items():

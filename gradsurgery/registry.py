@@ -109,9 +109,11 @@ def get_resolver(name: str, **options: Any) -> Resolver:
     """Build the resolver registered as ``name`` with hyper-parameters ``options``.
 
     Raises:
-        ValueError: unknown name (the message lists the known ones) or a bad option value.
+        ValueError: unknown name (the message lists the known ones), or an option value out
+            of its range (NaN and infinities included).
         TypeError: an option the method does not have (the message lists those it has; a
-            constructor with ``**kwargs`` takes any).
+            constructor with ``**kwargs`` takes any), or an option value of the wrong type
+            (a string, or a ``bool`` where a number is expected).
 
     Example:
         >>> import gradsurgery

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from gradsurgery.resolvers._options import integer_option
+
 
 class SeededRandomness:
     """Mixin: a private, checkpointed :class:`torch.Generator` built from ``seed`` or given.
@@ -25,8 +27,7 @@ class SeededRandomness:
         owner = type(self).__name__
         if seed is not None and generator is not None:
             raise ValueError(f"Give either seed or generator to {owner}, not both")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"Invalid seed: {seed!r} (expected an int)")
+        seed = integer_option("seed", seed, optional=True)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
         if cpu_only and generator is not None and generator.device.type != "cpu":

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers._simplex import min_norm_in_simplex_array
 from gradsurgery.resolvers.host import HostGramResolver
 
@@ -15,6 +15,12 @@ __all__ = ["CAGrad"]
 Rescale = Literal["1+c^2", "1+c", "none"]
 _RESCALES = ("1+c^2", "1+c", "none")
 _MAX_ITERATIONS = 100
+_SOLVE_C_RANGE = (2.0**-60, 2.0**60)
+"""The dual is solved with ``c`` clamped to this range. Beyond ``2^60`` the shift
+``mu (b 1^T + 1 b^T) + mu^2 ||g_0||^2 1 1^T`` of the Gram is below ``2^-60`` of its largest
+entry, under the Gram's own rounding, so the solve's weights are those of any larger ``c``;
+below ``2^-60`` the ``g_w`` term of ``d`` is ``c ||g_0||``, under ``d``'s rounding, so the
+weights' small changes do not show. Unclamped, ``mu`` and the shifted Gram overflow."""
 _TOLERANCE = 1e-13
 _NEGLIGIBLE_NORM = 1e-7
 """``g_w`` counts as zero when ``||g_w|| <= 1e-7 max_i ||g_i||``; then ``d = g_0 / (1 + c^2)``.
@@ -60,7 +66,14 @@ class CAGrad(HostGramResolver):
     Args:
         c: the radius :math:`c \ge 0` relative to :math:`\|g_0\|`; default 0.4 (the nyuv2
             experiments of the authors and of Nash-MTL; LibMTL uses 0.5, the toy 0.5).
-            ``c = 0`` gives the mean gradient.
+            ``c = 0`` gives the mean gradient. Any finite ``c`` works: the final division
+            is applied to each term of :math:`d` separately (:math:`1/(1+c^2)` and
+            :math:`c/(1+c^2)`, so :math:`c^2` is never formed where it would overflow), and
+            the dual is solved with ``c`` clamped to :math:`[2^{-60}, 2^{60}]`, outside which
+            its solution does not change beyond rounding (the shift of the Gram is below its
+            rounding above :math:`2^{60}`; the :math:`g_w` term of :math:`d` is below
+            :math:`d`'s rounding under :math:`2^{-60}`). With ``rescale="none"`` a huge ``c``
+            gives a direction of about :math:`c \|g_0\|`, an error where that overflows.
         rescale: the final division: ``"1+c^2"`` (default, the authors' ``rescale=1`` on
             nyuv2), ``"1+c"`` (the authors' toy, ``rescale=2``) or ``"none"``.
 
@@ -87,11 +100,9 @@ class CAGrad(HostGramResolver):
     promises = frozenset({"scale_equivariant"})
 
     def __init__(self, c: float = 0.4, rescale: Rescale = "1+c^2") -> None:
-        if not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 0):
-            raise ValueError(f"Invalid c: {c!r} (expected a finite number >= 0; default 0.4)")
+        self.c = real_option("c", c, minimum=0, note="default 0.4")
         if rescale not in _RESCALES:
             raise ValueError(f"Invalid rescale: {rescale!r} (expected one of {_RESCALES})")
-        self.c = float(c)
         self.rescale: Rescale = rescale
 
     def _options(self) -> dict[str, Any]:
@@ -101,20 +112,34 @@ class CAGrad(HostGramResolver):
         # The root search is many tiny steps, whose cost is per-call overhead: NumPy on
         # the host (see gradsurgery.resolvers.host).
         T = gram.shape[-1]
-        uniform = np.full(gram.shape[:-1], 1.0 / T)
+        mean_weight, step_factor = self._final_factors()
+        weights = np.full(gram.shape[:-1], mean_weight / T)
         mean_dots = gram.mean(-1)  # b_i = g_i . g_0
         mean_norm = np.sqrt(np.maximum(mean_dots.mean(-1), 0.0))  # ||g_0||
-        radius = self.c * mean_norm  # c ||g_0||
-        weights = uniform
-        if self.c > 0 and (radius > 0).any():
+        if self.c > 0 and (mean_norm > 0).any():
+            # the c of the dual's solve, kept within [2^-60, 2^60] (see the class docstring)
+            solve_c = min(max(self.c, _SOLVE_C_RANGE[0]), _SOLVE_C_RANGE[1])
+            radius = solve_c * mean_norm  # c ||g_0||
             w = self._dual_weights(gram, mean_dots, radius)
             norm_w = _norm_of_combination(w, gram)
             scale = np.sqrt(np.diagonal(gram, axis1=-2, axis2=-1).max(-1))
             active = (radius > 0) & (norm_w > _NEGLIGIBLE_NORM * scale)
-            step = np.where(active, radius / np.where(active, norm_w, 1.0), 0.0)
-            weights = uniform + step[..., None] * w
-        divisor = {"1+c^2": 1.0 + self.c**2, "1+c": 1.0 + self.c, "none": 1.0}[self.rescale]
-        return weights / divisor
+            ratio = np.where(active, mean_norm / np.where(active, norm_w, 1.0), 0.0)
+            with np.errstate(over="ignore"):  # rescale="none" with a huge c: the glue's error
+                weights = weights + (step_factor * ratio)[..., None] * w
+        return weights
+
+    def _final_factors(self) -> tuple[float, float]:
+        """The factors of :math:`g_0` and of :math:`\\|g_0\\| g_w / \\|g_w\\|` in :math:`d`:
+        ``1 / divisor`` and ``c / divisor``, neither overflowing for any finite ``c``."""
+        c = self.c
+        if self.rescale == "1+c^2":
+            if c > 2.0**500:  # c^2 would overflow; 1 + c^2 = c^2 in float64 anyway
+                return 1.0 / c / c, 1.0 / c
+            return 1.0 / (1.0 + c * c), c / (1.0 + c * c)
+        if self.rescale == "1+c":
+            return 1.0 / (1.0 + c), c / (1.0 + c)
+        return 1.0, c
 
     def _dual_weights(
         self, gram: np.ndarray, mean_dots: np.ndarray, radius: np.ndarray

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._losses import checked_losses
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers.base import Resolution, Resolver, gram_of_blocks, weighted_sum_of_blocks
 
 __all__ = ["DBMTL"]
@@ -43,7 +43,9 @@ class DBMTL(Resolver):
         beta: the moving-average factor :math:`\beta \in [0, 1)` (default 0.9; 0 uses the
             current gradients only).
         beta_sigma: the decay exponent :math:`\beta_\sigma \ge 0` of :math:`\beta_k`
-            (default 0: a constant :math:`\beta`).
+            (default 0: a constant :math:`\beta`). Any finite value works: :math:`\beta_k`
+            is computed as :math:`\beta k^{-\beta_\sigma}`, which underflows to 0 (no
+            memory of past steps) where :math:`k^{\beta_\sigma}` would overflow a float.
 
     ``losses`` are required and must be positive (their logarithm is taken). Loss weights
     :math:`c_i` multiply :math:`g_i / L_i`; since every :math:`\hat g_i` is rescaled to the
@@ -74,14 +76,10 @@ class DBMTL(Resolver):
     needs_losses = True
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0) -> None:
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and 0.0 <= beta < 1.0):
-            raise ValueError(f"Invalid beta: {beta!r} (expected a number in [0, 1); paper 0.9)")
-        if not (
-            isinstance(beta_sigma, (int, float)) and math.isfinite(beta_sigma) and beta_sigma >= 0
-        ):
-            raise ValueError(f"Invalid beta_sigma: {beta_sigma!r} (expected a finite number >= 0)")
-        self.beta = float(beta)
-        self.beta_sigma = float(beta_sigma)
+        self.beta = real_option(
+            "beta", beta, minimum=0, maximum=1, below_maximum=True, note="paper 0.9"
+        )
+        self.beta_sigma = real_option("beta_sigma", beta_sigma, minimum=0)
         self.average: Tensor | None = None
         self._step = 0
 
@@ -123,7 +121,9 @@ class DBMTL(Resolver):
                 f"{work_dtype}"
             )
         step = self._step + 1
-        beta = self.beta / step**self.beta_sigma
+        # beta / k^sigma, as beta k^-sigma: k^sigma overflows a float (from sigma = 1024 at
+        # k = 2), its reciprocal underflows to 0 instead, the right limit
+        beta = self.beta * step**-self.beta_sigma
         average = log_gradients.mul_(1.0 - beta)  # in place: one T x P buffer beside G
         if self.average is not None:
             average.add_(self.average.to(G.device, work_dtype), alpha=beta)

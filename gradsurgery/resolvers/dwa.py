@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._losses import checked_losses
+from gradsurgery.resolvers._options import integer_option, real_option
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["DynamicWeightAverage"]
@@ -65,20 +65,10 @@ class DynamicWeightAverage(GramResolver):
     uses_gram = False
 
     def __init__(self, temperature: float = 2.0, epoch_length: int | None = None) -> None:
-        if not (
-            isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
-        ):
-            raise ValueError(
-                f"Invalid temperature: {temperature!r} (expected a finite number > 0; paper 2)"
-            )
-        if epoch_length is not None and (
-            isinstance(epoch_length, bool) or not isinstance(epoch_length, int) or epoch_length < 1
-        ):
-            raise ValueError(
-                f"Invalid epoch_length: {epoch_length!r} (expected None or an int >= 1)"
-            )
-        self.temperature = float(temperature)
-        self.epoch_length = epoch_length
+        self.temperature = real_option(
+            "temperature", temperature, minimum=0, above_minimum=True, note="paper 2"
+        )
+        self.epoch_length = integer_option("epoch_length", epoch_length, minimum=1, optional=True)
         self._reset()
 
     def _reset(self) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._adam import HostAdam
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["FAMO"]
@@ -87,10 +88,8 @@ class FAMO(GramResolver):
     def __init__(
         self, lr: float = 0.025, gamma: float = 0.01, min_losses: Sequence[float] | None = None
     ) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"Invalid lr: {lr!r} (expected a finite number > 0; paper 0.025)")
-        if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-            raise ValueError(f"Invalid gamma: {gamma!r} (expected a finite number >= 0)")
+        lr = real_option("lr", lr, minimum=0, above_minimum=True, note="paper 0.025")
+        gamma = real_option("gamma", gamma, minimum=0)
         bounds: Tensor | None = None
         if min_losses is not None:
             try:

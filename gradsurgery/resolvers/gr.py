@@ -13,11 +13,11 @@ host once and the weights back (:mod:`gradsurgery.resolvers.host`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers.host import HostGramResolver
 
 __all__ = [
@@ -196,16 +196,8 @@ class RescaleOptions(HostGramResolver):
     >= 1)."""
 
     def __init__(self, k: float = 5.0, max_stretch: float | None = None) -> None:
-        if not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0):
-            raise ValueError(f"Invalid k: {k!r} (expected a finite number > 0; the paper uses 5)")
-        if max_stretch is not None and not (
-            isinstance(max_stretch, (int, float)) and max_stretch >= 1
-        ):
-            raise ValueError(
-                f"Invalid max_stretch: {max_stretch!r} (expected None or a number >= 1)"
-            )
-        self.k = float(k)
-        self.max_stretch = None if max_stretch is None else float(max_stretch)
+        self.k = real_option("k", k, minimum=0, above_minimum=True, note="the paper uses 5")
+        self.max_stretch = real_option("max_stretch", max_stretch, minimum=1, optional=True)
 
     def _options(self) -> dict[str, Any]:
         return {"k": self.k, "max_stretch": self.max_stretch}

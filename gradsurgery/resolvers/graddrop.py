@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import Resolution, Resolver
 
@@ -77,9 +77,7 @@ class GradDrop(SeededRandomness, Resolver):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not (isinstance(leak, (int, float)) and math.isfinite(leak) and 0.0 <= leak <= 1.0):
-            raise ValueError(f"Invalid leak: {leak!r} (expected a number in [0, 1])")
-        self.leak = float(leak)
+        self.leak = real_option("leak", leak, minimum=0, maximum=1)
         self._init_randomness(seed, generator)
 
     def _options(self) -> dict[str, Any]:

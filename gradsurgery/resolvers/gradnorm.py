@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["GradNorm"]
@@ -61,15 +61,11 @@ class GradNorm(GramResolver):
     needs_losses = True
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025, min_weight: float = 1e-3) -> None:
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"Invalid alpha: {alpha!r} (expected a finite number >= 0)")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"Invalid lr: {lr!r} (expected a finite number > 0)")
-        if not (isinstance(min_weight, (int, float)) and 0 < min_weight < 1):
-            raise ValueError(f"Invalid min_weight: {min_weight!r} (expected 0 < min_weight < 1)")
-        self.alpha = float(alpha)
-        self.lr = float(lr)
-        self.min_weight = float(min_weight)
+        self.alpha = real_option("alpha", alpha, minimum=0)
+        self.lr = real_option("lr", lr, minimum=0, above_minimum=True)
+        self.min_weight = real_option(
+            "min_weight", min_weight, minimum=0, maximum=1, above_minimum=True, below_maximum=True
+        )
         self.task_weights: Tensor | None = None
         self.initial_losses: Tensor | None = None
         self._exp_avg: Tensor | None = None

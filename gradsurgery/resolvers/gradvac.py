@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers._random import SeededRandomness
 from gradsurgery.resolvers.base import GramResolver
 
@@ -80,11 +80,9 @@ class GradVac(SeededRandomness, GramResolver):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and 0 <= beta <= 1):
-            raise ValueError(f"Invalid beta: {beta!r} (expected a number in [0, 1])")
+        self.beta = real_option("beta", beta, minimum=0, maximum=1)
         if order not in ("random", "fixed"):
             raise ValueError(f"Invalid order: {order!r} (expected 'random' or 'fixed')")
-        self.beta = float(beta)
         self.order: Order = order
         self._init_randomness(seed, generator)
         self.targets: Tensor | None = None

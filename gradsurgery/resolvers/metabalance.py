@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["MetaBalance"]
@@ -66,12 +66,10 @@ class MetaBalance(GramResolver):
     reads_primary_only = True
 
     def __init__(self, relax: float = 0.7, beta: float = 0.9) -> None:
-        if not (isinstance(relax, (int, float)) and 0.0 <= relax <= 1.0):
-            raise ValueError(f"Invalid relax: {relax!r} (expected a number in [0, 1]; paper 0.7)")
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and 0.0 <= beta < 1.0):
-            raise ValueError(f"Invalid beta: {beta!r} (expected a number in [0, 1); paper 0.9)")
-        self.relax = float(relax)
-        self.beta = float(beta)
+        self.relax = real_option("relax", relax, minimum=0, maximum=1, note="paper 0.7")
+        self.beta = real_option(
+            "beta", beta, minimum=0, maximum=1, below_maximum=True, note="paper 0.9"
+        )
         self.average_norms: Tensor | None = None
 
     def _options(self) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import integer_option, real_option
 from gradsurgery.resolvers.base import GramResolver
 from gradsurgery.resolvers.host import exactly_rescaled_tensor
 
@@ -76,17 +76,11 @@ class NashMTL(GramResolver):
     def __init__(
         self, update_weights_every: int = 1, max_iterations: int = 50, reg_eps: float = 1e-8
     ) -> None:
-        for name, value in (
-            ("update_weights_every", update_weights_every),
-            ("max_iterations", max_iterations),
-        ):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"Invalid {name}: {value!r} (expected an int >= 1)")
-        if not (isinstance(reg_eps, (int, float)) and math.isfinite(reg_eps) and reg_eps > 0):
-            raise ValueError(f"Invalid reg_eps: {reg_eps!r} (expected a finite number > 0)")
-        self.update_weights_every = update_weights_every
-        self.max_iterations = max_iterations
-        self.reg_eps = float(reg_eps)
+        self.update_weights_every = integer_option(
+            "update_weights_every", update_weights_every, minimum=1
+        )
+        self.max_iterations = integer_option("max_iterations", max_iterations, minimum=1)
+        self.reg_eps = real_option("reg_eps", reg_eps, minimum=0, above_minimum=True)
         self.alpha: Tensor | None = None
         self.step = 0
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import integer_option, real_option
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["OLAux"]
@@ -86,25 +86,17 @@ class OLAux(GramResolver):
         nonnegative: bool = False,
         initial_weight: float = 1.0,
     ) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"Invalid lr: {lr!r} (expected a finite number >= 0)")
-        if not (isinstance(model_lr, (int, float)) and math.isfinite(model_lr) and model_lr > 0):
-            raise ValueError(f"Invalid model_lr: {model_lr!r} (expected a finite number > 0)")
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"Invalid horizon: {horizon!r} (expected an int >= 1)")
+        self.lr = real_option("lr", lr, minimum=0)
+        self.model_lr = real_option("model_lr", model_lr, minimum=0, above_minimum=True)
+        self.horizon = integer_option("horizon", horizon, minimum=1)
         if not isinstance(nonnegative, bool):
             raise TypeError(f"Invalid nonnegative: {nonnegative!r} (expected True or False)")
-        if not (isinstance(initial_weight, (int, float)) and math.isfinite(initial_weight)):
-            raise ValueError(f"Invalid initial_weight: {initial_weight!r} (expected a number)")
-        if nonnegative and initial_weight < 0:
+        self.nonnegative = nonnegative
+        self.initial_weight = real_option("initial_weight", initial_weight)
+        if nonnegative and self.initial_weight < 0:
             raise ValueError(
                 f"Invalid initial_weight: {initial_weight!r} (expected >= 0 with nonnegative)"
             )
-        self.lr = float(lr)
-        self.model_lr = float(model_lr)
-        self.horizon = horizon
-        self.nonnegative = nonnegative
-        self.initial_weight = float(initial_weight)
         self.task_weights: Tensor | None = None
         self._dot_sum: Tensor | None = None
         self._steps = 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers._simplex import nonnegative_quadratic
 from gradsurgery.resolvers.base import GramResolver
 
@@ -83,11 +83,8 @@ class UPGrad(GramResolver):
     promises = frozenset({"scale_equivariant", "permutation_invariant", "non_conflicting"})
 
     def __init__(self, norm_eps: float = 0.0, reg_eps: float = 1e-4) -> None:
-        for name, value in (("norm_eps", norm_eps), ("reg_eps", reg_eps)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"Invalid {name}: {value!r} (expected a finite number >= 0)")
-        self.norm_eps = float(norm_eps)
-        self.reg_eps = float(reg_eps)
+        self.norm_eps = real_option("norm_eps", norm_eps, minimum=0)
+        self.reg_eps = real_option("reg_eps", reg_eps, minimum=0)
 
     def _options(self) -> dict[str, Any]:
         return {"norm_eps": self.norm_eps, "reg_eps": self.reg_eps}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ from torch import Tensor
 
 from gradsurgery.resolvers._adam import HostAdam
 from gradsurgery.resolvers._losses import checked_losses
+from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["UncertaintyWeighting"]
@@ -62,19 +62,10 @@ class UncertaintyWeighting(GramResolver):
     uses_gram = False
 
     def __init__(self, lr: float = 1e-3, initial_log_variance: float = 0.0) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"Invalid lr: {lr!r} (expected a finite number > 0)")
-        if not (
-            isinstance(initial_log_variance, (int, float))
-            and math.isfinite(initial_log_variance)
-            and abs(initial_log_variance) <= 100
-        ):
-            raise ValueError(
-                f"Invalid initial_log_variance: {initial_log_variance!r} "
-                "(expected a number in [-100, 100])"
-            )
-        self.lr = float(lr)
-        self.initial_log_variance = float(initial_log_variance)
+        self.lr = real_option("lr", lr, minimum=0, above_minimum=True)
+        self.initial_log_variance = real_option(
+            "initial_log_variance", initial_log_variance, minimum=-100, maximum=100
+        )
         self.log_variances: Tensor | None = None
         self._adam: HostAdam | None = None
 

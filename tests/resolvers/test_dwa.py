@@ -104,12 +104,16 @@ def test_the_glue_runs_one_backward_pass():
         ({"temperature": 0.0}, "temperature"),
         ({"temperature": float("inf")}, "temperature"),
         ({"epoch_length": 0}, "epoch_length"),
-        ({"epoch_length": 1.5}, "epoch_length"),
     ],
 )
 def test_invalid_options(options, name):
     with pytest.raises(ValueError, match=name):
         DynamicWeightAverage(**options)
+
+
+def test_a_non_integer_epoch_length_is_a_type_error():
+    with pytest.raises(TypeError, match="epoch_length"):
+        DynamicWeightAverage(epoch_length=1.5)
 
 
 def test_a_changed_number_of_tasks_is_refused_once_weights_are_formed():

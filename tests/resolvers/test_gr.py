@@ -189,9 +189,15 @@ def test_a_dominant_conflicting_auxiliary_leaves_the_primary_component(dtype, ra
     assert cosine > 0.99
 
 
-@pytest.mark.parametrize("k", [0, -1.0, float("nan"), float("inf"), "5"])
+@pytest.mark.parametrize("k", [0, -1.0, float("nan"), float("inf")])
 def test_invalid_k_is_rejected(k):
     with pytest.raises(ValueError, match="Invalid k"):
+        GradientRemedy(k=k)
+
+
+@pytest.mark.parametrize("k", ["5", True, None])
+def test_k_of_the_wrong_type_is_rejected(k):
+    with pytest.raises(TypeError, match="Invalid k"):
         GradientRemedy(k=k)
 
 

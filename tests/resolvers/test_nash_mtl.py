@@ -80,11 +80,16 @@ def test_zero_and_opposed_tasks():
 
 @pytest.mark.parametrize(
     "options",
-    [{"update_weights_every": 0}, {"max_iterations": 1.5}, {"reg_eps": 0.0}, {"reg_eps": -1}],
+    [{"update_weights_every": 0}, {"reg_eps": 0.0}, {"reg_eps": -1}],
 )
 def test_invalid_options(options):
     with pytest.raises(ValueError):
         NashMTL(**options)
+
+
+def test_a_non_integer_max_iterations_is_a_type_error():
+    with pytest.raises(TypeError, match="max_iterations"):
+        NashMTL(max_iterations=1.5)
 
 
 def test_a_changed_number_of_tasks_starts_the_weights_afresh():

@@ -79,7 +79,6 @@ def test_state_restores_mid_horizon():
         ({"lr": -1.0}, "lr"),
         ({"model_lr": 0.0}, "model_lr"),
         ({"horizon": 0}, "horizon"),
-        ({"horizon": 2.5}, "horizon"),
         ({"initial_weight": float("inf")}, "initial_weight"),
         ({"initial_weight": -1.0, "nonnegative": True}, "initial_weight"),
     ],
@@ -87,6 +86,11 @@ def test_state_restores_mid_horizon():
 def test_invalid_options(options, name):
     with pytest.raises(ValueError, match=name):
         OLAux(**options)
+
+
+def test_a_non_integer_horizon_is_a_type_error():
+    with pytest.raises(TypeError, match="horizon"):
+        OLAux(horizon=2.5)
 
 
 def test_nonnegative_must_be_a_bool():

@@ -204,7 +204,9 @@ def backward(
     Where task gradients are formed, hooks on a shared parameter run in each task's
     pass, on that task's gradient, as for ``T`` separate ``loss.backward()`` calls; the
     resolved direction is written after them (a loss weighting's single pass runs them
-    once, as ``loss.backward()`` does). So a hook registered with
+    once, as ``loss.backward()`` does; with ``diagnostics=True`` its task passes run
+    gradient hooks too, but no ``register_post_accumulate_grad_hook``, as they accumulate
+    nothing). So a hook registered with
     ``register_post_accumulate_grad_hook`` (an optimizer stepping inside the backward
     pass) would see task gradients, never the resolved ``.grad`` (and under
     ``torch.distributed`` it does not run at all): step the optimizer after

@@ -511,32 +511,21 @@ class Accumulator:
             )
         window.loss_sum = [total + value for total, value in zip(window.loss_sum, loss_floats)]
         window.count += 1
-        try:
-            self._back_propagate(window, loss_list, reached, loss_values, capture, only_parameters)
+        try:  # the backward passes, into the window and .grad
+            if weights_only:
+                if window.G is not None:  # a loss weighting with diagnostics
+                    assert reached is not None
+                    scaled = self._scaled(window, loss_list)
+                    self._shared_task_gradients(window, scaled, reached, capture)
+                self._backward_weighted_sum(
+                    window, loss_list, reached, loss_values, capture, only_parameters
+                )
+            else:
+                assert reached is not None
+                _task_gradients(window, self._scaled(window, loss_list), reached, capture)
         except BaseException:  # the window holds part of this micro-batch: drop it
             self._window = None
             raise
-
-    def _back_propagate(
-        self,
-        window: _Window,
-        losses: list[Tensor],
-        reached: list[dict[int, Tensor]] | None,
-        loss_values: Tensor,
-        capture: bool,
-        only_parameters: bool,
-    ) -> None:
-        """The backward passes of one micro-batch, into ``window`` and ``.grad``."""
-        if window.weights_only:
-            if window.G is not None:  # a loss weighting with diagnostics
-                assert reached is not None
-                self._shared_task_gradients(window, self._scaled(window, losses), reached, capture)
-            self._backward_weighted_sum(
-                window, losses, reached, loss_values, capture, only_parameters
-            )
-            return
-        assert reached is not None
-        _task_gradients(window, self._scaled(window, losses), reached, capture)
 
     def _scaled(self, window: _Window, losses: list[Tensor]) -> list[Tensor]:
         """The losses times their loss weights :math:`c_i`, scaled by the ``scaler``."""

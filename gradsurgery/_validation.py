@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, SupportsIndex
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ from torch import Tensor
 from gradsurgery.registry import get_resolver
 from gradsurgery.resolvers.base import Resolver
 
-TaskKey = int | str
+TaskKey = SupportsIndex | str
+"""A task, by index (any integer: ``int``, NumPy's, a one-element integer tensor) or name."""
 
 
 def task_label(index: int, names: Sequence[str] | None) -> str:

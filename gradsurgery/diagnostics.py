@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import torch
 from torch import Tensor
@@ -256,7 +256,7 @@ class ConflictMonitor:
         task_names: Sequence[str],
         *,
         k: float = 5.0,
-        primary: int | str | None = None,
+        primary: SupportsIndex | str | None = None,
         groups: Mapping[str, Iterable[Tensor]] | None = None,
     ) -> None:
         if isinstance(task_names, str) or not all(isinstance(n, str) for n in task_names):

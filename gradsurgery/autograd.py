@@ -425,6 +425,14 @@ class Accumulator:
         return self.sync and distributed.world_size(self.process_group) > 1
 
     @property
+    def _checks_shared_gradients_early(self) -> bool:
+        """Whether a loss weighting's diagnostic task gradients are checked as each
+        micro-batch forms them (before its ``.grad`` is written), not at resolution: on one
+        process (otherwise only the averaged ones count) and without a ``scaler`` (which
+        takes non-finite steps)."""
+        return not (distributed.is_initialized() or self._leaves_nonfinite_to_scaler)
+
+    @property
     def _leaves_nonfinite_to_scaler(self) -> bool:
         return self.scaler is not None and self.scaler.is_enabled()
 
@@ -516,7 +524,7 @@ class Accumulator:
                 if window.G is not None:  # a loss weighting with diagnostics
                     assert reached is not None
                     scaled = self._scaled(window, loss_list)
-                    self._shared_task_gradients(window, scaled, reached, capture)
+                    self._shared_task_gradients(window, scaled, reached)
                 self._backward_weighted_sum(
                     window, loss_list, reached, loss_values, capture, only_parameters
                 )
@@ -539,11 +547,11 @@ class Accumulator:
         return scaled
 
     def _shared_task_gradients(
-        self, window: _Window, scaled: list[Tensor], reached: list[dict[int, Tensor]], capture: bool
+        self, window: _Window, scaled: list[Tensor], reached: list[dict[int, Tensor]]
     ) -> None:
         """Add each task's gradient of the shared parameters to its row of ``G``, writing no
         ``.grad`` (a loss weighting's diagnostics: its weighted sum's pass follows, on the
-        graphs these passes keep). Without ``torch.distributed`` and a ``scaler``,
+        graphs these passes keep). Where :attr:`_checks_shared_gradients_early`,
         non-finite task gradients raise here, before any ``.grad`` is written."""
         G = window.G
         assert G is not None
@@ -556,7 +564,7 @@ class Accumulator:
             for param, grad in zip(inputs, grads):
                 offset = offsets[id(param)]
                 _laid_out_like(G[task, offset : offset + param.numel()], param).add_(grad)
-        if not (capture or self._leaves_nonfinite_to_scaler):
+        if self._checks_shared_gradients_early:
             raise_if_nonfinite_rows(G, window.names, _NONFINITE_TASK_GRADIENTS)
 
     def _backward_weighted_sum(
@@ -683,15 +691,16 @@ class Accumulator:
         )
 
     def _gram_of_window(self, window: _Window) -> Tensor | None:
-        """The Gram of a loss weighting's window (``G`` unscaled, checked), or ``None``
-        without diagnostics, or when a ``scaler`` is left a non-finite step."""
+        """The Gram of a loss weighting's window (``G`` unscaled, checked unless each
+        micro-batch was), or ``None`` without diagnostics, or when a ``scaler`` is left a
+        non-finite step."""
         G = window.G
         if G is None:
             return None
         scale = self._scale()
         if scale is not None:
             G.div_(scale)
-        if not all_finite(G):
+        if not self._checks_shared_gradients_early and not all_finite(G):
             if self._leaves_nonfinite_to_scaler:
                 window.finite = False
                 return None

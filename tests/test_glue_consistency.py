@@ -192,3 +192,13 @@ def test_no_grad_around_the_call_changes_nothing(method, path):
                 accumulator.resolve()
         assert torch.is_grad_enabled()
     assert_same(grads(models[1]), grads(models[0]))
+
+
+def test_diagnostics_leave_a_non_finite_step_to_the_scaler():
+    model = TwoHeads()
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    result = gradsurgery.backward(
+        model.losses(0, spike=True), model, resolver="uw", diagnostics=True, scaler=scaler
+    )
+    assert not result.finite and result.gram is None
+    assert not torch.isfinite(model.trunk[0].weight.grad).all()  # the scaler skips it

@@ -103,21 +103,37 @@ def real_option(
 
 @overload
 def integer_option(
-    name: str, value: object, *, minimum: int | None = ..., optional: Literal[False] = ...
+    name: str,
+    value: object,
+    *,
+    minimum: int | None = ...,
+    maximum: int | None = ...,
+    optional: Literal[False] = ...,
 ) -> int: ...
 @overload
 def integer_option(
-    name: str, value: object, *, minimum: int | None = ..., optional: bool
+    name: str,
+    value: object,
+    *,
+    minimum: int | None = ...,
+    maximum: int | None = ...,
+    optional: bool,
 ) -> int | None: ...
 def integer_option(
-    name: str, value: object, *, minimum: int | None = None, optional: bool = False
+    name: str,
+    value: object,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    optional: bool = False,
 ) -> int | None:
-    """``value`` as a Python ``int`` of at least ``minimum``, or an error naming ``name``.
+    """``value`` as a Python ``int`` within the bounds, or an error naming ``name``.
 
     Args:
         name: the option's name, as the user passes it (``"horizon"``).
         value: what the user passed.
-        minimum: the smallest value allowed (``None``: any integer).
+        minimum: the smallest value allowed (``None``: no lower bound).
+        maximum: the largest value allowed (``None``: no upper bound).
         optional: whether ``None`` is allowed too (it is returned as it is).
 
     Returns:
@@ -125,7 +141,7 @@ def integer_option(
 
     Raises:
         TypeError: ``value`` is a ``bool`` or not an integer (``2.0`` included).
-        ValueError: ``value`` is below ``minimum``.
+        ValueError: ``value`` is below ``minimum`` or above ``maximum``.
 
     Example:
         >>> integer_option("horizon", 5, minimum=1)
@@ -137,15 +153,26 @@ def integer_option(
     """
     if optional and value is None:
         return None
-    expected = "an int" if minimum is None else f"an int >= {minimum}"
+    expected = _expected_integer(minimum, maximum)
     if optional:
         expected = f"None or {expected}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"Invalid {name}: {value!r} (expected {expected})")
     number = int(value)
-    if minimum is not None and number < minimum:
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise ValueError(f"Invalid {name}: {value!r} (expected {expected})")
     return number
+
+
+def _expected_integer(minimum: int | None, maximum: int | None) -> str:
+    """The expected range in words: ``an int >= 1``, ``an int in [0, 9]``."""
+    if minimum is not None and maximum is not None:
+        return f"an int in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f"an int >= {minimum}"
+    if maximum is not None:
+        return f"an int <= {maximum}"
+    return "an int"
 
 
 def _expected_real(

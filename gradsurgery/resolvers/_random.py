@@ -8,6 +8,10 @@ import torch
 
 from gradsurgery.resolvers._options import integer_option
 
+_SEEDS = (-(2**63), 2**64 - 1)
+"""The seeds :meth:`torch.Generator.manual_seed` takes (a negative seed ``s`` is taken as
+``2**64 + s``)."""
+
 
 class SeededRandomness:
     """Mixin: a private, checkpointed :class:`torch.Generator` built from ``seed`` or given.
@@ -27,7 +31,7 @@ class SeededRandomness:
         owner = type(self).__name__
         if seed is not None and generator is not None:
             raise ValueError(f"Give either seed or generator to {owner}, not both")
-        seed = integer_option("seed", seed, optional=True)
+        seed = integer_option("seed", seed, minimum=_SEEDS[0], maximum=_SEEDS[1], optional=True)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator)")
         if cpu_only and generator is not None and generator.device.type != "cpu":

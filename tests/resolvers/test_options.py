@@ -194,3 +194,23 @@ def test_integer_option_bounds_and_messages():
         integer_option("n", np.bool_(True))
     with pytest.raises(TypeError, match=r"^Invalid n: 1\.0 \(expected an int\)$"):
         integer_option("n", 1.0)
+
+
+def test_integer_option_maximum():
+    assert integer_option("n", 9, minimum=0, maximum=9) == 9
+    with pytest.raises(ValueError, match=r"^Invalid n: 10 \(expected an int in \[0, 9\]\)$"):
+        integer_option("n", 10, minimum=0, maximum=9)
+    with pytest.raises(ValueError, match=r"^Invalid n: 3 \(expected None or an int <= 2\)$"):
+        integer_option("n", 3, maximum=2, optional=True)
+
+
+@pytest.mark.parametrize("method", ["graddrop", "gradvac", "pcgrad", "rlw"])
+def test_seed_takes_torch_generator_range(method):
+    """Every seed torch.Generator.manual_seed takes is taken (a negative one as 2**64 + s);
+    one beyond it is a ValueError naming seed, not torch's RuntimeError at the first draw."""
+    for seed, initial in [(2**64 - 1, 2**64 - 1), (-1, 2**64 - 1), (-(2**63), 2**63)]:
+        resolver = _build(method, seed=seed)
+        assert resolver.seed == seed and resolver.generator.initial_seed() == initial
+    for seed in [2**64, -(2**63) - 1]:
+        with pytest.raises(ValueError, match=r"^Invalid seed: -?\d+ \(expected None or an int in"):
+            _build(method, seed=seed)

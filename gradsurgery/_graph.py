@@ -18,6 +18,13 @@ gradient), and one that runs it accumulates each task's gradient straight into t
 would run it as ``loss.backward()`` does, but the walk cannot see the leaves inside the
 segment, so it cannot tell whether they are all parameters: it is refused there too, so
 that every resolver takes the same models.
+
+Under :class:`~torch.nn.parallel.DistributedDataParallel` built with
+``find_unused_parameters=True`` or ``static_graph=True``, every output of the module passes
+through one autograd node (DDP's ``_DDPSink``) whose output ``k`` is its input ``k``
+unchanged: the walk follows from it only the input of the output it came through, so that
+each head stays its own task's (walking all of its inputs would make every head reachable
+from every loss).
 """
 
 from __future__ import annotations
@@ -56,6 +63,37 @@ def _reentrant_checkpoint_type() -> type | None:
 _REENTRANT_CHECKPOINT: Any = _reentrant_checkpoint_type()
 
 
+def _ddp_sink_type() -> type | None:
+    """The type of the autograd node through which DDP passes its module's outputs (the
+    backward class of ``torch.nn.parallel.distributed._DDPSink``), or ``None``."""
+    try:
+        from torch.nn.parallel.distributed import _DDPSink
+    except ImportError:  # pragma: no cover - a torch without it, or without distributed
+        return None
+    backward_type: type | None = getattr(_DDPSink, "_backward_cls", None)
+    return backward_type
+
+
+_DDP_SINK: Any = _ddp_sink_type()
+
+
+class _Edges(NamedTuple):
+    """A stand-in node whose only edges are the given ones: the walk continues there."""
+
+    next_functions: tuple[tuple[Any, int], ...]
+
+
+def _through_sink(sink: Any, output: int) -> _Edges:
+    """The edges to follow from DDP's sink node, reached through its output ``output``:
+    that output's own input, when every output is a tensor (``output`` k is then input
+    k); otherwise, where the outputs cannot be matched to the inputs, all of them."""
+    edges: tuple[tuple[Any, int], ...] = sink.next_functions
+    outputs = getattr(sink, "_input_metadata", None)  # one entry per output of the sink
+    if outputs is not None and len(outputs) == len(edges) and 0 <= output < len(edges):
+        return _Edges((edges[output],))
+    return _Edges(edges)
+
+
 class ReentrantCheckpointError(ValueError):
     """The graph passes through a reentrant ``torch.utils.checkpoint`` segment, whose
     parameters a backward pass restricted to ``inputs=`` cannot reach.
@@ -84,9 +122,11 @@ def _walk(
     the other leaves met into ``outside`` (if given). Returns whether any parameter was
     met. ``seen``, shared by several walks, makes each skip the nodes an earlier one
     visited."""
-    root = loss.grad_fn
+    root: Any = loss.grad_fn
     if type(root) is _REENTRANT_CHECKPOINT:
         raise ReentrantCheckpointError
+    if root is not None and type(root) is _DDP_SINK:  # a loss computed inside the module
+        root = _through_sink(root, loss.output_nr)
     if root is None:  # the loss is itself a leaf
         if id(loss) not in ids:
             if outside is not None:
@@ -100,16 +140,24 @@ def _walk(
     elif root in seen:
         return False
     seen.add(root)
-    accumulate_grad, reentrant_checkpoint = _ACCUMULATE_GRAD, _REENTRANT_CHECKPOINT  # locals
+    accumulate_grad, reentrant_checkpoint, ddp_sink = (
+        _ACCUMULATE_GRAD,
+        _REENTRANT_CHECKPOINT,
+        _DDP_SINK,
+    )
     met = False
     stack: list[Any] = [root]
     while stack:
-        for child, _ in stack.pop().next_functions:
+        for child, output in stack.pop().next_functions:
             if child is None or child in seen:
                 continue
             seen.add(child)
-            if type(child) is not accumulate_grad:
-                if type(child) is reentrant_checkpoint:
+            kind = type(child)
+            if kind is not accumulate_grad:
+                if kind is ddp_sink:
+                    seen.discard(child)  # met again through its other outputs
+                    child = _through_sink(child, output)
+                elif kind is reentrant_checkpoint:
                     raise ReentrantCheckpointError
                 stack.append(child)
                 continue

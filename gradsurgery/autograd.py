@@ -221,7 +221,7 @@ def backward(
     backward pass per task, each through the part of the graph that task reaches (with an
     SE front end feeding a recogniser: one pass through both, plus one through the front
     end), and the ``T x P`` matrix of the shared parameters' task gradients. Distributed:
-    one all-reduce of that matrix and one of the task-specific gradients, plus two tiny
+    one all-reduce of that matrix and one of the task-specific gradients, plus three tiny
     collectives.
 
     Raises:
@@ -582,7 +582,7 @@ class Accumulator:
         parameters (always False otherwise)."""
         device = self._parameters[0].device
         if self._distributed:
-            fingerprint = [len(losses), 1, 0, 0, 0, 0]
+            fingerprint = [len(losses), distributed.names_hash(window.names), 1, 0, 0, 0, 0]
             loss_values = distributed.agree(loss_values, fingerprint, self.process_group, device)
             if not self._leaves_nonfinite_to_scaler:  # now averaged over the ranks
                 raise_if_nonfinite_losses(loss_values, window.names, averaged=True)
@@ -628,6 +628,7 @@ class Accumulator:
             plain_positions = [self._position[id(p)] for p, _ in plain]
             fingerprint = [
                 window.T,
+                distributed.names_hash(window.names),
                 int(window.weights_only),
                 len(shared_positions),
                 _layout_hash(shared_positions),

@@ -4,10 +4,11 @@ Resolution is non-linear, so averaging resolved directions over ranks is not res
 the averaged gradients. :func:`gradsurgery.backward` (and :class:`gradsurgery.Accumulator`)
 therefore average the RAW task gradients over the process group before resolving:
 
-1. one small float64 all-reduce carries the loss values (so loss-aware resolvers such as
-   GradNorm see the same, averaged, losses everywhere) and a fingerprint of which
-   parameters each task reached, checked so that ranks whose graphs differ fail together
-   with a clear error instead of exchanging misaligned buffers or hanging;
+1. two small float64 all-reduces: a fingerprint of the step (the number of tasks, their
+   names in order, which parameters each task reached), checked so that ranks whose
+   graphs differ fail together with a clear error instead of exchanging misaligned
+   buffers or hanging, then the loss values (so loss-aware resolvers such as GradNorm see
+   the same, averaged, losses everywhere);
 2. rank 0's CPU random state is broadcast and the others resolve under a forked copy of it
    (their own state is restored after), so a random resolver (PCGrad's random order) makes
    the same draws on every rank;
@@ -28,6 +29,7 @@ This module holds the collectives; :mod:`gradsurgery.autograd` decides when to c
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -41,6 +43,7 @@ __all__ = [
     "agree",
     "all_reduce_mean_",
     "is_initialized",
+    "names_hash",
     "shared_random_state",
     "world_size",
 ]
@@ -82,16 +85,19 @@ def agree(
 ) -> Tensor:
     """Average ``values`` over ``group`` and check that every rank has the same fingerprint.
 
-    The fingerprint (small non-negative integers describing the step's structure) travels
-    in the same float64 all-reduce as the values, with its squares: the sums equal
-    ``n x`` and ``n x^2`` for a rank's own ``x`` exactly when every rank has the same ``x``
-    (their variance is zero), so either every rank passes or every rank raises.
+    The fingerprint (small non-negative integers describing the step's structure, the
+    number of values added to it) is all-reduced first, in float64 with its squares: the
+    sums equal ``n x`` and ``n x^2`` for a rank's own ``x`` exactly when every rank has the
+    same ``x`` (their variance is zero), so either every rank passes or every rank raises.
+    Only then are the values all-reduced, in a buffer of the length every rank now agrees
+    on (ranks that disagree on it cannot exchange buffers of different sizes: a backend
+    aborts, or hangs, on that).
 
     Args:
         values: a 1-D float64 tensor (the loss values), averaged.
-        fingerprint: integers below :math:`2^{20}`.
+        fingerprint: integers below :math:`2^{20}`, as many on every rank.
         group: the process group.
-        device: where the collective runs (the parameters' device, for NCCL).
+        device: where the collectives run (the parameters' device, for NCCL).
 
     Returns:
         The averaged values, float64 on the CPU.
@@ -100,20 +106,30 @@ def agree(
         DistributedMismatchError: the ranks' fingerprints differ.
     """
     n = world_size(group)
-    own = torch.tensor([float(x) for x in fingerprint], dtype=torch.float64)
-    buffer = torch.cat([own, own * own, values.to(torch.float64).cpu()]).to(device)
-    dist.all_reduce(buffer, group=group)
-    buffer = buffer.cpu()
+    own = torch.tensor([float(x) for x in (*fingerprint, values.numel())], dtype=torch.float64)
+    header = torch.cat([own, own * own]).to(device)
+    dist.all_reduce(header, group=group)
+    header = header.cpu()
     k = own.shape[0]
-    sums, squares = buffer[:k], buffer[k : 2 * k]
+    sums, squares = header[:k], header[k:]
     if not (torch.equal(sums, n * own) and torch.equal(squares, n * own * own)):
         raise DistributedMismatchError(
-            "the ranks disagree on the structure of this step (the number of tasks, or which "
-            "parameters each task's loss reaches); every rank must compute the same losses "
-            f"from the same parameters. This rank: {list(fingerprint)}, "
-            f"mean over ranks: {(sums / n).tolist()}"
+            "the ranks disagree on the structure of this step (the number of tasks, their "
+            "names and order, or which parameters each task's loss reaches); every rank "
+            "must compute the same losses, in the same order, from the same parameters. "
+            f"This rank: {own.long().tolist()}, mean over ranks: {(sums / n).tolist()}"
         )
-    return buffer[2 * k :] / n
+    buffer = values.to(torch.float64).reshape(-1).to(device)
+    dist.all_reduce(buffer, group=group)
+    return buffer.cpu() / n
+
+
+def names_hash(names: Sequence[str] | None) -> int:
+    """A hash of the ordered task names below :math:`2^{20}`, the same in every process
+    (unlike :func:`hash`, which Python salts per process); 0 for unnamed tasks."""
+    if names is None:
+        return 0
+    return zlib.crc32("\0".join(names).encode("utf-8")) % 1_048_573
 
 
 def all_reduce_mean_(tensors: Sequence[Tensor], group: ProcessGroup | None) -> None:

@@ -45,6 +45,8 @@ SCENARIOS = [
     "plain_window_expanded",
     "plain_layouts_gr",
     "plain_window_uw_diagnostics",
+    "ddp_unused_pcgrad",
+    "ddp_static_losses_inside_gr",
 ]
 
 
@@ -75,6 +77,17 @@ class LayoutParameters(nn.Module):
         self.mixer = nn.Parameter(torch.randn(2, 3, dtype=torch.float64).t())
 
 
+class LossesInside(nn.Module):
+    """The model with its losses computed inside ``forward`` (DDP then returns losses)."""
+
+    def __init__(self, model: ThreeHeads) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(losses_of(self.model(x)).values())
+
+
 def losses_of(outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
     a, b, c = outputs
     return {"a": a.pow(2).mean(), "b": (b - 1).pow(2).mean(), "c": (c + a.detach()).abs().mean()}
@@ -92,7 +105,13 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     model = make_model()
     module: nn.Module = model
     if rank is not None and name.startswith("ddp"):
-        module = DistributedDataParallel(model)
+        # DDP with find_unused_parameters or static_graph passes every output through
+        # one autograd node: each head must stay its own task's
+        options = {"unused": {"find_unused_parameters": True}, "static": {"static_graph": True}}
+        inside = name == "ddp_static_losses_inside_gr"
+        module = DistributedDataParallel(
+            LossesInside(model) if inside else model, **options.get(name.split("_")[1], {})
+        )
     extra = nn.Parameter(torch.ones(3, dtype=torch.float64))  # (plain_window_expanded)
     layouts = LayoutParameters()  # (plain_layouts_gr)
     optimizer = torch.optim.SGD([*model.parameters(), extra, *layouts.parameters()], lr=0.2)
@@ -147,9 +166,13 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
             losses["c"] = losses["c"] + layouts.own(tokens % 4).pow(2).mean()
             params = [*model.parameters(), *layouts.parameters()]
             gradsurgery.backward(losses, params, resolver="gr", primary="a")
+        elif name == "ddp_static_losses_inside_gr":
+            inside = LossesInside(model) if rank is None else module
+            losses = dict(zip("abc", inside(batch(step, 0, rank))))
+            gradsurgery.backward(losses, module, resolver="gr", primary="a")
         else:
             losses = losses_of(module(batch(step, 0, rank)))
-            if name == "ddp_pcgrad":
+            if name in ("ddp_pcgrad", "ddp_unused_pcgrad"):
                 gradsurgery.backward(losses, module, resolver="pcgrad")
             elif name == "plain_gradnorm":
                 gradsurgery.backward(
@@ -190,6 +213,34 @@ def mismatch_raises(rank: int) -> bool:
     return False
 
 
+def task_count_mismatch_raises(rank: int) -> bool:
+    """Rank 1 has a task more: both ranks must raise (buffers of different lengths would
+    abort a rank), neither may hang."""
+    model = make_model()
+    losses = losses_of(model(batch(0, 0, rank)))
+    if rank == 1:
+        losses["d"] = losses["a"] * 2
+    try:
+        gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
+    except DistributedMismatchError:
+        return True
+    return False
+
+
+def task_order_mismatch_raises(rank: int) -> bool:
+    """The same tasks in another order on rank 1 (a mapping built in another order): rows
+    would be averaged across tasks; both ranks must raise."""
+    model = make_model()
+    losses = losses_of(model(batch(0, 0, rank)))
+    if rank == 1:
+        losses = dict(reversed(losses.items()))
+    try:
+        gradsurgery.backward(losses, model.parameters(), resolver="pcgrad", primary="a")
+    except DistributedMismatchError:
+        return True
+    return False
+
+
 def worker(rank: int, directory: str) -> None:
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -206,6 +257,8 @@ def worker(rank: int, directory: str) -> None:
         for name in SCENARIOS:
             results[name] = run_scenario(name, rank)
         results["mismatch"] = mismatch_raises(rank)
+        results["task_count_mismatch"] = task_count_mismatch_raises(rank)
+        results["task_order_mismatch"] = task_order_mismatch_raises(rank)
         dist.barrier()
         dist.destroy_process_group()
     except BaseException:
@@ -251,3 +304,9 @@ def test_ranks_identical_and_equal_to_union(ranks, name):
 def test_mismatched_graphs_raise_on_every_rank(ranks):
     assert ranks[0]["mismatch"] is True
     assert ranks[1]["mismatch"] is True
+
+
+@pytest.mark.parametrize("case", ["task_count_mismatch", "task_order_mismatch"])
+def test_ranks_with_other_tasks_raise_on_every_rank(ranks, case):
+    assert ranks[0][case] is True
+    assert ranks[1][case] is True

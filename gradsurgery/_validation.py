@@ -35,12 +35,12 @@ def build_resolver(
                 "pass them to its constructor (or to get_resolver) instead"
             )
         return method
-    if argument == "method":
-        return get_resolver(method, **options)
     if not isinstance(method, str):
         raise TypeError(
             f"Invalid {argument}: {method!r} (expected a registered name or a Resolver instance)"
         )
+    if argument == "method":
+        return get_resolver(method, **options)
     try:
         return get_resolver(method, **options)
     except ValueError as error:

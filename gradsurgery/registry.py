@@ -111,9 +111,10 @@ def get_resolver(name: str, **options: Any) -> Resolver:
     Raises:
         ValueError: unknown name (the message lists the known ones), or an option value out
             of its range (NaN and infinities included).
-        TypeError: an option the method does not have (the message lists those it has; a
-            constructor with ``**kwargs`` takes any), or an option value of the wrong type
-            (a string, or a ``bool`` where a number is expected).
+        TypeError: a ``name`` that is not a string, an option the method does not have
+            (the message lists those it has; a constructor with ``**kwargs`` takes any), or
+            an option value of the wrong type (a string, or a ``bool`` where a number is
+            expected).
 
     Example:
         >>> import gradsurgery
@@ -121,7 +122,10 @@ def get_resolver(name: str, **options: Any) -> Resolver:
         GradientRemedy(k=3.0, max_stretch=None)
     """
     if not isinstance(name, str):
-        raise TypeError(f"Invalid method: {name!r} (expected a name or a Resolver instance)")
+        raise TypeError(
+            f"Invalid name: {name!r} (expected a registered resolver's name, a str; "
+            "resolve() and backward() also take a resolver instance as it is)"
+        )
     try:
         resolver_class = _REGISTRY[name]
     except KeyError:

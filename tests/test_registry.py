@@ -98,3 +98,10 @@ def test_unknown_options_name_only_the_named_options(registered):
         gradsurgery.get_resolver("scaled_only_test", bias=1.0)
     with pytest.raises(TypeError, match=r"unknown option\(s\) note; its options are: scale$"):
         gradsurgery.get_resolver("scaled_only_test", note="x")
+
+
+@pytest.mark.parametrize("name", [3, None, gradsurgery.get_resolver("gr")])
+def test_get_resolver_names_its_own_argument(name):
+    """get_resolver takes a name (resolve() and backward() also take an instance)."""
+    with pytest.raises(TypeError, match=r"^Invalid name: .* \(expected a registered resolver's"):
+        gradsurgery.get_resolver(name)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,12 +94,7 @@ class FAMO(GramResolver):
         gamma = real_option("gamma", gamma, minimum=0)
         bounds: Tensor | None = None
         if min_losses is not None:
-            try:
-                bounds = torch.as_tensor(min_losses, dtype=torch.float64).cpu().reshape(-1)
-            except (TypeError, ValueError, RuntimeError):
-                raise TypeError(
-                    f"Invalid min_losses: {min_losses!r} (expected a sequence of numbers)"
-                ) from None
+            bounds = _bounds(min_losses)
             if bounds.numel() == 0 or not bool(torch.isfinite(bounds).all()):
                 raise ValueError(
                     f"Invalid min_losses: {min_losses!r} (expected finite numbers, one per task)"
@@ -214,3 +211,25 @@ class FAMO(GramResolver):
         self._adam.load_state_dict(state_dict["optimizer"])
         pending = state_dict["pending"]
         self._pending = None if pending is None else pending.clone()
+
+
+def _bounds(min_losses: object) -> Tensor:
+    """``min_losses`` as a ``(T,)`` float64 CPU tensor: real numbers (a sequence, an array
+    or a tensor of them, or one number), never booleans, each within float64's range."""
+    values: list[object]
+    if isinstance(min_losses, Tensor):
+        values = min_losses.detach().cpu().reshape(-1).tolist()
+    elif isinstance(min_losses, numbers.Real):
+        values = [min_losses]
+    elif isinstance(min_losses, (str, bytes)) or not hasattr(min_losses, "__iter__"):
+        raise TypeError(f"Invalid min_losses: {min_losses!r} (expected a sequence of numbers)")
+    else:
+        values = list(np.asarray(min_losses, dtype=object).reshape(-1))
+    if not all(isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) for x in values):
+        raise TypeError(f"Invalid min_losses: {min_losses!r} (expected a sequence of numbers)")
+    try:
+        return torch.tensor([float(x) for x in values], dtype=torch.float64)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond float64's range
+        raise ValueError(
+            f"Invalid min_losses: {min_losses!r} (expected finite numbers, one per task)"
+        ) from None

@@ -161,6 +161,10 @@ def test_the_glue_runs_one_backward_pass():
         ({"min_losses": [0.0, float("nan")]}, ValueError, "min_losses"),
         ({"min_losses": []}, ValueError, "min_losses"),
         ({"min_losses": "low"}, TypeError, "min_losses"),
+        ({"min_losses": True}, TypeError, "min_losses"),
+        ({"min_losses": [True, False]}, TypeError, "min_losses"),
+        ({"min_losses": torch.tensor([True])}, TypeError, "min_losses"),
+        ({"min_losses": [10**400, 0]}, ValueError, "min_losses"),
     ],
 )
 def test_invalid_options(options, error, name):

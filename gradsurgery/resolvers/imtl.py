@@ -39,13 +39,19 @@ class IMTLG(GramResolver):
     case. The weights are then the part :math:`r` of :math:`s` outside the range (a null
     vector of :math:`Q`, so :math:`\sum_i r_i g_i = 0`) in place of :math:`v`. :math:`s`
     counts as outside when :math:`\|r\| > \sqrt{\epsilon} \|s\|`, which rounding of a
-    consistent :math:`s` (duplicate or zero gradients) stays far below.
+    consistent :math:`s` (duplicate or zero gradients) stays far below. Where :math:`r`
+    sums to zero (no normalisation exists), the weights are zero; the sum counts as zero
+    below the precision of :math:`r`, :math:`16 T \epsilon \lambda_{\max} /
+    \lambda_{\min}` relative to :math:`\sum_i |r_i|` (its eigenvectors' rounding), so
+    that rounding is never normalised into an update.
 
     ``primary`` is ignored: IMTL-G treats all tasks alike. Scale-equivariant and
     permutation-invariant. Precision: :math:`Q^+` amplifies rounding by up to the condition
     number of :math:`Q` on the eigenvalues it keeps, so the weights are known to about
     :math:`\epsilon \lambda_{\max} / \lambda_{\min}`, relative (nearly parallel
-    gradients of very different norms make it large). Cost: ``T`` backward passes,
+    gradients of very different norms make it large), and the direction to that times
+    :math:`\sum_i |\alpha_i| \|g_i\|`, absolute (more than :math:`\|d\|` where the
+    weighted gradients cancel). Cost: ``T`` backward passes,
     :math:`O(T^2 P)` for the Gram, one :math:`O(T^3)` symmetric eigen-solve per block (all
     blocks in one batch), :math:`O(TP)` for the sum. No hyper-parameters.
 
@@ -87,5 +93,10 @@ class IMTLG(GramResolver):
         outside = r.norm(dim=-1, keepdim=True) > eps**0.5 * norms.norm(dim=-1, keepdim=True)
         v = torch.where(outside, r, v)
         total = v.sum(-1, keepdim=True)
-        significant = total.abs() > 1e-9 * v.abs().sum(-1, keepdim=True)
+        # r is known to about T eps times the kept spectrum's condition number: a sum of r
+        # below that is rounding (r summing to zero exactly), not a normalisation.
+        smallest_kept = torch.where(keep, values, torch.inf).amin(-1, keepdim=True)
+        precision_of_r = (16 * T * eps) * (largest / smallest_kept)
+        cut = torch.where(outside, precision_of_r.clamp(min=1e-9), 1e-9)
+        significant = total.abs() > cut * v.abs().sum(-1, keepdim=True)
         return torch.where(significant, v / torch.where(significant, total.abs(), 1.0), 0.0)

@@ -97,6 +97,22 @@ def test_exactly_opposite_gradients_of_different_norms_by_hand():
     torch.testing.assert_close(imtl(torch.cat([G, third])), torch.zeros(2, dtype=torch.float64))
 
 
+def test_a_null_vector_summing_to_zero_gives_zero_weights_at_every_scale():
+    # g_1 = (0, a), g_2 = (29, a), g_3 = (a, a): rank 2, s outside the range of Q, and the
+    # null vector n = (a/29 - 1, -a/29, 1) sums to zero, so no weights sum to one; d = 0.
+    # Its computed sum is rounding (about 1e-9 of its entries, against its eigenvector's
+    # precision of about 6e-9 here), which was normalised into an update of size a at
+    # some scales (hypothesis, the thorough profile).
+    a = 2.0**-8
+    G = torch.tensor([[0.0, a], [29.0, a], [a, a]], dtype=torch.float64)
+    for scale in (0.5, 1.0, 1.5, 2.0, 3.0):
+        resolver = gradsurgery.get_resolver("imtl")
+        Q = (scale * G) @ (scale * G).T
+        weights = resolver.weights(Q.unsqueeze(0), primary=None, losses=None)
+        torch.testing.assert_close(weights, torch.zeros(1, 3, dtype=torch.float64))
+        assert torch.equal(imtl(scale * G), torch.zeros(2, dtype=torch.float64))
+
+
 def test_rank_deficient_gradients_match_the_paper_where_its_inverse_exists():
     # more tasks than entries, or one task the sum of two others: s leaves the range of Q
     generator = torch.Generator().manual_seed(5)

@@ -23,6 +23,7 @@ import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
@@ -93,10 +94,15 @@ def direction_cosine_from_gram(gram: Tensor, weights: Tensor) -> Tensor:
 
     Args:
         gram: ``(B, T, T)`` Gram matrices, one per block (or one ``(T, T)``).
-        weights: ``(B, T)`` weights, one row per block (or one ``(T,)``).
+        weights: ``(B, T)`` weights, one row per block (or one ``(T,)`` when ``B = 1``).
 
     Returns:
         ``(T,)`` float64 cosines.
+
+    Raises:
+        TypeError: ``gram`` or ``weights`` is not a tensor.
+        ValueError: ``gram`` is not ``(T, T)`` or ``(B, T, T)`` with ``B, T >= 1``, or
+            ``weights`` is not ``(B, T)`` (or ``(T,)`` for one block) for that ``gram``.
 
     Example:
         >>> import torch
@@ -104,12 +110,9 @@ def direction_cosine_from_gram(gram: Tensor, weights: Tensor) -> Tensor:
         >>> direction_cosine_from_gram(J @ J.T, torch.tensor([1.0, 1.0]))
         tensor([0.7071, 0.7071], dtype=torch.float64)
     """
-    gram = gram.to(torch.float64).reshape(-1, gram.shape[-2], gram.shape[-1])
-    w = weights.to(device=gram.device, dtype=torch.float64).reshape(-1, gram.shape[-1])
-    if w.shape[0] != gram.shape[0]:
-        raise ValueError(
-            f"Invalid weights: {w.shape[0]} blocks of weights for {gram.shape[0]} Gram matrices"
-        )
+    gram = _checked_gram(gram).to(torch.float64)
+    w = _checked_weights(weights, gram.shape[0], gram.shape[-1])
+    w = w.to(device=gram.device, dtype=torch.float64)
     dot = torch.einsum("bt,bts->s", w, gram)
     squared_d = torch.einsum("bt,bts,bs->", w, gram, w).clamp(min=0)
     squared_g = torch.diagonal(gram, dim1=-2, dim2=-1).sum(dim=0).clamp(min=0)
@@ -117,6 +120,52 @@ def direction_cosine_from_gram(gram: Tensor, weights: Tensor) -> Tensor:
     safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     cosine = torch.where(denominator > 0, dot / safe, torch.zeros_like(dot))
     return cosine.clamp(-1.0, 1.0)
+
+
+def _checked_gram(gram: object) -> Tensor:
+    """``gram`` as ``(B, T, T)`` (a ``(T, T)`` one gets ``B = 1``), or an error naming it."""
+    if not isinstance(gram, Tensor):
+        raise TypeError(f"Invalid gram: expected a tensor, got {type(gram).__name__}")
+    shape = tuple(gram.shape)
+    if gram.dim() == 2:
+        gram = gram.unsqueeze(0)
+    if gram.dim() != 3 or gram.shape[-1] != gram.shape[-2] or 0 in gram.shape:
+        raise ValueError(
+            f"Invalid gram: shape {shape} (expected (T, T) or (B, T, T) Gram "
+            "matrices with B, T >= 1)"
+        )
+    return gram
+
+
+def _checked_weights(weights: object, blocks: int, T: int) -> Tensor:
+    """``weights`` as ``(blocks, T)`` (a ``(T,)`` one for a single block), or an error
+    naming it."""
+    if not isinstance(weights, Tensor):
+        raise TypeError(f"Invalid weights: expected a tensor, got {type(weights).__name__}")
+    shape = tuple(weights.shape)
+    if weights.dim() == 1:
+        weights = weights.unsqueeze(0)
+    if weights.dim() != 2 or weights.shape[-1] != T:
+        raise ValueError(
+            f"Invalid weights: shape {shape} for {T} task(s) "
+            f"(expected (B, {T}), one row per Gram matrix, or ({T},) for one)"
+        )
+    if weights.shape[0] != blocks:
+        raise ValueError(
+            f"Invalid weights: {weights.shape[0]} blocks of weights for {blocks} Gram matrices"
+        )
+    return weights
+
+
+def _checked_primary(primary: SupportsIndex | str | None, T: int) -> int | None:
+    """The primary task's index in ``range(T)``, or an error naming ``primary``: a Gram
+    matrix has no task names, so a name is refused."""
+    if isinstance(primary, str):
+        raise TypeError(
+            f"Invalid primary: {primary!r} (expected a task index: a Gram matrix has no "
+            "task names; ConflictMonitor takes names)"
+        )
+    return normalize_primary(primary, None, T)
 
 
 @dataclass(frozen=True)
@@ -158,15 +207,27 @@ class ConflictStatistics:
 
 
 def conflict_statistics(
-    gram: Tensor, weights: Tensor | None = None, *, k: float = 5.0, primary: int | None = None
+    gram: Tensor,
+    weights: Tensor | None = None,
+    *,
+    k: float = 5.0,
+    primary: SupportsIndex | None = None,
 ) -> ConflictStatistics:
     r"""Cosines, norm ratios, conflict, dominance and the direction's angles for one step.
 
     Args:
-        gram: ``(B, T, T)`` Gram matrices of the task gradients, one per block.
-        weights: ``(B, T)`` resolver weights, or ``None``.
+        gram: ``(B, T, T)`` Gram matrices of the task gradients, one per block (or one
+            ``(T, T)``).
+        weights: ``(B, T)`` resolver weights (``(T,)`` for one block), or ``None``.
         k: the dominance threshold :math:`K` (GR's default 5).
-        primary: index of the primary task, or ``None`` (then every pair counts).
+        primary: index of the primary task (negative counts from the end), or ``None``
+            (then every pair counts).
+
+    Raises:
+        TypeError: ``gram`` or ``weights`` is not a tensor, or ``primary`` is not an
+            integer (a task name included: a Gram matrix has none).
+        ValueError: ``gram`` is not ``(T, T)`` or ``(B, T, T)``, ``weights`` does not
+            have one row of ``T`` per block, or ``primary`` is out of range.
 
     Example:
         >>> import torch
@@ -175,24 +236,25 @@ def conflict_statistics(
         >>> stats.conflict, stats.dominance, round(float(stats.cosine[0, 1]), 4)
         (True, True, -0.9864)
     """
-    if gram.dim() == 2:
-        gram = gram.unsqueeze(0)
-    gram = gram.detach().to("cpu", torch.float64)
+    gram = _checked_gram(gram).detach().to("cpu", torch.float64)
     T = gram.shape[-1]
+    index = _checked_primary(primary, T)
+    if weights is not None:
+        weights = _checked_weights(weights, gram.shape[0], T)
     total = gram.sum(dim=0)
     cosine = cosine_from_gram(total)
     norms = torch.sqrt(torch.diagonal(total).clamp(min=0))
     ratio = norm_ratio_from_gram(total)
-    if primary is None:
+    if index is None:
         pairs = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
         ratio_mask = ~torch.eye(T, dtype=torch.bool)
     else:
         pairs = torch.zeros(T, T, dtype=torch.bool)
-        pairs[primary, :] = True
-        pairs[primary, primary] = False
+        pairs[index, :] = True
+        pairs[index, index] = False
         ratio_mask = torch.zeros(T, T, dtype=torch.bool)
-        ratio_mask[:, primary] = True
-        ratio_mask[primary, primary] = False
+        ratio_mask[:, index] = True
+        ratio_mask[index, index] = False
     block_conflicts = ((gram < 0) & pairs).flatten(1).any(dim=1)
     block_dominance = ((norm_ratio_from_gram(gram) > k) & ratio_mask).flatten(1).any(dim=1)
     direction = None
@@ -241,10 +303,20 @@ class ConflictMonitor:
         k: the dominance threshold :math:`K` (GR's default 5).
         primary: the primary task (name or index); conflicts and dominance then count
             only against it, as in GR. ``None`` counts every pair.
-        groups: optional parameter groups, name -> parameters (e.g.
-            ``{"frontend": model.se.parameters()}``), each recorded on its own beside the
-            group ``"all"``. Needs ``granularity="tensor"`` in :func:`gradsurgery.backward`
-            so that each resolved block lies in one group.
+        groups: optional parameter groups, a mapping name -> iterable of parameter
+            tensors (e.g. ``{"frontend": model.se.parameters()}``, or ``{"w": [w]}`` for a
+            single tensor), each recorded on its own beside the group ``"all"``. Needs
+            ``granularity="tensor"`` in :func:`gradsurgery.backward` so that each
+            resolved block lies in one group.
+
+    Raises:
+        TypeError: ``task_names`` is not a sequence of str; ``groups`` is not a mapping
+            of str -> iterable of tensors (a bare tensor or a module as a group's value
+            included: wrap a tensor in a list, pass a module's ``parameters()``).
+        ValueError: ``task_names`` empty or repeated, or two pairs of tasks whose column
+            names coincide (``"a_b", "c"`` and ``"a", "b_c"`` both give ``cos_a_b_c``);
+            ``k`` not positive; ``primary`` not a task; a group named ``"all"`` or with
+            no parameters.
 
     A loss weighting (``sum``, ``mean``) forms task gradients only with
     ``diagnostics=True``. Steps left to a ``GradScaler`` (non-finite) are counted in
@@ -267,11 +339,8 @@ class ConflictMonitor:
         self.task_names = tuple(names)
         self.k = real_option("k", k, minimum=0, above_minimum=True)
         self.primary: int | None = normalize_primary(primary, names, len(names))
-        self._groups: dict[str, set[int]] = {}
-        for group, parameters in (groups or {}).items():
-            if group == "all":
-                raise ValueError("Invalid groups: 'all' is reserved for the whole model")
-            self._groups[group] = {id(p) for p in parameters}
+        self._groups = _group_members(groups)
+        self._pairs = _pair_labels(self.task_names)
         self._columns = self._column_names()
         self._rows: dict[str, list[list[float]]] = {g: [] for g in ["all", *self._groups]}
         self.skipped_steps: list[int] = []
@@ -288,14 +357,14 @@ class ConflictMonitor:
         return tuple(self._columns)
 
     def _column_names(self) -> list[str]:
-        names = self.task_names
-        T = len(names)
-        pairs = [(i, j) for i in range(T) for j in range(i + 1, T)]
+        """The recorded quantities' names; distinct, since the pair labels are (see
+        :func:`_pair_labels`) and no prefix (``cos_``, ``ratio_``, ``norm_``, ``angle_``,
+        the four fixed names) begins another."""
         columns = ["conflict", "dominance", "conflict_blocks", "dominance_blocks"]
-        columns += [f"cos_{names[i]}_{names[j]}" for i, j in pairs]
-        columns += [f"ratio_{names[i]}_{names[j]}" for i, j in pairs]
-        columns += [f"norm_{name}" for name in names]
-        columns += [f"angle_{name}" for name in names]
+        columns += [f"cos_{pair}" for pair in self._pairs]
+        columns += [f"ratio_{pair}" for pair in self._pairs]
+        columns += [f"norm_{name}" for name in self.task_names]
+        columns += [f"angle_{name}" for name in self.task_names]
         return columns
 
     def update(self, result: BackwardResult, *, step: int | None = None) -> None:
@@ -307,9 +376,11 @@ class ConflictMonitor:
             step: the training step (default: the number of earlier updates).
 
         Raises:
-            ValueError: tasks other than ``task_names``, or a result without a Gram matrix
-                (a loss weighting without ``diagnostics=True``), or a block that straddles
-                two groups.
+            ValueError: tasks other than ``task_names``; a finite result without a Gram
+                matrix (``result.shared_parameters == 0``: the tasks share no parameter,
+                or a loss weighting such as ``sum`` ran without ``diagnostics=True``; or a
+                resolver that forms no Gram matrix ran without ``diagnostics=True``); a
+                block that straddles two groups. Nothing is recorded then.
         """
         if tuple(result.task_names) != self.task_names:
             raise ValueError(
@@ -322,11 +393,7 @@ class ConflictMonitor:
             self.skipped_steps.append(step)
             return
         if result.gram is None:
-            raise ValueError(
-                "Invalid result: it has no Gram matrix; pass diagnostics=True to "
-                "gradsurgery.backward (loss weightings such as 'sum' form no task gradients "
-                "otherwise)"
-            )
+            raise ValueError(_no_gram_message(result))
         chosen = {group: self._group_blocks(group, result) for group in self._groups}
         # checked: nothing is recorded for a result refused above
         self._updates += 1
@@ -396,6 +463,11 @@ class ConflictMonitor:
             ``mean_cosine`` per pair, ``norm_ratio_quantiles`` per pair (5, 25, 50, 75 and
             95 %), ``mean_angle`` per task (degrees; NaN without weights). Shares and
             means are NaN before the first step.
+
+        The quantiles interpolate linearly between order statistics (NumPy's and
+        PyTorch's default ``"linear"`` rule), except that an infinite neighbour gives that
+        infinity (the interpolation's limit): a step with a zero task gradient has a norm
+        ratio ``inf``, and the quantiles that reach it are ``inf``, never NaN.
         """
         history = self.history(group)
         steps = len(history["step"])
@@ -404,15 +476,13 @@ class ConflictMonitor:
             return float(sum(values) / len(values)) if values else math.nan
 
         def quantiles(values: list[float]) -> dict[str, float]:
-            if not values:
-                return {f"q{round(100 * q)}": math.nan for q in _QUANTILES}
-            data = torch.tensor(values, dtype=torch.float64)
-            points = torch.quantile(data, torch.tensor(_QUANTILES, dtype=torch.float64))
-            return {f"q{round(100 * q)}": float(v) for q, v in zip(_QUANTILES, points)}
+            data = sorted(values)
+            nan = not data or any(map(math.isnan, data))
+            return {
+                f"q{round(100 * q)}": math.nan if nan else _quantile(data, q) for q in _QUANTILES
+            }
 
-        names = self.task_names
-        T = len(names)
-        pairs = [f"{names[i]}_{names[j]}" for i in range(T) for j in range(i + 1, T)]
+        names, pairs = self.task_names, self._pairs
         return {
             "steps": steps,
             "skipped_steps": len(self.skipped_steps),
@@ -454,9 +524,7 @@ class ConflictMonitor:
             ) from error
         history = self.history(group)
         steps = history["step"]
-        names = self.task_names
-        T = len(names)
-        pairs = [f"{names[i]}_{names[j]}" for i in range(T) for j in range(i + 1, T)]
+        names, pairs = self.task_names, self._pairs
         figure = Figure(figsize=(11, 7), layout="constrained")
         axes = figure.subplots(2, 2)
         window = max(1, len(steps) // 20)
@@ -507,30 +575,221 @@ class ConflictMonitor:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a record saved by :meth:`state_dict`, to resume with a checkpoint.
 
+        Every key is checked before anything is assigned: after an error the monitor is
+        as it was.
+
         Raises:
-            ValueError: the saved tasks, ``k``, ``primary`` or groups differ from this
-                monitor's.
+            TypeError: ``state_dict`` is not a mapping.
+            ValueError: a key of :meth:`state_dict` is missing; the saved tasks, ``k``,
+                ``primary``, columns or groups differ from this monitor's; or the saved
+                rows, ``skipped_steps`` or ``updates`` are malformed.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Invalid state_dict: expected a mapping, got {type(state_dict).__name__}"
+            )
+        missing = [key for key in _STATE_KEYS if key not in state_dict]
+        if missing:
+            raise ValueError(
+                f"Invalid state_dict: it lacks {missing} (ConflictMonitor.load_state_dict "
+                "needs every key of ConflictMonitor.state_dict())"
+            )
         for key, mine in (
             ("task_names", list(self.task_names)),
             ("k", self.k),
             ("primary", self.primary),
             ("columns", list(self._columns)),
         ):
-            if state_dict.get(key) != mine:
+            if state_dict[key] != mine:
                 raise ValueError(
-                    f"ConflictMonitor.load_state_dict: saved {key} {state_dict.get(key)!r} "
+                    f"ConflictMonitor.load_state_dict: saved {key} {state_dict[key]!r} "
                     f"differs from this monitor's {mine!r}"
                 )
-        rows = state_dict["rows"]
-        if set(rows) != set(self._rows):
+        rows = self._loaded_rows(state_dict["rows"])
+        skipped = [
+            _count(step, "skipped_steps", signed=True)
+            for step in _as_list(state_dict, "skipped_steps")
+        ]
+        updates = _count(state_dict["updates"], "updates")
+        self._rows, self.skipped_steps, self._updates = rows, skipped, updates
+
+    def _loaded_rows(self, rows: object) -> dict[str, list[list[float]]]:
+        """The saved ``rows``, checked against this monitor's groups and columns, copied."""
+        if not isinstance(rows, Mapping) or set(rows) != set(self._rows):
+            saved = sorted(rows) if isinstance(rows, Mapping) else type(rows).__name__
             raise ValueError(
-                f"ConflictMonitor.load_state_dict: saved groups {sorted(rows)} differ from "
+                f"ConflictMonitor.load_state_dict: saved groups {saved} differ from "
                 f"this monitor's {sorted(self._rows)}"
             )
-        self._rows = {group: [list(row) for row in rows[group]] for group in self._rows}
-        self.skipped_steps = list(state_dict["skipped_steps"])
-        self._updates = int(state_dict["updates"])
+        width = 1 + len(self._columns)
+        loaded = {}
+        for group in self._rows:
+            records = _as_list(rows, group, "rows")
+            if not all(_is_row(row, width) for row in records):
+                raise ValueError(
+                    f"Invalid state_dict: rows[{group!r}] holds a row that is not {width} "
+                    "numbers (step and columns)"
+                )
+            loaded[group] = [[float(value) for value in row] for row in records]
+        return loaded
+
+
+_STATE_KEYS = ("task_names", "k", "primary", "columns", "rows", "skipped_steps", "updates")
+
+
+def _as_list(state: Mapping[Any, Any], key: str, where: str = "") -> list[Any]:
+    """``state[key]`` as a list, when it is a list or tuple; an error naming it otherwise."""
+    value = state[key]
+    if not isinstance(value, (list, tuple)):
+        name = f"{where}[{key!r}]" if where else key
+        raise ValueError(
+            f"Invalid state_dict: {name} is of type {type(value).__name__}, expected a list"
+        )
+    return list(value)
+
+
+def _is_row(row: object, width: int) -> bool:
+    """Whether ``row`` is a list of ``width`` real numbers."""
+    return (
+        isinstance(row, (list, tuple))
+        and len(row) == width
+        and all(isinstance(value, Real) for value in row)
+    )
+
+
+def _count(value: object, key: str, *, signed: bool = False) -> int:
+    """``value`` as an ``int`` (non-negative unless ``signed``), or an error naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or (value < 0 and not signed):
+        expected = "an int" if signed else "an int >= 0"
+        raise ValueError(f"Invalid state_dict: {key} holds {value!r}, expected {expected}")
+    return int(value)
+
+
+def _no_gram_message(result: BackwardResult) -> str:
+    """Why a finite ``result`` has no Gram matrix, as far as it tells, for the error."""
+    if result.shared_parameters > 0:
+        return (
+            f"Invalid result: it has no Gram matrix: the resolver formed none for its "
+            f"{result.shared_parameters} shared parameters; pass diagnostics=True to "
+            "gradsurgery.backward (or Accumulator) to have it formed"
+        )
+    return (
+        "Invalid result: it has no Gram matrix and result.shared_parameters == 0: no task "
+        "gradient of a shared parameter was formed. Either the tasks share no parameter "
+        "(then there is no conflict to monitor), or a loss weighting (such as 'sum' or "
+        "'mean') ran without diagnostics=True; only in that case, pass diagnostics=True"
+    )
+
+
+def _quantile(data: Sequence[float], q: float) -> float:
+    r"""The ``q``-quantile of sorted ``data`` (non-empty, no NaN), infinities allowed.
+
+    With :math:`h = q (n - 1)`, :math:`x_- = x_{\lfloor h \rfloor}`,
+    :math:`x_+ = x_{\lceil h \rceil}` and :math:`f = h - \lfloor h \rfloor`, it is
+    :math:`x_- + f (x_+ - x_-)` (the ``"linear"`` rule of :func:`torch.quantile`), taken
+    as its limit where a neighbour is infinite: :math:`x_-` when :math:`f = 0` or
+    :math:`x_- = x_+`, otherwise the infinite neighbour (:math:`+\infty` for
+    :math:`x_+ = +\infty`, :math:`-\infty` for :math:`x_- = -\infty`), and where both
+    are (:math:`-\infty, +\infty`: no limit) the nearer one, :math:`x_+` from
+    :math:`f \ge 1/2`. So finite-or-infinite data never gives NaN.
+    """
+    position = q * (len(data) - 1)
+    low = math.floor(position)
+    below, above = data[low], data[math.ceil(position)]
+    fraction = position - low
+    if fraction == 0 or below == above:
+        return below
+    if math.isinf(below) and math.isinf(above):
+        return above if fraction >= 0.5 else below
+    if math.isinf(below):
+        return below
+    if math.isinf(above):
+        return above
+    return below + fraction * (above - below)
+
+
+def _pair_labels(names: Sequence[str]) -> list[str]:
+    """``"{a}_{b}"`` for each pair of tasks ``a`` before ``b``: how columns (``cos_a_b``)
+    and summary keys name the pair.
+
+    Raises:
+        ValueError: two pairs with the same label (distinct names joined by ``_`` can
+            coincide), which would record one pair's values under the other's name.
+    """
+    labels: dict[str, tuple[str, str]] = {}
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            label = f"{first}_{second}"
+            if label in labels:
+                raise ValueError(
+                    f"Invalid task_names: the pairs {labels[label]} and {(first, second)} "
+                    f"would both be recorded as {label!r} (columns cos_{label}, "
+                    f"ratio_{label}); rename a task (e.g. without '_')"
+                )
+            labels[label] = (first, second)
+    return list(labels)
+
+
+def _group_members(groups: object) -> dict[str, set[int]]:
+    """The ids of each group's parameters, from the ``groups`` argument, checked.
+
+    Raises:
+        TypeError: ``groups`` is not a mapping of str -> iterable of tensors.
+        ValueError: a group named ``"all"`` or with no parameters.
+    """
+    if groups is None:
+        return {}
+    if not isinstance(groups, Mapping):
+        raise TypeError(
+            "Invalid groups: expected a mapping of group name -> parameters (e.g. "
+            f"{{'frontend': model.frontend.parameters()}}), got {type(groups).__name__}"
+        )
+    members: dict[str, set[int]] = {}
+    for group, parameters in groups.items():
+        if not isinstance(group, str):
+            raise TypeError(f"Invalid groups: group names must be str, got {group!r}")
+        if group == "all":
+            raise ValueError("Invalid groups: 'all' is reserved for the whole model")
+        members[group] = _parameter_ids(group, parameters)
+    return members
+
+
+def _parameter_ids(group: str, parameters: object) -> set[int]:
+    """The ids of the tensors of one group's iterable, or an error naming ``groups``.
+
+    A bare tensor is refused: iterating it would give its rows, new views that match no
+    parameter, and the group would silently record nothing.
+
+    Raises:
+        TypeError: ``parameters`` is a tensor, a module, or not an iterable of tensors.
+        ValueError: ``parameters`` is empty.
+    """
+    if isinstance(parameters, Tensor):
+        raise TypeError(
+            f"Invalid groups: group {group!r} is a bare tensor (it would be iterated row by "
+            f"row); wrap it in a list: {{{group!r}: [tensor]}}"
+        )
+    if isinstance(parameters, torch.nn.Module):
+        raise TypeError(
+            f"Invalid groups: group {group!r} is a module; pass its parameters: "
+            f"{{{group!r}: module.parameters()}}"
+        )
+    if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+        raise TypeError(
+            f"Invalid groups: group {group!r} is of type {type(parameters).__name__}, "
+            "not an iterable of parameter tensors"
+        )
+    ids = set()
+    for index, parameter in enumerate(parameters):
+        if not isinstance(parameter, Tensor):
+            raise TypeError(
+                f"Invalid groups: item {index} of group {group!r} is of type "
+                f"{type(parameter).__name__}, not a tensor"
+            )
+        ids.add(id(parameter))
+    if not ids:
+        raise ValueError(f"Invalid groups: group {group!r} has no parameters")
+    return ids
 
 
 def _moving_average(values: list[float], window: int) -> list[float]:

@@ -191,6 +191,45 @@ def test_summary_shares_and_quantiles():
     )
 
 
+def test_quantiles_of_finite_ratios_are_torch_quantiles():
+    pairs = [(-1.0, 1.0), (2.0, 0.0), (-10.0, 0.0), (0.0, 3.0), (0.5, 0.5)]
+    monitor = ConflictMonitor(["a", "b"])
+    for result in synthetic(pairs):
+        monitor.update(result)
+    ratios = torch.tensor(monitor.history()["ratio_a_b"], dtype=torch.float64)
+    quantiles = monitor.summary()["norm_ratio_quantiles"]["a_b"]
+    for name, q in (("q5", 0.05), ("q25", 0.25), ("q50", 0.5), ("q75", 0.75), ("q95", 0.95)):
+        assert quantiles[name] == pytest.approx(float(torch.quantile(ratios, q)), rel=1e-12)
+
+
+def test_quantiles_reach_inf_from_a_zero_task_gradient_never_nan():
+    # g_b = 0 gives ||g_a|| / ||g_b|| = inf; the others 1/2 and 1/4. Sorted: 1/4, 1/2, inf,
+    # at positions h = q (n - 1) = 2q: q5 -> h 0.1: 1/4 + 0.1 (1/4) = 0.275; q25 -> h 0.5:
+    # 0.375; q50 -> h 1: 1/2; q75, q95 -> between 1/2 and inf: inf (the interpolation's limit)
+    monitor = ConflictMonitor(["a", "b"], primary="a")
+    for result in synthetic([(0.0, 0.0), (2.0, 0.0), (4.0, 0.0)]):
+        monitor.update(result)
+    assert monitor.history()["ratio_a_b"] == [math.inf, 0.5, 0.25]
+    assert monitor.summary()["norm_ratio_quantiles"]["a_b"] == pytest.approx(
+        {"q5": 0.275, "q25": 0.375, "q50": 0.5, "q75": math.inf, "q95": math.inf}
+    )
+    # two zero steps of three: every quantile past the finite one is inf
+    monitor.update(synthetic([(0.0, 0.0)])[0])  # sorted: 1/4, 1/2, inf, inf
+    quantiles = monitor.summary()["norm_ratio_quantiles"]["a_b"]
+    assert quantiles["q25"] == pytest.approx(0.25 + 0.75 * 0.25)  # h = 0.75
+    assert quantiles["q50"] == math.inf and quantiles["q95"] == math.inf
+
+
+def test_quantile_rule_with_infinities_of_both_signs():
+    from gradsurgery.diagnostics import _quantile
+
+    data = [-math.inf, math.inf]  # no limit: the nearer order statistic
+    assert _quantile(data, 0.25) == -math.inf and _quantile(data, 0.75) == math.inf
+    assert _quantile([-math.inf, 1.0, 3.0], 0.25) == -math.inf  # h = 0.5, below -inf
+    assert _quantile([-math.inf, 1.0, 3.0], 0.75) == 2.0  # h = 1.5, finite neighbours
+    assert _quantile([math.inf, math.inf], 0.3) == math.inf  # equal neighbours
+
+
 def test_csv_and_state_dict_round_trip(tmp_path):
     monitor = ConflictMonitor(["a", "b"], primary=0)
     for result in synthetic([(-1.0, 1.0), (2.0, 0.0)]):

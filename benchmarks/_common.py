@@ -36,10 +36,17 @@ PRIMARY_METHODS = frozenset(
         "olaux",
     }
 )
-"""Methods with a primary/auxiliary form, also run with ``primary=0``.
+"""Methods with a primary/auxiliary form. Those that are symmetric without a primary are
+also run with ``primary=0`` (see :func:`variants`).
 
 Any registered method promising ``"primary_nonconflicting"`` is added at run time.
 """
+
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""The seeds ``--seed`` takes. ``torch.manual_seed`` and ``torch.Generator.manual_seed``
+take ``[-2**63, 2**64 - 1]``; the benchmarks add offsets to the seed (the models' targets
+``seed + 1``, regression's data ``1000 + seed``, digits' test pairs ``seed + 10_000``, and
+``seed + i`` for the ``i``-th of ``--seeds``), so the upper half is left for them."""
 
 
 def cpu_model() -> str:
@@ -160,6 +167,23 @@ def keep_parts(path: Path, key: dict[str, Any], parts: dict[str, Any]) -> None:
     write_json(path, {"key": key, "parts": parts}, indent=None)
 
 
+def drop_parts(path: Path, written: Iterable[str]) -> list[str]:
+    """Delete ``path``, the parts :func:`keep_parts` kept, once every part it holds is in
+    the outputs (``written``, the parts' labels); a part outside them (a resumed run with a
+    narrower selection leaves the others' finished work there) keeps the file for a later
+    ``--resume``. Returns the labels of the parts left in it."""
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return []
+    parts = kept.get("parts", {}) if isinstance(kept, dict) else {}
+    left = sorted(set(parts) - set(written))
+    if not left:
+        path.unlink(missing_ok=True)
+    return left
+
+
 def code_version(paths: Sequence[str]) -> str | None:
     """The last commit that changed any of ``paths`` (repository-relative; git pathspecs),
     or ``None`` when one of them has uncommitted changes or git cannot tell."""
@@ -212,7 +236,7 @@ def methods(selected: Sequence[str] | None = None) -> list[str]:
 
 
 def has_primary_form(name: str) -> bool:
-    """Whether ``name`` is a primary/auxiliary method (also run with ``primary=0``)."""
+    """Whether ``name`` is a primary/auxiliary method."""
     if name in PRIMARY_METHODS:
         return True
     try:
@@ -221,16 +245,36 @@ def has_primary_form(name: str) -> bool:
         return False
 
 
+def primary_by_default(name: str) -> bool:
+    """Whether ``name`` takes task 0 as its primary when given ``primary=None``, so that
+    ``primary=0`` gives the same result by construction.
+
+    The rule: a resolver whose weights read only the Gram's diagonal and the primary task's
+    row (``reads_primary_only``: GR and its ablations, the cosine gate, MetaBalance,
+    OL-AUX, one-sided PCGrad) must have a primary task even when none is given, and
+    :meth:`~gradsurgery.resolvers.base.GramResolver.resolve_blocks` forms that row for
+    task 0 then (``0 if primary is None else primary``); its weights therefore take task 0
+    too. A resolver that cannot be built is not.
+    """
+    try:
+        resolver = gradsurgery.get_resolver(name)
+    except Exception:
+        return False
+    return bool(getattr(resolver, "reads_primary_only", False))
+
+
 def variants(selected: Sequence[str] | None = None) -> list[tuple[str, str, int | None]]:
     """``(label, method, primary)`` for every registered method, plus ``label[p]`` with
     ``primary=0`` for primary/auxiliary methods that are symmetric without it.
 
-    GR-like methods always take task 0 as primary, so they get one run only.
+    A method that takes task 0 as primary when given none (:func:`primary_by_default`:
+    GR-like methods, the cosine gate, ...) gets one run only: its ``[p]`` run would repeat
+    it bit for bit.
     """
     out: list[tuple[str, str, int | None]] = []
     for name in methods(selected):
         out.append((name, name, None))
-        if has_primary_form(name) and not (name == "gr" or name.startswith("gr_")):
+        if has_primary_form(name) and not primary_by_default(name):
             out.append((f"{name}[p]", name, 0))
     return out
 
@@ -290,6 +334,22 @@ def non_negative_float(text: str) -> float:
     return _real(text, strictly_positive=False)
 
 
+def torch_seed(text: str) -> int:
+    """An ``argparse`` type: a seed within :data:`SEED_RANGE` (what ``torch.manual_seed``
+    takes, less room for the offsets the benchmarks add)."""
+    low, high = SEED_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed from -2**63 to 2**63 - 1 (torch's range, with room for the "
+            f"offsets the benchmarks add), got {value}"
+        )
+    return value
+
+
 def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
@@ -315,6 +375,11 @@ def _real(text: str, *, strictly_positive: bool) -> float:
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--seed``, ``--out`` and ``--quiet``, shared by every benchmark."""
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=torch_seed,
+        default=0,
+        help="seed of every run (default 0; from -2**63 to 2**63 - 1)",
+    )
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--quiet", dest="verbose", action="store_false")

@@ -191,20 +191,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=positive_int, default=None, help="(default 300)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="(default 3)")
-    parser.add_argument("--batch", type=positive_int, default=128)
+    parser.add_argument("--batch", type=positive_int, default=None, help="(default 128)")
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--train-pairs", type=positive_int, default=None, help="(default 6000)")
     parser.add_argument("--test-pairs", type=positive_int, default=None, help="(default 2000)")
     parser.add_argument("--threads", type=positive_int, default=1)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    smoke = {"steps": 2, "seeds": 1, "train_pairs": 64, "test_pairs": 32}
-    full = {"steps": 300, "seeds": 3, "train_pairs": 6000, "test_pairs": 2000}
+    smoke = {"steps": 2, "seeds": 1, "train_pairs": 64, "test_pairs": 32, "batch": 16}
+    full = {"steps": 300, "seeds": 3, "train_pairs": 6000, "test_pairs": 2000, "batch": 128}
     for key, value in (smoke if args.smoke else full).items():
-        if getattr(args, key) is None:
+        if getattr(args, key) is None:  # what is given explicitly stands, with --smoke too
             setattr(args, key, value)
-    if args.smoke:
-        args.batch = 16
     return args
 
 

@@ -119,17 +119,19 @@ def is_cheap(method: str, tasks: int) -> bool:
     return method in CHEAP and (method != "pcgrad" or tasks == 2)
 
 
+def fitting_cells(
+    sizes: Sequence[int], tasks: Sequence[int], max_gib: float
+) -> list[tuple[int, int]]:
+    """The ``(P, T)`` cells of the grid whose float32 matrix takes at most ``max_gib``."""
+    return [(size, T) for size in sizes for T in tasks if T * size * 4 <= max_gib * 2**30]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     info = _common.machine(args.seed)
     selected = _common.methods(args.methods)
     records: list[dict[str, Any]] = []
-    cells = [
-        (size, tasks)
-        for size in args.sizes
-        for tasks in args.tasks
-        if tasks * size * 4 <= args.max_gib * 2**30
-    ]
+    cells = fitting_cells(args.sizes, args.tasks, args.max_gib)
     progress = _common.Progress(len(cells) * len(selected), "kernel", args.verbose)
     with progress:
         for size, tasks in cells:
@@ -587,6 +589,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.min_sample_seconds = args.min_sample_ms / 1e3
     if args.threads is None:
         args.threads = 1 if args.smoke else torch.get_num_threads()
+    for option, values in (("--sizes", args.sizes), ("--tasks", args.tasks)):
+        if not values:
+            parser.error(f"argument {option}: expected at least one value")
+    if not fitting_cells(args.sizes, args.tasks, args.max_gib):
+        smallest = min(args.tasks) * min(args.sizes) * 4 / 2**30
+        parser.error(
+            f"argument --max-gib: no (T, P) cell fits {args.max_gib:g} GiB (the smallest, "
+            f"T = {min(args.tasks)} and P = {min(args.sizes):g}, takes {smallest:.3g} GiB)"
+        )
     return args
 
 

@@ -29,15 +29,17 @@ before each measured step, so the step's own gradients count. ``ratio_memory`` i
 median over ``--memory-repeats`` measurements of the method's peak over the baseline's.
 Linux only; elsewhere the memory fields are ``null``.
 
-Each model's records are also kept in ``overhead.partial.json`` as it finishes, until the
-end, so that an interrupted run continues with ``--resume``: a model's ratios are measured
-against its own baseline within the model's part of the run, so the models of several
-sittings compare as those of one (``overhead.md`` names the models taken from an earlier
-sitting, and when they ended).
+Each model's records are also kept in ``overhead.partial.json`` as it finishes, until every
+model the file holds is in the outputs, so that an interrupted run continues with
+``--resume`` (one resumed with fewer ``--models`` leaves the others there): a model's ratios
+are measured against its own baseline within the model's part of the run, so the models of
+several sittings compare as those of one (``overhead.md`` names the models taken from an
+earlier sitting, and when they ended).
 
 Run: ``python -m benchmarks.overhead`` (full: about 15 minutes on 2 cores for ``mlp`` and
 ``conv``, an estimated 20-25 more for ``se_asr``, whose summed-loss step takes about 0.25 s
-on one thread) or ``--smoke``.
+on one thread) or ``--smoke``; ``--render`` times nothing and rewrites the markdown and the
+plots from the JSON outputs of ``--out``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import json
 import math
 import statistics
 import sys
@@ -60,7 +63,7 @@ from torch import Tensor
 import gradsurgery
 from benchmarks import _common
 from benchmarks.models import MODELS, Workload
-from benchmarks.peers import PeerMethod, peer_methods
+from benchmarks.peers import PeerMethod, alias_key, peer_methods, peer_note
 
 GRANULARITIES = ("global", "tensor")
 Step = Callable[[], None]
@@ -269,10 +272,49 @@ def shared_direction(workload: Workload, backward: Callable[[], None]) -> Tensor
     )
 
 
+UNIFORM_FIRST_STEP = (
+    "first step: both weightings start uniform, so this checks only the plumbing, not the weighting"
+)
+
+FIRST_STEP_NOTES: dict[tuple[str, str], str] = {
+    ("libmtl", "dwa"): UNIFORM_FIRST_STEP,
+    ("libmtl", "gradnorm"): UNIFORM_FIRST_STEP,
+    ("libmtl", "uncertainty"): UNIFORM_FIRST_STEP,
+    **{
+        (library, "gradvac"): "first step: the target cosines start at 0 in both libraries, "
+        "so only conflicting pairs are changed, as by PCGrad; the targets' update is not checked"
+        for library in ("torchjd", "libmtl")
+    },
+}
+"""``(library, key of ALIASES)`` -> what the direction check, one step from a fresh state,
+cannot see of the method: its first step in both libraries is a plainer method's."""
+
+RANDOM_NOTES: dict[str, tuple[int, str]] = {
+    "pcgrad": (3, "random projection order (T > 2): the libraries' draws need not match"),
+    "rlw": (2, "random weights: both sides are seeded alike, but their draws need not match"),
+}
+"""Key of ALIASES -> (the fewest tasks at which it draws random numbers, note)."""
+
+
+def agreement_note(row: dict[str, Any]) -> str:
+    """Why a row of the direction check need not agree, or proves less than its cosine
+    says: the peer's :attr:`~benchmarks.peers.PeerMethod.note`, and the notes of
+    :data:`FIRST_STEP_NOTES` and :data:`RANDOM_NOTES`. Derived from the row's method,
+    library and tasks alone, so that it applies to the rows of an earlier run too."""
+    key = alias_key(row["method"])
+    notes = [peer_note(row["library"], row["method"])]
+    notes.append(FIRST_STEP_NOTES.get((row["library"], key), ""))
+    fewest, random_note = RANDOM_NOTES.get(key, (0, ""))
+    if random_note and row.get("tasks", fewest) >= fewest:
+        notes.append(random_note)
+    return "; ".join(note for note in notes if note)
+
+
 def direction_agreement(
     workload: Workload, peers: list[PeerMethod], registered: set[str]
 ) -> list[dict[str, Any]]:
-    """Cosine between gradsurgery's direction and each peer's, same model state and batch."""
+    """Cosine between gradsurgery's direction and each peer's, same model state and batch,
+    with each row's :func:`agreement_note`."""
     rows: list[dict[str, Any]] = []
     parameters = list(workload.model.parameters())
     for peer in peers:
@@ -284,6 +326,7 @@ def direction_agreement(
             "method": peer.method,
             "library": peer.library,
         }
+        row["note"] = agreement_note(row)
         try:
             torch.manual_seed(0)
             resolver = gradsurgery.get_resolver(peer.method)
@@ -533,16 +576,33 @@ def _progress(record: dict[str, Any]) -> str:
 # --- outputs ----------------------------------------------------------------------------
 
 
+RECORDS_FILE = "overhead.json"
+RUN_FILE = "overhead_run.json"
+"""The JSON outputs: the records (a list), and the rest of the result (machine, settings,
+head to head, direction agreement, missing peers)."""
+
+
 def write_outputs(result: dict[str, Any], out: Path) -> None:
-    records = result["records"]
-    _common.write_json(out / "overhead.json", records)
-    _common.write_json(
-        out / "overhead_run.json", {k: v for k, v in result.items() if k != "records"}
-    )
+    """The JSON outputs, then :func:`render_outputs`."""
+    _common.write_json(out / RECORDS_FILE, result["records"])
+    _common.write_json(out / RUN_FILE, {k: v for k, v in result.items() if k != "records"})
+    render_outputs(result, out)
+
+
+def render_outputs(result: dict[str, Any], out: Path) -> None:
+    """``overhead.md``, ``overhead.png`` and ``overhead_peers.png`` from a result (what
+    :func:`load_result` reads back from the JSON outputs)."""
     (out / "overhead.md").write_text(markdown(result))
-    plot(records, out / "overhead.png")
+    plot(result["records"], out / "overhead.png")
     if result.get("head_to_head"):
         plot_head_to_head(result["head_to_head"], out / "overhead_peers.png")
+
+
+def load_result(out: Path) -> dict[str, Any]:
+    """The result whose JSON outputs :func:`write_outputs` wrote to ``out``: what
+    ``overhead_run.json`` holds, with the records of ``overhead.json``."""
+    run_part = json.loads((out / RUN_FILE).read_text())
+    return {**run_part, "records": json.loads((out / RECORDS_FILE).read_text())}
 
 
 def _row_key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -664,6 +724,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{a['model']}",
             a.get("cosine"),
             a.get("norm_ratio"),
+            agreement_note(a),
             a.get("error", ""),
         ]
         for a in agreement
@@ -703,12 +764,14 @@ def markdown(result: dict[str, Any]) -> str:
         "## Do the directions agree with the peers?",
         "",
         "Cosine between gradsurgery's direction (global granularity, default options) and "
-        "the peer's, on the shared parameters, same weights and batch. Methods with random "
-        "choices (PCGrad's order, for T > 2; RLW) or different defaults/variants need not "
-        "agree exactly.",
+        "the peer's, on the shared parameters, same weights and batch, one step from a fresh "
+        "state. The note says why a row need not agree (random choices, different defaults "
+        "or variants) or what its agreement does not show (a first step that both libraries "
+        "take as a plainer method).",
         "",
         _common.markdown_table(
-            ["method", "peer", "model", "cosine", "norm ours/theirs", "error"], agreement_rows
+            ["method", "peer", "model", "cosine", "norm ours/theirs", "note", "error"],
+            agreement_rows,
         ),
         "",
         "## Peers that could not be run",
@@ -736,27 +799,27 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     columns = sorted(
         {(r["model"], r["tasks"]) for r in records}, key=lambda c: (c[0] != "mlp", c[0], c[1])
     )
-    keys = sorted(
+    row_keys = sorted(
         {_row_key(r) for r in records}, key=lambda k: (k[1], k[0] != "gradsurgery", k[0], k[2])
     )
     lookup = {(_row_key(r), (r["model"], r["tasks"])): r for r in records}
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(columns) * 2, 1.2 + 0.24 * len(keys)))
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * len(columns) * 2, 1.2 + 0.24 * len(row_keys)))
     for ax, key, title in zip(axes, ("ratio_time", "ratio_memory"), ("time", "peak memory")):
-        data = np.full((len(keys), len(columns)), np.nan)
-        for i, row in enumerate(keys):
+        data = np.full((len(row_keys), len(columns)), np.nan)
+        for i, row in enumerate(row_keys):
             for j, column in enumerate(columns):
                 value = lookup.get((row, column), {}).get(key)
                 if value is not None:
                     data[i, j] = value
         image = ax.imshow(np.log2(data), cmap="RdYlGn_r", vmin=-1, vmax=4, aspect="auto")
-        for i in range(len(keys)):
+        for i in range(len(row_keys)):
             for j in range(len(columns)):
-                text = "fail" if np.isnan(data[i, j]) else f"{data[i, j]:.2g}"
+                text = _plot_text(lookup.get((row_keys[i], columns[j])), data[i, j])
                 ax.text(j, i, text, ha="center", va="center", fontsize=6)
         ax.set_xticks(range(len(columns)), [f"{m}\nT={t}" for m, t in columns], fontsize=7)
         ax.set_yticks(
-            range(len(keys)),
-            [f"{m} ({lib if lib != 'gradsurgery' else g})" for lib, m, g in keys],
+            range(len(row_keys)),
+            [f"{m} ({lib if lib != 'gradsurgery' else g})" for lib, m, g in row_keys],
             fontsize=6,
         )
         ax.set_title(f"{title} / summed-loss step")
@@ -764,6 +827,15 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_text(record: dict[str, Any] | None, value: float) -> str:
+    """A cell's text in ``overhead.png``: the ratio; ``fail`` where the step raised; ``–``
+    where there is no record, or no ratio without an error (a memory peak too small to
+    resolve, or no memory measurement)."""
+    if record is not None and record.get("error"):
+        return "fail"
+    return "–" if math.isnan(value) else f"{value:.2g}"
 
 
 def plot_head_to_head(head_to_head: list[dict[str, Any]], path: Path) -> None:
@@ -853,8 +925,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"keep the models an interrupted run left in OUT/{PARTIAL_FILE} (same settings, "
         "methods, peers, torch and committed code) and do the rest",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help=f"time nothing: rewrite OUT's overhead.md and PNG plots from OUT/{RUN_FILE} "
+        f"and OUT/{RECORDS_FILE} (what a run wrote), e.g. after a change of the tables; "
+        "the other options are ignored",
+    )
     _common.add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.render:
+        out = _common.RESULTS if args.out is None else Path(args.out)
+        missing = [name for name in (RUN_FILE, RECORDS_FILE) if not (out / name).is_file()]
+        if missing:
+            parser.error(f"argument --render: {out} has no {' or '.join(missing)}")
     if args.threads is None:
         args.threads = 1 if args.smoke else torch.get_num_threads()
     defaults = (2, 1, 1, 0.0) if args.smoke else (30, 3, 3, 1.0)
@@ -868,10 +952,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
     out = _common.output_dir(args.out)
+    if args.render:
+        result = load_result(out)
+        render_outputs(result, out)
+        return result
+    result = run(args)
     write_outputs(result, out)
-    (out / PARTIAL_FILE).unlink(missing_ok=True)
+    models = {f"{row['model']}-T{row['tasks']}" for row in result["records"]}
+    left = _common.drop_parts(out / PARTIAL_FILE, models)
+    if left and args.verbose:
+        print(f"{out / PARTIAL_FILE} keeps the finished models {left} for a later --resume")
     return result
 
 

@@ -31,7 +31,16 @@ from torch import Tensor
 
 import gradsurgery
 
-__all__ = ["ALIASES", "PeerMethod", "canonical", "libmtl_methods", "peer_methods"]
+__all__ = [
+    "ALIASES",
+    "NOTES",
+    "PeerMethod",
+    "alias_key",
+    "canonical",
+    "libmtl_methods",
+    "peer_methods",
+    "peer_note",
+]
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "sum": ("sum",),
@@ -55,6 +64,28 @@ PeerBackward = Callable[[Tensor, list[Tensor]], None]
 """``(features, losses) -> None``: writes ``.grad`` of every parameter the losses reach."""
 
 
+NOTES: dict[tuple[str, str], str] = {
+    ("libmtl", "imtl_g"): "LibMTL's IMTL is IMTL-G on exp(s) L - s with learned s (s = 0 here)",
+    ("libmtl", "gradnorm"): "LibMTL's GradNorm learns softmax-parametrised weights",
+}
+"""``(library, key of ALIASES)`` -> how the peer's method differs from gradsurgery's
+(:attr:`PeerMethod.note`)."""
+
+
+def alias_key(method: str) -> str:
+    """The key of :data:`ALIASES` that ``method`` (a name gradsurgery may register a method
+    under, or a peer's) stands for; ``method`` itself if none."""
+    for key, aliases in ALIASES.items():
+        if method in aliases:
+            return key
+    return method
+
+
+def peer_note(library: str, method: str) -> str:
+    """The note of ``library``'s ``method`` (any of its aliases) in :data:`NOTES`, or ``""``."""
+    return NOTES.get((library, alias_key(method)), "")
+
+
 def canonical(method: str) -> str:
     """The name a peer method is reported under: gradsurgery's, where it has one."""
     registered = set(gradsurgery.available())
@@ -66,7 +97,8 @@ def canonical(method: str) -> str:
 
 @dataclass
 class PeerMethod:
-    """One method of one peer library; ``build(shared, tasks)`` returns its backward."""
+    """One method of one peer library; ``build(shared, tasks)`` returns its backward, and
+    ``note`` says how it differs from gradsurgery's (from :data:`NOTES`)."""
 
     library: str
     method: str
@@ -110,7 +142,7 @@ def _torchjd_methods() -> tuple[list[PeerMethod], str | None]:
         return build
 
     return [
-        PeerMethod("torchjd", canonical(name), builder(factory))
+        PeerMethod("torchjd", canonical(name), builder(factory), peer_note("torchjd", name))
         for name, factory in factories.items()
     ], None
 
@@ -198,12 +230,8 @@ def libmtl_methods() -> tuple[list[PeerMethod], str | None]:
 
         return build
 
-    notes = {
-        "imtl_g": "LibMTL's IMTL is IMTL-G on exp(s) L - s with learned s (s = 0 here)",
-        "gradnorm": "LibMTL's GradNorm learns softmax-parametrised weights",
-    }
     return [
-        PeerMethod("libmtl", canonical(name), builder(cls, kwargs), notes.get(name, ""))
+        PeerMethod("libmtl", canonical(name), builder(cls, kwargs), peer_note("libmtl", name))
         for name, (cls, kwargs) in LIBMTL_ARGS.items()
     ], None
 

@@ -340,11 +340,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=positive_int, default=None, help="(default 300)")
     parser.add_argument("--seeds", type=positive_int, default=None, help="(default 3)")
-    parser.add_argument("--batch", type=positive_int, default=100)
+    parser.add_argument("--batch", type=positive_int, default=None, help="(default 100)")
     parser.add_argument("--lr", type=positive_float, default=1e-3)
-    parser.add_argument("--train", type=positive_int, default=2000)
+    parser.add_argument(
+        "--train",
+        type=positive_int,
+        default=None,
+        help="training samples of the imbalanced tasks and the auxiliaries (default 2000)",
+    )
     parser.add_argument("--primary-train", type=positive_int, default=100)
-    parser.add_argument("--test", type=positive_int, default=1000)
+    parser.add_argument("--test", type=positive_int, default=None, help="(default 1000)")
     parser.add_argument(
         "--problems",
         nargs="+",
@@ -355,12 +360,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=positive_int, default=1)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = 2 if args.smoke else 300
-    if args.seeds is None:
-        args.seeds = 1 if args.smoke else 3
-    if args.smoke:
-        args.train, args.test, args.batch = 64, 64, 16
+    smoke = {"steps": 2, "seeds": 1, "train": 64, "test": 64, "batch": 16}
+    full = {"steps": 300, "seeds": 3, "train": 2000, "test": 1000, "batch": 100}
+    for key, value in (smoke if args.smoke else full).items():
+        if getattr(args, key) is None:  # what is given explicitly stands, with --smoke too
+            setattr(args, key, value)
     return args
 
 

@@ -4,13 +4,15 @@ Five starts (:data:`benchmarks.toy_problem.NASH_MTL_STARTS`), balanced (``scale 
 imbalanced (``scale = 0.1``: :math:`f_1` multiplied by 0.1) losses, Adam with lr 1e-3,
 ``--steps`` steps (the Nash-MTL paper uses 35k). Each start has its own resolver instance
 (stateful resolvers keep their own state). Primary/auxiliary methods also run with
-``primary=0`` (task :math:`f_1`); ``single_task_f1`` is Adam on :math:`f_1` alone, the
+``primary=0`` (task :math:`f_1`), unless they take task 0 without it
+(:func:`benchmarks._common.variants`); ``single_task_f1`` is Adam on :math:`f_1` alone, the
 reference for the primary-task criterion: reach :math:`\\arg\\min f_1` (within
 ``F1_TOLERANCE`` of its minimum) at least as reliably and as fast as single-task training.
 
 Writes ``toy.json``, ``toy.md``, ``toy.png`` (small multiples) and ``toy/<method>.png``.
-Each finished run is also kept in ``toy.partial.json`` until the end, so that a run
-interrupted (it takes about 84 minutes on one core) continues with ``--resume``: each
+Each finished run is also kept in ``toy.partial.json`` until every run the file holds is in
+the outputs, so that a run interrupted (it takes about 84 minutes on one core) continues
+with ``--resume`` (one resumed with fewer ``--labels`` leaves the others there): each
 label's optimisation is seeded on its own, so the results are those of a straight run.
 
 Run: ``python -m benchmarks.toy --steps 35000`` or ``--smoke``.
@@ -32,6 +34,8 @@ import gradsurgery
 from benchmarks import _common
 from benchmarks.toy_problem import NASH_MTL_STARTS, toy_losses
 
+SINGLE_TASK = "single_task_f1"
+"""Label of the reference run: Adam on f_1 alone."""
 SCALES = (1.0, 0.1)
 F1_MIN = -19.99  # ALGORITHMS.md §3.1, checked by a grid search in _f1_minimum
 F1_TOLERANCE = 0.05
@@ -161,23 +165,33 @@ def _code_version() -> str | None:
     return _common.code_version(TOY_CODE)
 
 
+def planned_runs(
+    methods: Sequence[str] | None, labels: Sequence[str] | None = None
+) -> list[tuple[str, str | None, int | None]]:
+    """``(label, method, primary)`` of every run: ``single_task_f1``, then every variant of
+    the ``methods`` (:func:`benchmarks._common.variants`); only those in ``labels`` if any
+    are given."""
+    out: list[tuple[str, str | None, int | None]] = [(SINGLE_TASK, None, None)]
+    out += _common.variants(methods)
+    if labels:
+        out = [entry for entry in out if entry[0] in labels]
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every requested run; with ``args.resume``, those kept in ``toy.partial.json`` of
     ``args.out`` by an interrupted run of the same steps, seed, torch and committed toy
     code (:data:`TOY_CODE`, unchanged since) are taken as they are."""
     torch.set_num_threads(1)
     info = _common.machine(args.seed)
-    entries: list[tuple[str, str | None, int | None]] = [("single_task_f1", None, None)]
-    entries += _common.variants(args.methods)
-    if args.labels:
-        entries = [entry for entry in entries if entry[0] in args.labels]
+    planned = planned_runs(args.methods, args.labels)
     partial = _common.output_dir(args.out) / PARTIAL_FILE
     key = {"steps": args.steps, "seed": args.seed, "torch": info["torch"], "code": _code_version()}
     finished = _common.kept_parts(partial, key) if args.resume else {}
     results: dict[str, Any] = {}
     record_every = max(1, args.steps // 100)
-    to_run = [entry for entry in entries if entry[0] not in finished]
-    results.update({label: finished[label] for label, _, _ in entries if label in finished})
+    to_run = [entry for entry in planned if entry[0] not in finished]
+    results.update({label: finished[label] for label, _, _ in planned if label in finished})
     with _common.Progress(len(to_run), "toy", args.verbose) as progress:
         for label, method, primary in to_run:
             start = time.perf_counter()
@@ -189,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[label] = result
             _common.keep_parts(partial, key, {**finished, **results})
             progress.advance(f"{label}: {result.get('error') or _summary(result)}")
-    results = {label: results[label] for label, _, _ in entries}  # in the entries' order
+    results = {label: results[label] for label, _, _ in planned}  # in the planned order
     info["resumed"] = [label for label in results if label in finished]
     info["load_average_1_5_15_min_at_end"] = _common.load_average()
     return {
@@ -228,12 +242,13 @@ def write_outputs(result: dict[str, Any], out: Path, *, per_method: bool = True)
                 plot_method(label, entry, folder / f"{label}.png")
 
 
-def markdown(result: dict[str, Any]) -> str:
-    settings = result["settings"]
-    rows = []
-    for label, entry in result["results"].items():
+def _end_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Rows of "Where each run ends": per label and scale, the end points and counts; a
+    failed label's error in the error column."""
+    rows: list[list[Any]] = []
+    for label, entry in results.items():
         if "error" in entry:
-            rows.append([label, "failed: " + entry["error"], "", "", ""])
+            rows.append([label, None, "failed", None, None, entry["error"]])
             continue
         for scale in SCALES:
             runs = [r for r in entry["runs"] if r["scale"] == scale]
@@ -245,23 +260,37 @@ def markdown(result: dict[str, Any]) -> str:
                     ends,
                     sum(r["on_pareto_set"] for r in runs),
                     sum(r["reached_f1_min_at_step"] is not None for r in runs),
+                    "",
                 ]
             )
-    reference = result["results"].get("single_task_f1", {})
-    primary_rows = []
-    for label, entry in result["results"].items():
-        if "runs" not in entry or (
-            entry["primary"] is None
-            and label != "single_task_f1"
-            and not (label == "gr" or label.startswith("gr_"))
-        ):
+    return rows
+
+
+def _has_primary(label: str, entry: dict[str, Any]) -> bool:
+    """Whether a run has task 0 as its primary: the single-task reference, a ``[p]`` run,
+    or a method that takes task 0 without being told (:func:`_common.primary_by_default`)."""
+    if label == SINGLE_TASK or entry.get("primary") is not None:
+        return True
+    method = entry.get("method")
+    return method is not None and _common.primary_by_default(method)
+
+
+def _primary_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """Rows of the primary-task criterion: per run with a primary and scale, the steps at
+    which each start reaches argmin f1, the reference's, and :func:`_verdict`."""
+    reference = results.get(SINGLE_TASK, {})
+    rows: list[list[Any]] = []
+    for label, entry in results.items():
+        if "runs" not in entry or not _has_primary(label, entry):
             continue
         for scale in SCALES:
-            runs = [r for r in entry["runs"] if r["scale"] == scale]
-            ref_runs = [r for r in reference.get("runs", []) if r["scale"] == scale]
-            steps = [r["reached_f1_min_at_step"] for r in runs]
-            ref_steps = [r["reached_f1_min_at_step"] for r in ref_runs]
-            primary_rows.append(
+            steps = [r["reached_f1_min_at_step"] for r in entry["runs"] if r["scale"] == scale]
+            ref_steps = [
+                r["reached_f1_min_at_step"]
+                for r in reference.get("runs", [])
+                if r["scale"] == scale
+            ]
+            rows.append(
                 [
                     label,
                     scale,
@@ -270,13 +299,19 @@ def markdown(result: dict[str, Any]) -> str:
                     _verdict(steps, ref_steps),
                 ]
             )
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    settings = result["settings"]
     parts = [
         "# The 2-D toy problem (Nash-MTL protocol)",
         "",
         f"Produced by `python -m benchmarks.toy` (see `benchmarks/README.md`): Adam lr 1e-3, "
         f"{settings['steps']} steps, from the five Nash-MTL starts "
         f"{list(NASH_MTL_STARTS)}, with f1 scaled by 1 and by 0.1. Methods marked `[p]` run "
-        "with `primary=0` (f1); GR-type methods always take task 0 as primary.",
+        "with `primary=0` (f1); methods that take task 0 as primary without it (GR-type "
+        "methods, the cosine gate, MetaBalance, OL-AUX, one-sided PCGrad) run once.",
         "",
         "## Machine",
         "",
@@ -295,25 +330,38 @@ def markdown(result: dict[str, Any]) -> str:
                 "end points (starts in order)",
                 "on Pareto (of 5)",
                 "reached argmin f1",
+                "error",
             ],
-            rows,
+            _end_rows(result["results"]),
         ),
         "",
         "## Primary-task criterion: reach argmin f1 at least as reliably and as fast as "
         "single-task Adam on f1",
         "",
         "Steps at which each start first reaches argmin f1 (– = never), against "
-        "single-task Adam on f1 from the same start.",
+        "single-task Adam on f1 from the same start. Verdict: `meets`; `less reliable` "
+        "(from fewer starts than the single task); `slower` (a start reaches it later than "
+        "1.1 times the single task's step plus 10, or not at all); `no reference` "
+        f"(`{SINGLE_TASK}` was not run or failed).",
         "",
         _common.markdown_table(
-            ["method", "scale", "steps (method)", "steps (single task)", "verdict"], primary_rows
+            ["method", "scale", "steps (method)", "steps (single task)", "verdict"],
+            _primary_rows(result["results"]),
         ),
         "",
     ]
     return "\n".join(parts)
 
 
+NO_REFERENCE = "no reference"
+"""The verdict without single-task runs to compare with."""
+
+
 def _verdict(steps: list[int | None], reference: list[int | None]) -> str:
+    """``meets``, ``less reliable``, ``slower``, or :data:`NO_REFERENCE` when
+    ``reference`` (the single task's steps from the same starts) is empty."""
+    if not reference:
+        return NO_REFERENCE
     worse_reliability = sum(s is not None for s in steps) < sum(r is not None for r in reference)
     if worse_reliability:
         return "less reliable"
@@ -438,6 +486,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 5 if args.smoke else 35_000
+    if args.labels:
+        known = [label for label, _, _ in planned_runs(args.methods)]
+        unknown = [label for label in args.labels if label not in known]
+        if unknown:
+            parser.error(
+                f"argument --labels: unknown label(s) {unknown}"
+                + (" (for these --methods)" if args.methods else "")
+                + f"; available: {known}"
+            )
     return args
 
 
@@ -446,7 +503,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = run(args)
     out = _common.output_dir(args.out)
     write_outputs(result, out, per_method=True)
-    (out / PARTIAL_FILE).unlink(missing_ok=True)
+    left = _common.drop_parts(out / PARTIAL_FILE, result["results"])
+    if left and args.verbose:
+        print(f"{out / PARTIAL_FILE} keeps the finished runs {left} for a later --resume")
     return result
 
 

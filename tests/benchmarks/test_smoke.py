@@ -121,6 +121,12 @@ def test_overhead_smoke(tmp_path):
     if rows:
         assert "head to head" in (tmp_path / "overhead.md").read_text()
         assert (tmp_path / "overhead_peers.png").stat().st_size > 0
+    assert all(row["note"] == overhead.agreement_note(row) for row in run["direction_agreement"])
+    # The JSON outputs hold all that the markdown is made from: --render gives it back.
+    written = (tmp_path / "overhead.md").read_text()
+    (tmp_path / "overhead.md").unlink()
+    overhead.main(["--render", "--out", str(tmp_path)])
+    assert (tmp_path / "overhead.md").read_text() == written
 
 
 def test_kernel_smoke(tmp_path):

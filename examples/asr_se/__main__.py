@@ -20,19 +20,29 @@ from pathlib import Path
 import torch
 
 from examples.asr_se import launch
-from examples.asr_se.compare import collect, report_scope, run_grid
+from examples.asr_se.compare import check_records, collect, report_scope, run_grid
 from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.corpus.errors import CorpusError
 from examples.asr_se.evaluate import evaluate_run, load_trained
 from examples.asr_se.provenance import PROCESS_CODE, machine
-from examples.asr_se.records import recorded_runs
+from examples.asr_se.records import RecordError, recorded_runs
 from examples.asr_se.report import print_table, write_report
 from examples.asr_se.systems import get_system
 from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
-from examples.asr_se.train import CheckpointError, Trainer, run_dir_for
+from examples.asr_se.train import (
+    CheckpointError,
+    RunExistsError,
+    SettingsError,
+    Trainer,
+    run_dir_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+USER_ERRORS = (CorpusError, CheckpointError, RunExistsError, SettingsError, RecordError)
+"""Errors of bad input or state (a corpus, checkpoint, run folder or record), which the
+command line reports in one line, ``error: ...``; any other exception is a bug and keeps
+its traceback."""
 RUNS = REPO / "runs" / "asr_se"
 
 
@@ -98,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    def common(p: argparse.ArgumentParser, *, preset: bool = True) -> None:
+        if preset:  # the demo is the quick preset's run: it takes no other
+            p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
         p.add_argument(
             "--corpus-dir", type=Path, help="corpus folder (default data/asr_se/<corpus preset>)"
         )
@@ -161,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     common(
         sub.add_parser(
-            "demo", help="the quick run: build the quick corpus, train and score sum and gr"
-        )
+            "demo",
+            help="the quick preset's run: build the quick corpus, train and score sum and gr "
+            "(compare --preset PRESET runs another preset's grid)",
+        ),
+        preset=False,
     )
 
     args = parser.parse_args(argv)
@@ -188,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
     try:
         return _dispatch(args, preset, argv)
-    except (CorpusError, CheckpointError) as error:  # bad input or state: one line
+    except USER_ERRORS as error:  # bad input or state: one line
         print(f"error: {error}", file=sys.stderr)
         return 1
 
@@ -225,6 +239,8 @@ def _dispatch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) 
     )
     records = out / "results" / "runs"
     start = time.perf_counter()
+    # every record the report will hold, before any training: not one made otherwise
+    check_records(preset, recorded_runs(records), records)
     if not getattr(args, "report_only", False):
         run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
     systems, seeds = report_scope(preset, systems, seeds, recorded_runs(records))

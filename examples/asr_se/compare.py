@@ -21,7 +21,7 @@ from examples.asr_se.evaluate import evaluate_run
 from examples.asr_se.provenance import SITTINGS_FILE
 from examples.asr_se.records import is_recorded, record_dir_for, record_run
 from examples.asr_se.systems import get_system
-from examples.asr_se.train import Trainer, run_dir_for, run_identity, same_run
+from examples.asr_se.train import SettingsError, Trainer, run_dir_for, run_identity, same_run
 from examples.asr_se.voices import read_hypotheses, read_test_split, score_by_engine
 
 
@@ -85,15 +85,45 @@ def report_scope(
     )
 
 
-def _check_settings(folder: Path, identity: dict[str, Any]) -> None:
-    """Refuse to keep or resume a run folder or record made with other settings."""
+def _made_otherwise(folder: Path, identity: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds a ``config.json`` of a run other than ``identity``'s."""
     path = folder / "config.json"
-    if not path.exists():
-        return
-    if not same_run(json.loads(path.read_text()), identity):
-        raise ValueError(
+    return path.exists() and not same_run(json.loads(path.read_text()), identity)
+
+
+def _check_settings(folder: Path, identity: dict[str, Any]) -> None:
+    """Refuse to keep or resume a run folder or record made with other settings.
+
+    Raises:
+        SettingsError: its ``config.json`` names another run.
+    """
+    if _made_otherwise(folder, identity):
+        raise SettingsError(
             f"{folder} holds a run with other settings than the preset's now (see its "
             "config.json); move it away, or pass --runs or --out with another folder"
+        )
+
+
+def check_records(preset: Preset, runs: Sequence[tuple[str, int]], records_root: Path) -> None:
+    """Refuse to report, or train beside, records made with settings other than
+    ``preset``'s now: every ``(system, seed)`` of ``runs`` recorded under ``records_root``
+    must match its :func:`examples.asr_se.train.run_identity`.
+
+    Raises:
+        SettingsError: naming every record that does not.
+    """
+    foreign = [
+        f"{system} seed {seed}"
+        for system, seed in runs
+        if _made_otherwise(
+            record_dir_for(records_root, system, seed), run_identity(preset, system, seed)
+        )
+    ]
+    if foreign:
+        raise SettingsError(
+            f"{records_root} holds records made with other settings than preset "
+            f"{preset.name!r} now ({', '.join(foreign)}; see their config.json); move them "
+            "away, or pass --out with another folder"
         )
 
 
@@ -106,6 +136,11 @@ def collect(
     """Gather the recorded runs' numbers: WER and CER records, SE records, timings,
     conflicts. Runs scored before CER was recorded contribute no CER records.
 
+    ``utterances`` holds the number of test utterances scored in each condition (system,
+    seed, test set, noise, SNR), from the WER records: what the SE records of runs scored
+    before they held their own count are averages over (every utterance of a noisy
+    condition is scored for both).
+
     With the corpus ``manifest``, also the error rates by voice engine
     (:func:`examples.asr_se.voices.score_by_engine`, key ``voices``), recomputed from each
     record's decoded utterances; without it, ``voices`` is empty.
@@ -116,6 +151,7 @@ def collect(
     cer: list[dict[str, Any]] = []
     se: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    utterances: list[dict[str, Any]] = []
     for system in systems:
         for seed in seeds:
             record_dir = record_dir_for(records_root, system, seed)
@@ -123,14 +159,18 @@ def collect(
                 continue
             evaluation = json.loads((record_dir / "evaluation.json").read_text())
             for record in evaluation["wer"]:
-                condition = {"system": system, "seed": seed}
-                condition |= {k: record[k] for k in ("test_set", "noise", "snr")}
+                condition = {"system": system, "seed": seed, **_condition(record)}
                 wer.append({**condition, "wer": record["wer"], "words": record["words"]})
                 if "cer" in record:
                     cer.append(
                         {**condition, "cer": record["cer"], "characters": record["characters"]}
                     )
             se.extend({"system": system, "seed": seed, **record} for record in evaluation["se"])
+            utterances.extend(
+                {"system": system, "seed": seed, **_condition(record), "utterances": count}
+                for record in evaluation["wer"]
+                if (count := record.get("utterances")) is not None
+            )
             if test_split is not None:
                 by_engine = score_by_engine(read_hypotheses(record_dir), test_split)
                 voices.extend({"system": system, "seed": seed, **record} for record in by_engine)
@@ -142,7 +182,19 @@ def collect(
                     "examples": evaluation["examples"],
                 }
             )
-    return {"wer": wer, "cer": cer, "se": se, "runs": runs, "voices": voices}
+    return {
+        "wer": wer,
+        "cer": cer,
+        "se": se,
+        "runs": runs,
+        "voices": voices,
+        "utterances": utterances,
+    }
+
+
+def _condition(record: dict[str, Any]) -> dict[str, Any]:
+    """The condition (test set, noise, SNR) of a WER record."""
+    return {key: record[key] for key in ("test_set", "noise", "snr")}
 
 
 def _run_statistics(record_dir: Path) -> dict[str, Any]:

@@ -137,8 +137,9 @@ def evaluate(
         ``{"wer": [...], "se": [...], "examples": [...], "hypotheses": [...]}``: one WER
         record per condition (``test_set``, ``noise``, ``snr``, ``wer``, ``words``, ``cer``,
         ``characters``, ``utterances``), one SE record
-        per condition with noise (mean SI-SNR of noisy and enhanced, their difference and,
-        when available, mean STOI of both), and a few decoded clean examples of three
+        per condition with noise (mean SI-SNR of noisy and enhanced, their difference, the
+        ``utterances`` they are averaged over and, when available, mean STOI of both and
+        its ``stoi_utterances``), and a few decoded clean examples of three
         words or more per test set, and every decoded utterance (``id``, ``hypothesis``,
         sorted by id), from which any other metric can be recomputed.
     """
@@ -167,8 +168,9 @@ def evaluate(
         texts = vocabulary.greedy_decode(outputs.log_probs, outputs.out_frames)
         enhanced_wave = None
         if outputs.enhanced is not None:
-            enhanced_wave = model.stft.inverse(
-                outputs.enhanced, outputs.phase, batch["noisy"].shape[1]
+            # each row from its own valid frames, as a batch of one would resynthesise it
+            enhanced_wave = model.stft.inverse_each(
+                outputs.enhanced, outputs.phase, batch["lengths"]
             )
         for row, item in enumerate(items):
             condition = _condition(item["snr"], item["test_set"], item["noise"])
@@ -234,6 +236,7 @@ def evaluate(
             "si_snr_enhanced": _mean(v[1] for v in values),
         }
         record["si_snr_gain"] = record["si_snr_enhanced"] - record["si_snr_noisy"]
+        record["utterances"] = len(values)
         scored_values = [v for v in values if v[2] is not None and v[3] is not None]
         if scored_values:
             record["stoi_noisy"] = _mean(v[2] for v in scored_values)  # type: ignore[misc]

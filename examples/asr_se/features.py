@@ -27,8 +27,34 @@ class STFT(nn.Module):
         """Frame counts for sample counts (``center=True`` framing)."""
         return samples // self.hop + 1
 
-    def forward(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, N)`` waveform to ``(B, frames, bins)`` magnitude and phase."""
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(B, N)`` waveform to ``(B, frames, bins)`` magnitude and phase.
+
+        With ``lengths`` (``(B,)`` sample counts of a zero-padded batch), each row is
+        transformed alone, as a batch of one would be (the frames at its end reflect its
+        own last samples, not read the padding), and its frames past
+        :meth:`frames` ``(length)`` are zero.
+        """
+        if lengths is None:
+            return self._spectrum(waveform)
+        magnitude = waveform.new_zeros(waveform.shape[0], self.frame_count(waveform), self.bins)
+        phase = torch.zeros_like(magnitude)
+        for row, length in enumerate(lengths.tolist()):
+            row_magnitude, row_phase = self._spectrum(waveform[row : row + 1, :length])
+            count = row_magnitude.shape[1]
+            magnitude[row, :count], phase[row, :count] = row_magnitude[0], row_phase[0]
+        return magnitude, phase
+
+    @property
+    def bins(self) -> int:
+        """Frequency bins, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def frame_count(self, waveform: Tensor) -> int:
+        """Frames of the STFT of a ``(B, N)`` batch."""
+        return waveform.shape[-1] // self.hop + 1
+
+    def _spectrum(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
         spectrum = torch.stft(
             waveform, self.n_fft, self.hop, window=self.window, center=True, return_complex=True
         ).transpose(1, 2)
@@ -38,6 +64,20 @@ class STFT(nn.Module):
         """Waveform from magnitude and phase, ``(B, frames, bins)`` to ``(B, length)``."""
         spectrum = torch.polar(magnitude, phase).transpose(1, 2)
         return torch.istft(spectrum, self.n_fft, self.hop, window=self.window, length=length)
+
+    def inverse_each(self, magnitude: Tensor, phase: Tensor, lengths: Tensor) -> Tensor:
+        """Each row's waveform from its own valid frames alone, ``(B, frames, bins)`` to
+        ``(B, N)``, ``N`` the longest of ``lengths``, zero past each row's length.
+
+        The inverse of :meth:`forward` with ``lengths``: a row's samples are what a batch
+        of one gives, since no frame past :meth:`frames` ``(length)`` is overlapped in.
+        """
+        out = magnitude.new_zeros(magnitude.shape[0], int(lengths.max()))
+        counts = self.frames(lengths)
+        for row, (length, count) in enumerate(zip(lengths.tolist(), counts.tolist(), strict=True)):
+            valid = slice(row, row + 1), slice(0, count)
+            out[row, :length] = self.inverse(magnitude[valid], phase[valid], length)[0]
+        return out
 
 
 def mel_filterbank(

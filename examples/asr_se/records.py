@@ -36,6 +36,11 @@ conflict statistics, and runs trained before 2026-11-30 have no sittings."""
 
 REQUIRED = tuple(name for name in RECORD_FILES if name not in OPTIONAL)
 
+
+class RecordError(ValueError):
+    """A damaged record: its ``config.json`` does not name a run."""
+
+
 COMPRESSED = frozenset({"hypotheses.jsonl"})
 """Files kept gzipped in a record (``<name>.gz``): the decoded test utterances are about
 1 MB of text per run of the full preset, a fifth of that compressed."""
@@ -54,7 +59,11 @@ def record_dir_for(root: Path, system: str, seed: int) -> Path:
 def recorded_runs(root: Path) -> list[tuple[str, int]]:
     """The ``(system, seed)`` of every complete record under ``root``, sorted, as each
     record's ``config.json`` names them (a folder name writes a variant's ``:`` as ``+``,
-    so the folder alone cannot say which it was)."""
+    so the folder alone cannot say which it was).
+
+    Raises:
+        RecordError: a complete record whose ``config.json`` is unreadable or names no run.
+    """
     runs = []
     for evaluation in root.glob("*/seed*/evaluation.json"):
         path = evaluation.parent / "config.json"
@@ -62,7 +71,7 @@ def recorded_runs(root: Path) -> list[tuple[str, int]]:
             config = json.loads(path.read_text())
             runs.append((str(config["system"]), int(config["seed"])))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(
+            raise RecordError(
                 f"{path}: not a run's settings ({error!r}); the record is damaged: restore "
                 "it from git or move its folder away"
             ) from error

@@ -242,36 +242,80 @@ def _by_voice(voices: Records, systems: Sequence[str], seeds: Sequence[int]) -> 
     return lines
 
 
+_SE_WEIGHTS = {
+    "si_snr_noisy": "utterances",
+    "si_snr_enhanced": "utterances",
+    "si_snr_gain": "utterances",
+    "stoi_noisy": "stoi_utterances",
+    "stoi_enhanced": "stoi_utterances",
+}
+"""The count of utterances each per-condition mean of an SE record is taken over."""
+
+
+def with_counts(se: Records, utterances: Records) -> Records:
+    """The SE records ``se``, each with its ``utterances``: its own, else the count of its
+    run and condition in ``utterances`` (:func:`examples.asr_se.compare.collect`'s), else
+    none (a run scored before either was recorded)."""
+    keys = ("system", "seed", "test_set", "noise", "snr")
+    counts = {tuple(r[k] for k in keys): r["utterances"] for r in utterances}
+    completed = []
+    for record in se:
+        count = record.get("utterances", counts.get(tuple(record[k] for k in keys)))
+        completed.append(record if count is None else {**record, "utterances": count})
+    return completed
+
+
+def utterance_mean(records: Records, key: str) -> tuple[float, bool]:
+    """The mean of ``key`` over the utterances behind ``records`` (per-condition means,
+    weighted by their :data:`_SE_WEIGHTS` count), and ``True``; where a record lacks its
+    count, the plain mean over the records, and ``False``. NaN where none has ``key``."""
+    scored = [r for r in records if key in r and not math.isnan(r[key])]
+    if not scored:
+        return math.nan, True
+    weight = _SE_WEIGHTS[key]
+    if not all(weight in r for r in scored):
+        return statistics.fmean(r[key] for r in scored), False
+    total = sum(r[weight] for r in scored)
+    return sum(r[key] * r[weight] for r in scored) / total, True
+
+
 def _enhancement(se: Records, systems: Sequence[str]) -> list[str]:
-    lines = [
+    rows, unweighted = [], []
+    for system in systems:
+        records = [r for r in select(se, system=system) if r["noise"] != "radio"]
+        if not records:
+            rows.append(f"| {system} | – | – | – | – | – |")
+            continue
+        means = {key: utterance_mean(records, key) for key in _SE_WEIGHTS}
+        if not all(weighted for _, weighted in means.values()):
+            unweighted.append(system)
+        value = {key: mean for key, (mean, _) in means.items()}
+        rows.append(
+            f"| {system} | {value['si_snr_noisy']:.2f} | {value['si_snr_enhanced']:.2f} | "
+            f"{value['si_snr_gain']:+.2f} | {value['stoi_noisy']:.3f} | "
+            f"{value['stoi_enhanced']:.3f} |"
+        )
+    fallback = (
+        f" Records of {', '.join(f'`{s}`' for s in unweighted)} lack utterance counts: "
+        "their figures are plain means over the conditions and seeds."
+        if unweighted
+        else ""
+    )
+    return [
         "## Speech enhancement quality",
         "",
         "SI-SNR (dB) of the noisy input and of the enhanced signal (resynthesised with the "
         "noisy phase) against the clean speech, averaged over every noisy test utterance and "
         "seed; STOI (pystoi) over a fixed subset of each noisy condition (20 utterances, "
-        "chosen by a hash of their ids). The radio noise is left out: its channel shifts the "
-        "carrier, so a sample-domain comparison with the clean speech says nothing "
-        "(SI-SNR is around -45 dB for the noisy input at every SNR).",
+        "chosen by a hash of their ids), averaged over those utterances. The radio noise is "
+        "left out: its channel shifts the carrier, so a sample-domain comparison with the "
+        "clean speech says nothing (SI-SNR is around -45 dB for the noisy input at every "
+        f"SNR).{fallback}",
         "",
         "| system | SI-SNR noisy | SI-SNR enhanced | gain | STOI noisy | STOI enhanced |",
         "| --- | --- | --- | --- | --- | --- |",
+        *rows,
     ]
-    for system in systems:
-        records = [r for r in select(se, system=system) if r["noise"] != "radio"]
-
-        def average(key: str, records: Records = records) -> float:
-            values = [r[key] for r in records if key in r and not math.isnan(r[key])]
-            return statistics.fmean(values) if values else math.nan
-
-        if not records:
-            lines.append(f"| {system} | – | – | – | – | – |")
-            continue
-        lines.append(
-            f"| {system} | {average('si_snr_noisy'):.2f} | {average('si_snr_enhanced'):.2f} | "
-            f"{average('si_snr_gain'):+.2f} | {average('stoi_noisy'):.3f} | "
-            f"{average('stoi_enhanced'):.3f} |"
-        )
-    return lines
 
 
 def _code_versions(runs: Records) -> list[str]:
@@ -314,13 +358,15 @@ def _conflicts(runs: Records, systems: Sequence[str], monitor_every: int) -> lis
     lines = [
         "## Gradient conflict between ASR and SE on the front end",
         "",
-        "From the Gram matrices the resolver saw (for `sum`, every "
-        f"{monitor_every}th step). *conflicting steps*: share of monitored steps where the whole "
-        "front-end gradients conflict (cosine < 0); *tensor conflicts*: mean share of front-end "
-        "tensors whose gradients conflict; *SE dominates*: mean share of tensors where "
-        "‖g_SE‖ > K ‖g_ASR‖ (K = 5, the paper's, unless the system sets its own `k`, as "
-        "`gr:k=20` does); gradients are those of the weighted losses (0.7 ASR, 0.3 SE); "
-        "*late*: the same over the second half of training (the steps of the runs' traces "
+        "From the Gram matrices the resolver saw: every step, except under a loss weighting "
+        "(`sum`, `mean`, `uw`, ...), whose step forms no task gradients, so that they are "
+        f"formed for the monitor every {monitor_every}th step. *conflicting steps*: share of "
+        "monitored steps where the whole front-end gradients conflict (cosine < 0); *tensor "
+        "conflicts*: mean share of front-end tensors whose gradients conflict; *SE "
+        "dominates*: mean share of tensors where ‖g_SE‖ > K ‖g_ASR‖ (K = 5, the paper's, "
+        "unless the system sets its own `k`, as `gr:k=20` does); gradients are those of the "
+        "weighted losses (0.7 ASR, 0.3 SE); *late*: the same over the second half of "
+        "training (the steps of the runs' traces "
         "from half their last step on).",
         "",
         "| system | monitored steps | conflicting steps | tensor conflicts | tensor conflicts, "
@@ -464,7 +510,8 @@ def write_report(
         lines += ["", *_by_snr(results["wer"], present, seeds, test_set)]
     by_voice = _by_voice(results.get("voices", []), present, seeds)
     lines += ["", *by_voice] if by_voice else []
-    lines += ["", *_enhancement(results["se"], present)]
+    se = with_counts(results["se"], results.get("utterances", []))
+    lines += ["", *_enhancement(se, present)]
     lines += ["", *_conflicts(results["runs"], present, preset.train.monitor_every)]
     lines += ["", *_code_versions(results["runs"])]
     lines += ["", "## Plots", "", *_plot_lines(plots), ""]

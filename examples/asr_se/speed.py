@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from examples.asr_se.config import get_preset
+from examples.asr_se.config import PRESETS, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.provenance import machine
 from examples.asr_se.train import Trainer
@@ -87,15 +87,30 @@ def measure(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="quick")
+_MINIMA = {"steps": 1, "warmup": 0, "threads": 1}
+"""The least value of each count option."""
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The options, or argparse's usage error (exit status 2) before any work."""
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.asr_se.speed", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     parser.add_argument("--steps", type=int, default=30, help="measured steps per system")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured steps first")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--corpus-dir", type=Path, help="default data/asr_se/<corpus preset>")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
+    for option, least in _MINIMA.items():
+        if getattr(args, option) < least:
+            parser.error(f"--{option} must be >= {least}, got {getattr(args, option)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     corpus = get_preset(args.preset).corpus
     manifest = build_corpus(corpus, args.corpus_dir or default_out_dir(corpus), progress=False)
     result = measure(args.preset, args.steps, args.warmup, args.threads, manifest)

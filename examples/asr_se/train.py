@@ -61,6 +61,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not belong to this run."""
 
 
+class RunExistsError(FileExistsError):
+    """A fresh start in a run folder that already holds a checkpoint."""
+
+
+class SettingsError(ValueError):
+    """A run folder or record made with settings other than those asked for (its
+    ``config.json`` does not match :func:`run_identity`)."""
+
+
 @dataclass
 class Position:
     """Where training stands: the next step to take and the data position of that step."""
@@ -299,7 +308,7 @@ class Trainer:
         if stage == "asr" and model.se is not None:
             model.se.eval()  # frozen front end: no dropout, no grad
         outputs = model(batch["noisy"], batch["lengths"])
-        clean_magnitude, _ = model.stft(batch["clean"])
+        clean_magnitude, _ = model.stft(batch["clean"], batch["lengths"])
         losses: dict[str, Tensor] = {
             "asr": asr_loss(outputs.log_probs, outputs.out_frames, batch["texts"])
         }
@@ -360,14 +369,14 @@ class Trainer:
 
         Raises:
             CheckpointError: ``resume`` with a missing, corrupt or foreign checkpoint.
-            FileExistsError: a fresh start in a folder that already holds a checkpoint.
+            RunExistsError: a fresh start in a folder that already holds a checkpoint.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(self.config.threads)
         if resume:
             self.load_checkpoint()
         elif self.checkpoint_path.exists():
-            raise FileExistsError(
+            raise RunExistsError(
                 f"{self.run_dir} already holds a checkpoint: pass --resume to continue it, "
                 "or choose another run folder"
             )

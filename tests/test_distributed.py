@@ -206,11 +206,7 @@ def mismatch_raises(rank: int) -> bool:
         z = torch.tanh(model.trunk(batch(0, 0, rank))).detach()
         b, c = model.heads[1](z), model.heads[2](z)
     losses = {"a": a.pow(2).mean(), "b": b.pow(2).mean(), "c": c.pow(2).mean()}
-    try:
-        gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
-    except DistributedMismatchError:
-        return True
-    return False
+    return raises_mismatch(losses, model, "gr")
 
 
 def task_count_mismatch_raises(rank: int) -> bool:
@@ -220,11 +216,7 @@ def task_count_mismatch_raises(rank: int) -> bool:
     losses = losses_of(model(batch(0, 0, rank)))
     if rank == 1:
         losses["d"] = losses["a"] * 2
-    try:
-        gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
-    except DistributedMismatchError:
-        return True
-    return False
+    return raises_mismatch(losses, model, "gr")
 
 
 def task_order_mismatch_raises(rank: int) -> bool:
@@ -234,8 +226,13 @@ def task_order_mismatch_raises(rank: int) -> bool:
     losses = losses_of(model(batch(0, 0, rank)))
     if rank == 1:
         losses = dict(reversed(losses.items()))
+    return raises_mismatch(losses, model, "pcgrad")
+
+
+def raises_mismatch(losses: dict[str, torch.Tensor], model: nn.Module, resolver: str) -> bool:
+    """Whether a step raises ``DistributedMismatchError`` (on this rank)."""
     try:
-        gradsurgery.backward(losses, model.parameters(), resolver="pcgrad", primary="a")
+        gradsurgery.backward(losses, model.parameters(), resolver=resolver, primary="a")
     except DistributedMismatchError:
         return True
     return False

@@ -7,6 +7,11 @@ import json
 import pytest
 
 from benchmarks import _common, overhead, toy
+from tests.benchmarks.interruption import (
+    interrupt_at_call,
+    method_of_toy_run,
+    model_of_overhead_part,
+)
 
 
 def parts_in(path) -> set[str]:
@@ -28,15 +33,7 @@ def test_drop_parts_deletes_the_file_only_when_the_outputs_hold_every_part(tmp_p
 def test_toy_resumed_with_fewer_labels_keeps_the_other_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(toy, "_code_version", lambda: "0123456789ab")  # committed code
     arguments = ["--smoke", "--quiet", "--out", str(tmp_path)]
-    optimise, calls = toy.optimise, []
-
-    def interrupted_at_the_third(method, *rest):
-        calls.append(method)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return optimise(method, *rest)
-
-    monkeypatch.setattr(toy, "optimise", interrupted_at_the_third)
+    calls = interrupt_at_call(monkeypatch, toy, "optimise", 3, label=method_of_toy_run)
     with pytest.raises(KeyboardInterrupt):
         toy.main([*arguments, "--labels", "sum", "gr", "mgda"])
     partial = tmp_path / toy.PARTIAL_FILE
@@ -80,15 +77,9 @@ def fake_part(args, model_name, tasks, selected, peers, progress) -> dict:
 def test_overhead_resumed_with_fewer_models_keeps_the_other_finished_ones(tmp_path, monkeypatch):
     monkeypatch.setattr(_common, "code_version", lambda paths: "0123456789ab")  # committed
     arguments = ["--smoke", "--quiet", "--no-peers", "--methods", "sum", "--out", str(tmp_path)]
-    calls: list[str] = []
-
-    def interrupted_at_the_third(args, model_name, *rest):
-        calls.append(model_name)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return fake_part(args, model_name, *rest)
-
-    monkeypatch.setattr(overhead, "_measure_model", interrupted_at_the_third)
+    calls = interrupt_at_call(
+        monkeypatch, overhead, "_measure_model", 3, label=model_of_overhead_part, instead=fake_part
+    )
     with pytest.raises(KeyboardInterrupt):
         overhead.main([*arguments, "--models", "mlp", "conv", "se_asr"])
     partial = tmp_path / overhead.PARTIAL_FILE

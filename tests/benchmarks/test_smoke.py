@@ -16,6 +16,11 @@ import gradsurgery
 from benchmarks import _common, digits, kernel, overhead, regression, toy
 from benchmarks.peers import peer_methods
 from gradsurgery.resolvers.base import Resolver
+from tests.benchmarks.interruption import (
+    interrupt_at_call,
+    method_of_toy_run,
+    model_of_overhead_part,
+)
 
 MODULES = [overhead, kernel, toy, regression, digits]
 LIBRARIES = {"gradsurgery", "torchjd", "libmtl"}
@@ -182,15 +187,8 @@ def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch
     monkeypatch.setattr(toy, "_code_version", lambda: "0123456789ab")  # committed code
     arguments = ["--smoke", "--quiet", "--out", str(tmp_path), "--labels", "sum", "gr", "mgda"]
     straight = toy.run(toy.parse_args(arguments))
-    optimise, calls = toy.optimise, []
-
-    def interrupted_at_the_third(method, *rest):
-        calls.append(method)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return optimise(method, *rest)
-
-    monkeypatch.setattr(toy, "optimise", interrupted_at_the_third)
+    optimise = toy.optimise
+    calls = interrupt_at_call(monkeypatch, toy, "optimise", 3, label=method_of_toy_run)
     with pytest.raises(KeyboardInterrupt):
         toy.run(toy.parse_args(arguments))
     assert set(json.loads((tmp_path / toy.PARTIAL_FILE).read_text())["parts"]) == {"gr", "mgda"}
@@ -317,15 +315,11 @@ def test_interrupted_overhead_resumes_with_the_models_it_finished(tmp_path, monk
     monkeypatch.setattr(_common, "code_version", lambda paths: "0123456789ab")  # committed
     arguments = ["--smoke", "--quiet", "--no-peers", "--out", str(tmp_path)]
     arguments += ["--methods", "sum", "gr", "--models", "mlp", "conv"]
-    measure_model, calls = overhead._measure_model, []
-
-    def interrupted_at_the_second(args, model_name, *rest):
-        calls.append(model_name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return measure_model(args, model_name, *rest)
-
-    monkeypatch.setattr(overhead, "_measure_model", interrupted_at_the_second)
+    measure_model = overhead._measure_model
+    calls = interrupt_at_call(
+        monkeypatch, overhead, "_measure_model", 2, label=model_of_overhead_part
+    )
+    interrupted_at_the_second = overhead._measure_model
     with pytest.raises(KeyboardInterrupt):
         overhead.main(arguments)
     kept = json.loads((tmp_path / overhead.PARTIAL_FILE).read_text())["parts"]

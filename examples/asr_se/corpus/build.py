@@ -333,8 +333,8 @@ def build_corpus(
 
     Raises:
         ValueError: a negative or non-integer ``seed``, or ``workers`` below 1.
-        CorpusError: on a missing Debian package, a bad source audio file, or an output
-            folder holding a different corpus.
+        CorpusError: on a missing Debian package, a bad source audio file, an output
+            folder holding a different corpus, or one that is a file or cannot be created.
     """
     if not _is_count(seed, 0):
         raise ValueError(f"Invalid seed: {seed!r} (expected an integer >= 0)")
@@ -343,6 +343,8 @@ def build_corpus(
     seed = int(seed)
     cfg = get_config(config)
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise CorpusError(f"the corpus folder {root} is a file, not a folder")
     identity = _identity(cfg, seed)
     info = read_info(root)
     if info is not None:
@@ -356,7 +358,10 @@ def build_corpus(
 
     prompts, durations, partition, music = _validate_inputs(cfg)
     plan = make_plan(cfg, seed, prompts, durations, partition)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CorpusError(f"cannot create the corpus folder {root}: {exc.strerror}") from None
     with _lock(root):
         return _build_locked(root, cfg, seed, identity, plan, prompts, music, progress, workers)
 

@@ -109,12 +109,15 @@ def verify_files(root: Path, records: list[dict[str, Any]], *, deep: bool) -> No
         if size != WAV_HEADER_BYTES + 2 * n:
             raise CorpusError(
                 f"{path} has {size} bytes; the manifest expects {WAV_HEADER_BYTES + 2 * n} "
-                f"({n} samples). The file does not match the manifest: rebuild the corpus."
+                f"({n} samples). The file does not match the manifest: run `build` again "
+                "with the same preset and seed, which writes it again."
             )
         if deep and sha256_file(path) != sha:
             raise CorpusError(
                 f"{path} does not match the manifest (SHA-256 differs): the file changed "
-                "after the build. Rebuild the corpus."
+                "after the build. Delete it and run `build` again with the same preset and "
+                "seed, which writes the missing file again (on a finished corpus, `build` "
+                "checks sizes, not contents)."
             )
 
 

@@ -60,7 +60,8 @@ class Source:
             ``"real_unseen_text"``.
         text: normalised transcript.
         voice: voice id (``espeak:...``, ``flite:...`` or ``human:allison``).
-        level_dbfs: RMS level the clean speech is scaled to.
+        level_dbfs: RMS level the clean speech is asked to have (it is scaled lower
+            where its peak would pass :data:`~.mixing.PEAK_LIMIT`).
         rate: TTS speaking-rate factor (``None`` for real speech).
         pitch: espeak-ng pitch (``None`` for flite and real speech).
         prompt: the real prompt's name, or ``""``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import wave
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from examples.asr_se.corpus import CorpusError, MissingPackageError, build_corpus, sources
 from examples.asr_se.corpus.__main__ import main
 from examples.asr_se.corpus.audio import read_wav, write_wav
+from examples.asr_se.corpus.manifest import MANIFEST_NAME, read_manifest, verify_corpus
 from examples.asr_se.corpus.prompts import load_prompts
 
 
@@ -44,6 +46,51 @@ def test_cli_reports_errors_in_one_line(
     monkeypatch.setattr(sources, "FLITE_PROGRAM", "flite-not-installed")
     assert main(["build", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 1
     assert "apt-get install flite" in capsys.readouterr().err
+
+
+def test_cli_reports_file_errors_in_one_line(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output folder that is a file, a document without markers or missing, a folder
+    without a finished corpus: one line on stderr and status 1, not a traceback."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    doc = tmp_path / "doc.md"
+    doc.write_text("no markers\n")
+    tiny = ["--preset", "tiny", "--out"]
+    for argv, message in [
+        (["build", *tiny, str(a_file), "--no-progress"], "is a file, not a folder"),
+        (["build", *tiny, str(a_file / "corpus"), "--no-progress"], "cannot create"),
+        (["stats", *tiny, str(tiny_root), "--update-doc", str(doc)], "markers"),
+        (["stats", *tiny, str(tiny_root), "--update-doc", str(tmp_path / "no.md")], "read"),
+        (["stats", *tiny, str(tmp_path)], "holds no finished corpus"),
+    ]:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1 and message in error
+
+
+def test_verify_of_a_changed_file_says_how_to_repair_it(tmp_path: Path, tiny_root: Path) -> None:
+    """A file changed in place (same size) fails verify, and the advice it gives (delete
+    it, build again) repairs the corpus, which build alone does not (it checks sizes)."""
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_root, root)
+    record = read_manifest(root / MANIFEST_NAME)[0]
+    changed = root / record["noisy"]
+    data = bytearray(changed.read_bytes())
+    data[-1] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    with pytest.raises(CorpusError, match="Delete it and run `build` again") as error:
+        verify_corpus(root)
+    assert str(changed) in str(error.value)
+    build_corpus("tiny", root, progress=False)  # sizes match: not repaired
+    with pytest.raises(CorpusError, match="SHA-256 differs"):
+        verify_corpus(root)
+    changed.unlink()
+    with pytest.warns(UserWarning, match="repairing"):
+        build_corpus("tiny", root, progress=False)
+    verify_corpus(root)
 
 
 @pytest.mark.parametrize(

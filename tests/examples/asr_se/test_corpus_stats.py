@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from examples.asr_se.corpus.manifest import MANIFEST_NAME, read_manifest
+from examples.asr_se.corpus import CorpusError
+from examples.asr_se.corpus.manifest import INFO_NAME, MANIFEST_NAME, read_manifest
 from examples.asr_se.corpus.stats import corpus_stats, format_stats, update_doc
 
 
@@ -36,5 +38,20 @@ def test_update_doc_replaces_only_the_marked_block(tiny_root: Path, tmp_path: Pa
     assert text.startswith("before\n") and text.endswith("after\n")
     assert "old numbers" not in text and "the command" in text and "| chars/s |" in text
     doc.write_text("no markers here\n")
-    with pytest.raises(ValueError, match="markers"):
+    with pytest.raises(CorpusError, match="markers"):
         update_doc(doc, stats, command="the command")
+    with pytest.raises(CorpusError, match="cannot read"):
+        update_doc(tmp_path / "missing.md", stats, command="the command")
+
+
+def test_stats_refuses_a_folder_without_a_finished_corpus(tiny_root: Path, tmp_path: Path):
+    """A manifest beside no corpus.json, or an incomplete one (a build unfinished or
+    repairing), is a CorpusError, not a FileNotFoundError or KeyError."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / MANIFEST_NAME).write_bytes((tiny_root / MANIFEST_NAME).read_bytes())
+    with pytest.raises(CorpusError, match="holds no finished corpus"):
+        corpus_stats(root)
+    (root / INFO_NAME).write_text(json.dumps({"complete": False}))
+    with pytest.raises(CorpusError, match="holds no finished corpus"):
+        corpus_stats(root)

@@ -318,7 +318,10 @@ class ConflictMonitor:
             ``k`` not positive; ``primary`` not a task; a group named ``"all"`` or with
             no parameters.
 
-    A loss weighting (``sum``, ``mean``) forms task gradients only with
+    The task gradients are those the resolver saw: of the weighted losses
+    :math:`c_i L_i` where :func:`gradsurgery.backward` was given ``weights=`` (so a task
+    of weight 0 has a zero gradient: a norm ratio of inf, a cosine of 0, an angle of 90
+    degrees). A loss weighting (``sum``, ``mean``) forms task gradients only with
     ``diagnostics=True``. Steps left to a ``GradScaler`` (non-finite) are counted in
     :attr:`skipped_steps` and not recorded.
     """

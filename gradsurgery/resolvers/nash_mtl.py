@@ -26,8 +26,9 @@ class NashMTL(GramResolver):
         \alpha_i \, (\hat Q \alpha)_i = 1, \quad \alpha > 0, \qquad
         \hat Q = Q / \|Q\|_F + \varepsilon I,
 
-    with :math:`Q = J J^\top` normalised by its Frobenius norm, as the reference. These are
-    the optimality conditions of the strictly convex problem
+    with :math:`Q = J J^\top` normalised by its Frobenius norm (see the note on the
+    reference's scale below). These are the optimality conditions of the strictly convex
+    problem
 
     .. math::
 
@@ -61,8 +62,17 @@ class NashMTL(GramResolver):
         with cvxpy/ECOS, keeps the previous :math:`\alpha` when the solver fails, and clips
         the shared gradients at norm 1 (``max_norm``). Here the solve is exact to
         tolerance and never fails; clipping stays in the user's loop
-        (``torch.nn.utils.clip_grad_norm_(..., 1.0)`` to match). Like the reference, the
-        weights solved on the NORMALISED Gram are applied to the raw gradients.
+        (``torch.nn.utils.clip_grad_norm_(..., 1.0)`` to match).
+
+        Scale: the reference passes :math:`Q / \|Q\|_F` to its solver but multiplies the
+        normalisation factor back into its constraint, so its weights satisfy
+        :math:`\alpha_i (Q \alpha)_i = 1` on the RAW Gram and its direction has norm
+        :math:`\sqrt{T}` whatever the gradients' scale (before its clipping). Here the
+        conditions are solved on the normalised Gram, so the weights are
+        :math:`\sqrt{\|Q\|_F}` times the reference's: the same direction up to that
+        factor, and one that scales with the gradients as every other resolver's does.
+        TorchJD's ``NashMTL`` follows the reference (``benchmarks/results/overhead.md``
+        compares the two).
 
     Example:
         >>> import torch, gradsurgery

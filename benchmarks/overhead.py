@@ -291,6 +291,7 @@ cannot see of the method: its first step in both libraries is a plainer method's
 
 RANDOM_NOTES: dict[str, tuple[int, str]] = {
     "pcgrad": (3, "random projection order (T > 2): the libraries' draws need not match"),
+    "gradvac": (3, "random order of the other tasks (T > 2): the libraries' draws need not match"),
     "rlw": (2, "random weights: both sides are seeded alike, but their draws need not match"),
 }
 """Key of ALIASES -> (the fewest tasks at which it draws random numbers, note)."""
@@ -766,8 +767,9 @@ def markdown(result: dict[str, Any]) -> str:
         "Cosine between gradsurgery's direction (global granularity, default options) and "
         "the peer's, on the shared parameters, same weights and batch, one step from a fresh "
         "state. The note says why a row need not agree (random choices, different defaults "
-        "or variants) or what its agreement does not show (a first step that both libraries "
-        "take as a plainer method).",
+        "or variants), why the norms differ where the directions agree (`norm:`, the "
+        "libraries' scale conventions) or what its agreement does not show (a first step "
+        "that both libraries take as a plainer method).",
         "",
         _common.markdown_table(
             ["method", "peer", "model", "cosine", "norm ours/theirs", "note", "error"],

@@ -67,9 +67,21 @@ PeerBackward = Callable[[Tensor, list[Tensor]], None]
 NOTES: dict[tuple[str, str], str] = {
     ("libmtl", "imtl_g"): "LibMTL's IMTL is IMTL-G on exp(s) L - s with learned s (s = 0 here)",
     ("libmtl", "gradnorm"): "LibMTL's GradNorm learns softmax-parametrised weights",
+    ("libmtl", "uncertainty"): "norm: LibMTL starts s at -0.5, we at 0, so its weights are "
+    "e^0.5 / 2 to our 1/2: ratio e^-0.5 = 0.607",
+    ("torchjd", "cagrad"): "norm: TorchJD's CAGrad omits the final division by 1 + c^2 "
+    "(the authors' rescale=1, our default): ratio 1 / 1.16 = 0.862 at c = 0.4",
+    ("torchjd", "aligned_mtl"): "norm: TorchJD's AlignedMTL averages the aligned gradients "
+    "(its default pref_vector 1/T), we sum them: ratio T",
+    ("torchjd", "nash_mtl"): "norm: TorchJD's NashMTL solves on the raw Gram (norm sqrt(T)) "
+    "and clips to its default max_norm = 1, so the ratio is our norm (where its ECOS solve "
+    "fails, it keeps its starting weights 1: the sum)",
+    ("torchjd", "mgda"): "TorchJD's MGDA stops its Frank-Wolfe loop at a step below its "
+    "default epsilon = 1e-3, short of the min-norm point for T > 2",
 }
 """``(library, key of ALIASES)`` -> how the peer's method differs from gradsurgery's
-(:attr:`PeerMethod.note`)."""
+(:attr:`PeerMethod.note`). A note that starts with ``norm:`` gives the exact reason, in the
+peer's code, for a norm ratio (ours / theirs) other than 1 where the directions agree."""
 
 
 def alias_key(method: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import matplotlib
 import matplotlib.axes
@@ -179,6 +180,144 @@ def test_agreement_notes_carry_the_peers_notes_and_the_random_draws():
     assert "random" in overhead.agreement_note(agreement_row("pcgrad", "torchjd", tasks=4))
     assert "random" in overhead.agreement_note(agreement_row("rlw", "libmtl"))
     assert "first step" in overhead.agreement_note(agreement_row("gradvac", "torchjd"))
+
+
+NORM_NOTES = [
+    # (row's method, library, key of NOTES): the rows whose norm ratio is a convention
+    ("uw", "libmtl", ("libmtl", "uncertainty")),
+    ("cagrad", "torchjd", ("torchjd", "cagrad")),
+    ("aligned_mtl", "torchjd", ("torchjd", "aligned_mtl")),
+    ("nash_mtl", "torchjd", ("torchjd", "nash_mtl")),
+]
+
+
+@pytest.mark.parametrize(("method", "library", "key"), NORM_NOTES)
+@pytest.mark.parametrize("tasks", [2, 8])
+def test_rows_whose_norm_ratio_is_a_convention_say_why(method, library, key, tasks):
+    note = overhead.agreement_note(agreement_row(method, library, tasks))
+    assert peers.NOTES[key].startswith("norm: ")
+    assert "|" not in note  # a table cell: no pipes to escape
+    assert note.split("; ")[0] == peers.NOTES[key]
+    # the other library's row of the same method carries no norm note
+    other = "libmtl" if library == "torchjd" else "torchjd"
+    assert "norm:" not in overhead.agreement_note(agreement_row(method, other, tasks))
+
+
+def test_the_uw_norm_note_comes_before_the_first_step_note():
+    assert overhead.agreement_note(agreement_row("uw", "libmtl")) == (
+        peers.NOTES[("libmtl", "uncertainty")] + "; " + overhead.UNIFORM_FIRST_STEP
+    )
+
+
+def test_torchjd_mgda_and_the_random_gradvac_order_are_noted():
+    for tasks in (2, 4):
+        mgda = overhead.agreement_note(agreement_row("mgda", "torchjd", tasks))
+        assert mgda == peers.NOTES[("torchjd", "mgda")]
+        assert "epsilon = 1e-3" in mgda
+    assert overhead.agreement_note(agreement_row("mgda", "libmtl", 4)) == ""
+    for library in ("torchjd", "libmtl"):
+        at_two = overhead.agreement_note(agreement_row("gradvac", library, 2))
+        at_four = overhead.agreement_note(agreement_row("gradvac", library, 4))
+        assert "random" not in at_two and at_two.startswith("first step")
+        assert at_four == at_two + "; " + overhead.RANDOM_NOTES["gradvac"][1]
+
+
+# The explained factors, checked against the peers themselves on a tiny matrix.
+
+NORM_G = torch.tensor(
+    [[1.0, 0.0, 2.0, 0.5], [-3.0, 1.0, 0.5, 0.0], [0.2, -1.0, 1.0, 1.0]], dtype=torch.float64
+)
+
+
+def torchjd_aggregator(name: str, **options):
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    try:
+        return getattr(aggregation, name)(**options)
+    except ImportError as error:  # its optional dependencies (cvxpy, ...)
+        pytest.skip(str(error))
+
+
+def cosine_and_ratio(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[float, float]:
+    cosine = torch.nn.functional.cosine_similarity(ours, theirs.to(ours), dim=0)
+    return float(cosine), float(ours.norm() / theirs.norm())
+
+
+def test_torchjd_cagrad_lacks_only_the_division_by_one_plus_c_squared():
+    theirs = torchjd_aggregator("CAGrad", c=0.4)(NORM_G)
+    cosine, ratio = cosine_and_ratio(gradsurgery.resolve(NORM_G, method="cagrad"), theirs)
+    assert cosine == pytest.approx(1.0, abs=1e-9)
+    assert ratio == pytest.approx(1 / 1.16, rel=1e-5)
+    undivided = gradsurgery.resolve(
+        NORM_G, method=gradsurgery.get_resolver("cagrad", rescale="none")
+    )
+    assert cosine_and_ratio(undivided, theirs)[1] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_torchjd_aligned_mtl_is_our_sum_divided_by_the_number_of_tasks():
+    theirs = torchjd_aggregator("AlignedMTL")(NORM_G)
+    ours = gradsurgery.resolve(NORM_G, method="aligned_mtl")
+    torch.testing.assert_close(ours / NORM_G.shape[0], theirs.to(ours), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:You are solving a parameterized problem")
+def test_torchjd_nash_mtl_is_clipped_to_norm_one_from_sqrt_t():
+    tasks = NORM_G.shape[0]
+    theirs = torchjd_aggregator("NashMTL", n_tasks=tasks)(NORM_G)
+    unclipped = torchjd_aggregator("NashMTL", n_tasks=tasks, max_norm=0.0)(NORM_G)
+    ours = gradsurgery.resolve(NORM_G, method="nash_mtl")
+    assert float(unclipped.norm()) == pytest.approx(tasks**0.5, rel=1e-6)
+    assert float(theirs.norm()) == pytest.approx(1.0, rel=1e-9)
+    cosine, ratio = cosine_and_ratio(ours, theirs)
+    assert cosine == pytest.approx(1.0, abs=1e-9)
+    assert ratio == pytest.approx(float(ours.norm()), rel=1e-9)
+    # ours solves on G / ||G G^T||_F: ||d||^2 = T ||G G^T||_F
+    frobenius = float(torch.linalg.matrix_norm(NORM_G @ NORM_G.T))
+    assert ratio == pytest.approx((tasks * frobenius) ** 0.5, rel=1e-6)
+
+
+def test_torchjd_mgda_stops_short_at_its_default_epsilon():
+    ours = gradsurgery.resolve(NORM_G, method="mgda")
+    _, short = cosine_and_ratio(ours, torchjd_aggregator("MGDA")(NORM_G))
+    assert abs(short - 1) > 1e-6
+    tight = torchjd_aggregator("MGDA", epsilon=1e-12, max_iters=100_000)(NORM_G)
+    cosine, ratio = cosine_and_ratio(ours, tight)
+    assert cosine == pytest.approx(1.0, abs=1e-12) and ratio == pytest.approx(1.0, rel=1e-9)
+
+
+def libmtl_direction(method: str, G: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """LibMTL's ``method`` on the task gradients ``G``, through the benchmark's host."""
+    found, missing = peers.libmtl_methods()
+    if missing is not None:
+        pytest.skip(missing)
+    peer = next(p for p in found if p.method == method)
+    shared = torch.zeros(G.shape[1], dtype=G.dtype, requires_grad=True)
+    backward = peer.build([shared], G.shape[0])
+    # loss_i = (shared . g_i) + its value, so that d loss_i / d shared = g_i
+    backward(shared, [shared @ g + loss for g, loss in zip(G, losses)])
+    assert shared.grad is not None
+    return shared.grad
+
+
+def test_libmtl_uw_starts_at_minus_one_half():
+    losses = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    theirs = libmtl_direction("uw", NORM_G, losses)
+    ours = gradsurgery.get_resolver("uw")(NORM_G, losses=losses)
+    cosine, ratio = cosine_and_ratio(ours, theirs)
+    assert cosine == pytest.approx(1.0, abs=1e-12)
+    assert ratio == pytest.approx(math.exp(-0.5), rel=1e-6)
+    assert ratio == pytest.approx(0.607, abs=5e-4)
+
+
+def test_libmtl_gradvac_agrees_in_a_fixed_order(monkeypatch):
+    # With LibMTL's shuffle made the identity, its order is ours with order="fixed".
+    import random
+
+    losses = torch.ones(3, dtype=torch.float64)
+    monkeypatch.setattr(random, "shuffle", lambda items: None)
+    theirs = libmtl_direction("gradvac", NORM_G, losses)
+    ours = gradsurgery.resolve(NORM_G, method=gradsurgery.get_resolver("gradvac", order="fixed"))
+    cosine, ratio = cosine_and_ratio(ours, theirs)
+    assert cosine == pytest.approx(1.0, abs=1e-9) and ratio == pytest.approx(1.0, rel=1e-6)
 
 
 def test_every_built_peer_method_carries_its_note():

@@ -38,7 +38,9 @@ class NashMTL(GramResolver):
     :math:`\alpha \leftarrow \alpha - \frac{1}{1 + \lambda} H^{-1} \nabla` (:math:`\lambda`
     the Newton decrement), which stay feasible and converge globally, quadratically near the
     solution, in a handful of iterations; all blocks are solved in one batch, warm-started
-    from the previous step's :math:`\alpha`.
+    from the previous step's :math:`\alpha` (where its objective lies far above that of
+    :math:`\alpha` or of ones rescaled to their best scale, as after a task whose gradient
+    was tiny, the better rescaled start instead).
 
     Args:
         update_weights_every: recompute :math:`\alpha` every this many calls, reusing the
@@ -124,6 +126,7 @@ class NashMTL(GramResolver):
         nonzero = frobenius > 0
         normalised = gram / torch.where(nonzero, frobenius, 1.0)[..., None, None]
         normalised = normalised + self.reg_eps * torch.eye(T, dtype=gram.dtype, device=gram.device)
+        alpha = _good_start(normalised, alpha)
         for _ in range(self.max_iterations):
             gradient = (normalised @ alpha.unsqueeze(-1)).squeeze(-1) - 1.0 / alpha
             hessian = normalised + torch.diag_embed(alpha.pow(-2))
@@ -150,3 +153,47 @@ class NashMTL(GramResolver):
             )
         self.alpha = state_dict["alpha"].clone()
         self.step = int(state_dict["step"])
+
+
+_START_GAP = 1.0
+"""How far above the better rescaled start (in the objective) a warm start may lie and
+still be used as it is: the damped Newton steps lower a self-concordant objective by at
+least about 0.09 each, so a gap of 1 costs about a dozen of them."""
+
+
+def _objective(normalised: Tensor, alpha: Tensor) -> Tensor:
+    r"""The objective :math:`\tfrac12 \alpha^\top \hat Q \alpha - \sum_i \log \alpha_i`,
+    one value per block."""
+    quadratic = (alpha.unsqueeze(-2) @ normalised @ alpha.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+    return 0.5 * quadratic - torch.log(alpha).sum(-1)
+
+
+def _on_its_best_scale(normalised: Tensor, alpha: Tensor) -> Tensor:
+    r"""``alpha`` times the :math:`t` that minimises the objective along its ray,
+    :math:`t = \sqrt{T / \alpha^\top \hat Q \alpha}` (at the solution, :math:`t = 1`)."""
+    T = alpha.shape[-1]
+    quadratic = (alpha.unsqueeze(-2) @ normalised @ alpha.unsqueeze(-1)).squeeze(-1)
+    return alpha * torch.sqrt(T / quadratic)
+
+
+def _good_start(normalised: Tensor, previous: Tensor) -> Tensor:
+    """Where the Newton steps start in each block: ``previous`` (the last solution, or
+    ones), unless its objective lies more than :data:`_START_GAP` above the lower of two
+    rescaled starts, ``previous`` and ones each on its best scale; then that one.
+
+    A warm start from far above the new solution (a task whose gradient was tiny at the
+    last solve, with a weight of about 1000, and is not any more) would otherwise take
+    hundreds of damped steps, more than ``max_iterations``; rescaled, its objective is
+    the lowest on its ray. Near the last solution, the usual case, ``previous`` is kept as
+    it is.
+    """
+    rescaled = _on_its_best_scale(normalised, previous)
+    uniform = _on_its_best_scale(normalised, torch.ones_like(previous))
+    rescaled_value, uniform_value = (
+        _objective(normalised, rescaled),
+        _objective(normalised, uniform),
+    )
+    better = torch.where((uniform_value < rescaled_value)[..., None], uniform, rescaled)
+    best = torch.minimum(rescaled_value, uniform_value)
+    far = _objective(normalised, previous) > best + _START_GAP
+    return torch.where(far[..., None], better, previous)

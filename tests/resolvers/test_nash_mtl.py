@@ -7,6 +7,7 @@ import torch
 
 import gradsurgery
 from gradsurgery.resolvers import NashMTL
+from gradsurgery.resolvers.nash_mtl import _good_start
 
 
 def normalised_gram(G):
@@ -44,6 +45,39 @@ def test_warm_start_reaches_the_same_solution():
     torch.testing.assert_close(
         gradsurgery.resolve(second, method=warm), gradsurgery.resolve(second, method=NashMTL())
     )
+
+
+def test_warm_start_far_above_the_new_solution_is_rescaled():
+    # A task nearly converged (gradient 1e-3) has weight about 1181; when its gradient
+    # grows back, damped Newton steps from that alpha took hundreds of iterations (the
+    # default cap of 50 returned alpha of about 1115, residual 7e5; a bug hunt's repro).
+    small = torch.diag(torch.tensor([1.0, 1e-3, 1.0], dtype=torch.float64))
+    normal = torch.eye(3, dtype=torch.float64)
+    warm = NashMTL()
+    gradsurgery.resolve(small, method=warm)
+    assert float(warm.alpha.max()) > 1000
+    expected = gradsurgery.resolve(normal, method=NashMTL())
+    for _ in range(3):
+        torch.testing.assert_close(gradsurgery.resolve(normal, method=warm), expected)
+    normalised = normal / 3**0.5 + 1e-8 * torch.eye(3, dtype=torch.float64)
+    alpha = warm.alpha[0]
+    residual = alpha * (normalised @ alpha) - 1
+    assert float(residual.abs().max()) < 1e-9
+
+
+def test_warm_start_near_the_solution_is_kept_as_it_is():
+    # Near the last solution (the usual case) the start is the last alpha itself, bit for
+    # bit: only a start far above the better rescaled one is replaced.
+    generator = torch.Generator().manual_seed(3)
+    G = torch.randn(4, 6, generator=generator, dtype=torch.float64)
+    Q = G @ G.T
+    normalised = Q / torch.linalg.matrix_norm(Q) + 1e-8 * torch.eye(4, dtype=torch.float64)
+    solved = NashMTL()
+    gradsurgery.resolve(G, method=solved)
+    nearby = solved.alpha * (1 + 1e-3 * torch.randn(1, 4, generator=generator, dtype=G.dtype))
+    assert torch.equal(_good_start(normalised.unsqueeze(0), nearby), nearby)
+    far = solved.alpha * torch.tensor([[1.0, 1e3, 1.0, 1.0]], dtype=G.dtype)
+    assert not torch.equal(_good_start(normalised.unsqueeze(0), far), far)
 
 
 def test_update_weights_every_reuses_alpha():

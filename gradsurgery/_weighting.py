@@ -91,9 +91,12 @@ def weighted_total(stacked: Tensor, coefficients: Tensor, plain: bool = False) -
     each built in the forward and run in the backward). Coefficients all 1 (the plain
     sum) skip the product.
 
-    Each term is the loss times its coefficient rounded to the losses' dtype, as
-    ``c * loss`` with a Python float ``c`` computes it, so the result equals the
-    hand-written ``c_0 * L_0 + c_1 * L_1`` for two losses, bit for bit.
+    Each term is the loss times its coefficient rounded to the losses' dtype. For float32
+    and float64 losses that is how ``c * loss`` with a Python float ``c`` computes it, so
+    the result equals the hand-written ``c_0 * L_0 + c_1 * L_1`` for two losses, bit for
+    bit. For half-precision losses ``c * loss`` multiplies in float32 and rounds once,
+    so the total may differ from it in the last place; the gradients do not (the backward
+    of ``c * loss`` rounds ``c`` to the loss's dtype too).
 
     Args:
         stacked: ``(T,)`` losses from :func:`stack_losses`.

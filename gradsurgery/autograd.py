@@ -16,7 +16,7 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache, wraps
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -61,17 +61,30 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+"""The device types whose :func:`torch.autocast` the glue turns off while it runs."""
+
+
 def _with_autograd(function: Callable[_P, _R]) -> Callable[_P, _R]:
-    """``function`` run with autograd on, as ``loss.backward()`` runs under
-    :func:`torch.no_grad`: the glue builds a little graph of its own on the losses (their
-    weighted sum, the loss weights and a ``scaler``'s scale), which a caller's
-    ``no_grad`` would leave without a ``grad_fn``."""
+    """``function`` run as ``loss.backward()`` runs whatever the caller's context: with
+    autograd on, and with :func:`torch.autocast` off.
+
+    Under :func:`torch.no_grad`, the little graph the glue builds on the losses (their
+    weighted sum, the loss weights and a ``scaler``'s scale) would have no ``grad_fn``.
+    Inside an autocast region, the glue's own arithmetic (the Gram's products, the
+    weighted sum of the task gradients) would be cast to half precision, where
+    ``loss.backward()``'s is not: the task gradients are resolved in their own dtype.
+    """
 
     @wraps(function)
     def with_autograd(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if torch.is_grad_enabled():
+        autocast = [device for device in _AUTOCAST_DEVICES if torch.is_autocast_enabled(device)]
+        if torch.is_grad_enabled() and not autocast:
             return function(*args, **kwargs)
-        with torch.enable_grad():
+        with ExitStack() as stack:
+            stack.enter_context(torch.enable_grad())
+            for device in autocast:
+                stack.enter_context(torch.autocast(device, enabled=False))
             return function(*args, **kwargs)
 
     return with_autograd
@@ -395,6 +408,7 @@ class Accumulator:
             return self._resolve()
         return None
 
+    @_with_autograd
     def resolve(self) -> BackwardResult:
         """Resolve the window's task gradients into ``.grad`` and start a new window.
 
@@ -595,7 +609,8 @@ class Accumulator:
         if self.scaler is not None:
             total = self.scaler.scale(total)
         if reached is None:  # every parameter: those the sum does not reach keep their .grad
-            inputs = self._parameters
+            # (less those frozen since the accumulator was built: the walk skips them too)
+            inputs = [p for p in self._parameters if p.requires_grad]
         else:
             reached_ids = set().union(*reached)
             inputs = [p for p in self._parameters if id(p) in reached_ids]
@@ -661,7 +676,13 @@ class Accumulator:
             assert scale is not None
             _accumulate_into_grad(window.shared, G.sum(dim=0) * scale)
             return BackwardResult(
-                window.display_names, None, None, G.shape[1], finite=False, blocks=blocks
+                window.display_names,
+                None,
+                None,
+                G.shape[1],
+                finite=False,
+                blocks=blocks,
+                loss_weights=window.loss_weights,
             )
         with self._same_draws(G.device):
             resolution = run_resolver(

@@ -163,3 +163,20 @@ def test_window_errors():
     micro = gradsurgery.Accumulator(model.parameters(), resolver="gr", resolution="micro_batch")
     with pytest.raises(RuntimeError, match="no micro-batch"):
         micro.resolve()
+
+
+@pytest.mark.parametrize("method", ["sum", "uw", "gr"])
+def test_a_parameter_frozen_after_the_accumulator_was_built_is_skipped(method):
+    """``params`` not requiring grad are skipped, also when frozen later: a loss
+    weighting's pass with ``inputs=`` (the losses reach a leaf outside ``params``) handed
+    torch the frozen one, which it refuses."""
+    trunk = torch.nn.Parameter(torch.ones(3))
+    head = torch.nn.Parameter(torch.ones(3))
+    other = torch.ones(3, requires_grad=True)  # a leaf outside params
+    accumulator = gradsurgery.Accumulator([trunk, head], resolver=method)
+    head.requires_grad_(False)
+    accumulator.backward([(trunk * other).sum(), (trunk * 2).sum()])
+    accumulator.resolve()
+    assert head.grad is None and other.grad is None
+    if method == "sum":
+        torch.testing.assert_close(trunk.grad, torch.full((3,), 3.0))

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._options import real_option
+from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["GradNorm"]
@@ -46,7 +47,8 @@ class GradNorm(GramResolver):
     update per step, the same weights for every tensor).
 
     Cost: ``T`` backward passes, :math:`O(TP)` for the norms and the sum. State: weights,
-    initial losses and Adam moments (:meth:`state_dict`), restored exactly.
+    initial losses and Adam moments (:meth:`state_dict`), restored exactly; a call with
+    another number of tasks is refused (``load_state_dict({})`` starts over).
 
     Example:
         >>> import torch, gradsurgery
@@ -78,9 +80,10 @@ class GradNorm(GramResolver):
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         assert losses is not None  # the front door checks needs_losses
         T = gram.shape[-1]
-        if self.task_weights is None or self.task_weights.shape[0] != T:
+        if self.task_weights is None:
             self._reset(T, losses)
         assert self.task_weights is not None
+        raise_if_other_tasks(self, self.task_weights.shape[0], T)
         current = self.task_weights.to(gram.device).clone()
         norms = torch.sqrt(torch.diagonal(gram.sum(dim=0), dim1=-2, dim2=-1).clamp(min=0))
         self._update(norms, losses)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._options import integer_option, real_option
+from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["OLAux"]
@@ -56,7 +57,8 @@ class OLAux(GramResolver):
     Cost: ``T`` backward passes, :math:`O(TP)` for the Gram's diagonal and primary row (the
     whole Gram, :math:`O(T^2 P)`, where the autograd glue reports it), :math:`O(TP)` for the
     sum. State: the weights, the dot products summed over the
-    current horizon and the step count (:meth:`state_dict`), restored exactly.
+    current horizon and the step count (:meth:`state_dict`), restored exactly; a call with
+    another number of tasks is refused (``load_state_dict({})`` starts over).
 
     .. note::
         The reference balancer (tzjtatata/multitask_ug, ``lightning/balancer/olaux.py``)
@@ -113,10 +115,11 @@ class OLAux(GramResolver):
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         T = gram.shape[-1]
         p = 0 if primary is None else primary
-        if self.task_weights is None or self.task_weights.shape[0] != T:
+        if self.task_weights is None:
             self.task_weights = torch.full((T,), self.initial_weight, dtype=torch.float64)
             self._dot_sum = torch.zeros(T, dtype=torch.float64)
             self._steps = 0
+        raise_if_other_tasks(self, self.task_weights.shape[0], T)
         assert self._dot_sum is not None
         current = self.task_weights.clone()
         current[p] = 1.0

@@ -11,6 +11,7 @@ from torch import Tensor
 from gradsurgery.resolvers._adam import HostAdam
 from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers._options import real_option
+from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["UncertaintyWeighting"]
@@ -45,7 +46,8 @@ class UncertaintyWeighting(GramResolver):
     every task is weighted alike. Cost: one backward pass of :math:`\sum_i w_i L_i` through
     :func:`gradsurgery.backward` (no task gradients are formed), :math:`O(T)` for the
     weights. State: the log-variances and their Adam moments (:meth:`state_dict`), restored
-    exactly.
+    exactly; a call with another number of tasks is refused (``load_state_dict({})``
+    starts over).
 
     Example:
         >>> import torch, gradsurgery
@@ -84,9 +86,10 @@ class UncertaintyWeighting(GramResolver):
             "UncertaintyWeighting needs losses >= 0 (shift the losses by a constant first)",
             strictly_positive=False,
         )
-        if self.log_variances is None or self.log_variances.shape[0] != T:
+        if self.log_variances is None:
             self._start(torch.full((T,), self.initial_log_variance, dtype=torch.float64))
         assert self.log_variances is not None and self._adam is not None
+        raise_if_other_tasks(self, self.log_variances.shape[0], T)
         precision = np.exp(-self.log_variances.numpy())
         weights = 0.5 * precision
         # d/ds_i of L_i / (2 e^{s_i}) + s_i / 2.

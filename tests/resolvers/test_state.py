@@ -71,3 +71,27 @@ def test_non_finite_gradients_raise_and_leave_the_state_as_it_was(method, bad):
         torch.manual_seed(4)
         directions.append(gradsurgery.resolve(G, method=resolver, primary=0, losses=losses))
     torch.testing.assert_close(directions[0], directions[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "method", ["uw", "gradnorm", "olaux", "dwa", "famo", "db_mtl", "metabalance"]
+)
+def test_learned_state_for_other_tasks_is_refused_not_dropped(method):
+    """A resolver that has learned per-task state refuses a call with another number of
+    tasks (and keeps its state); ``load_state_dict({})`` starts it over. UW, GradNorm and
+    OL-AUX used to reset their learned weights silently."""
+    resolver = gradsurgery.get_resolver(method)
+    three_steps(resolver)
+    state = copy.deepcopy(resolver.state_dict())
+    G = torch.tensor([[1.0, 0.5], [-0.8, 0.4], [0.3, 1.0]], dtype=torch.float64)
+    losses = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match="tasks"):
+        gradsurgery.resolve(G, method=resolver, primary=0, losses=losses)
+    torch.testing.assert_close(resolver.state_dict(), state, rtol=0, atol=0)
+    resolver.load_state_dict({})
+    expected = gradsurgery.resolve(
+        G, method=gradsurgery.get_resolver(method), primary=0, losses=losses
+    )
+    torch.testing.assert_close(
+        gradsurgery.resolve(G, method=resolver, primary=0, losses=losses), expected
+    )

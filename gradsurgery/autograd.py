@@ -65,7 +65,7 @@ _AUTOCAST_DEVICES = ("cpu", "cuda")
 """The device types whose :func:`torch.autocast` the glue turns off while it runs."""
 
 
-def _with_autograd(function: Callable[_P, _R]) -> Callable[_P, _R]:
+def _as_loss_backward_runs(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """``function`` run as ``loss.backward()`` runs whatever the caller's context: with
     autograd on, and with :func:`torch.autocast` off.
 
@@ -77,7 +77,7 @@ def _with_autograd(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """
 
     @wraps(function)
-    def with_autograd(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def as_loss_backward_runs(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         autocast = [device for device in _AUTOCAST_DEVICES if torch.is_autocast_enabled(device)]
         if torch.is_grad_enabled() and not autocast:
             return function(*args, **kwargs)
@@ -87,7 +87,7 @@ def _with_autograd(function: Callable[_P, _R]) -> Callable[_P, _R]:
                 stack.enter_context(torch.autocast(device, enabled=False))
             return function(*args, **kwargs)
 
-    return with_autograd
+    return as_loss_backward_runs
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class BackwardResult:
         return None if self.gram is None else norm_ratio_from_gram(self.gram.sum(dim=0))
 
 
-@_with_autograd
+@_as_loss_backward_runs
 def backward(
     losses: Mapping[str, Tensor] | Sequence[Tensor],
     params: Iterable[Tensor] | nn.Module,
@@ -395,7 +395,7 @@ class Accumulator:
         """How many micro-batches wait in the current window (0 after :meth:`resolve`)."""
         return 0 if self._window is None else self._window.count
 
-    @_with_autograd
+    @_as_loss_backward_runs
     def backward(self, losses: Mapping[str, Tensor] | Sequence[Tensor]) -> BackwardResult | None:
         """Back-propagate one micro-batch's task losses.
 
@@ -408,7 +408,7 @@ class Accumulator:
             return self._resolve()
         return None
 
-    @_with_autograd
+    @_as_loss_backward_runs
     def resolve(self) -> BackwardResult:
         """Resolve the window's task gradients into ``.grad`` and start a new window.
 

@@ -30,9 +30,11 @@ def trunk_grads(model: TwoHeads) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.trunk.parameters()]
 
 
-@pytest.mark.parametrize("method", ["gr", "pcgrad"])
-def test_bf16_autocast_resolves_the_autocast_gradients(method):
-    model = TwoHeads()
+def autocast_losses_and_trunk_gradients(
+    model: TwoHeads,
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The losses of a bf16 autocast forward, the trunk's parameters, and the ``(2, P)``
+    matrix of the trunk's task gradients (taken by hand, the graph kept)."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model.losses(X)
     trunk = list(model.trunk.parameters())
@@ -42,6 +44,13 @@ def test_bf16_autocast_resolves_the_autocast_gradients(method):
             for loss in losses.values()
         ]
     )
+    return losses, trunk, G
+
+
+@pytest.mark.parametrize("method", ["gr", "pcgrad"])
+def test_bf16_autocast_resolves_the_autocast_gradients(method):
+    model = TwoHeads()
+    losses, trunk, G = autocast_losses_and_trunk_gradients(model)
     assert G.dtype == torch.float32  # autocast keeps float32 parameters and gradients
     resolver = gradsurgery.get_resolver(method)
     expected = gradsurgery.resolve(G, method=resolver, primary=0)
@@ -56,15 +65,7 @@ def test_backward_called_inside_autocast_resolves_in_float32(granularity, window
     Gram's products and the weighted sum stay in float32 (in bfloat16 they were off by
     about 4e-3 relative, the Gram by 2e-3)."""
     model = TwoHeads()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = model.losses(X)
-    trunk = list(model.trunk.parameters())
-    G = torch.stack(
-        [
-            torch.cat([g.flatten() for g in torch.autograd.grad(loss, trunk, retain_graph=True)])
-            for loss in losses.values()
-        ]
-    )
+    losses, trunk, G = autocast_losses_and_trunk_gradients(model)
     blocks = [p.numel() for p in trunk] if granularity == "tensor" else [G.shape[1]]
     resolver = gradsurgery.get_resolver("gr")
     resolution = resolver.resolve_blocks(G, blocks, primary=0)

@@ -50,7 +50,7 @@ def autocast_losses_and_trunk_gradients(
 @pytest.mark.parametrize("method", ["gr", "pcgrad"])
 def test_bf16_autocast_resolves_the_autocast_gradients(method):
     model = TwoHeads()
-    losses, trunk, G = autocast_losses_and_trunk_gradients(model)
+    losses, _, G = autocast_losses_and_trunk_gradients(model)
     assert G.dtype == torch.float32  # autocast keeps float32 parameters and gradients
     resolver = gradsurgery.get_resolver(method)
     expected = gradsurgery.resolve(G, method=resolver, primary=0)

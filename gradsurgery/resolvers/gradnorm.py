@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
@@ -40,8 +41,9 @@ class GradNorm(GramResolver):
             independent of the gradients' scale.
         min_weight: floor of each weight before renormalisation, to keep it positive.
 
-    ``losses`` are required (the loss ratios need them); :math:`L_i(0)` is the first loss
-    seen. ``primary`` is ignored: GradNorm balances all tasks alike. The paper computes
+    ``losses`` are required (the loss ratios need them) and must be non-negative (a
+    negative ratio has no power :math:`\alpha`); :math:`L_i(0)` is the first loss seen.
+    ``primary`` is ignored: GradNorm balances all tasks alike. The paper computes
     :math:`\|g_i\|` on the last shared layer; here it is the norm over whatever parameters
     are resolved (with per-tensor granularity, over all of them together: one weight
     update per step, the same weights for every tensor).
@@ -80,6 +82,12 @@ class GradNorm(GramResolver):
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         assert losses is not None  # the front door checks needs_losses
         T = gram.shape[-1]
+        losses = checked_losses(
+            losses,
+            "GradNorm needs losses >= 0 (its training rates are the ratios L_i(t) / L_i(0); "
+            "shift the losses by a constant first)",
+            strictly_positive=False,
+        )
         if self.task_weights is None:
             self._reset(T, losses)
         assert self.task_weights is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -78,3 +80,16 @@ def test_nonfinite_gradient_leaves_state_untouched():
 def test_invalid_hyper_parameters(options):
     with pytest.raises(ValueError, match="Invalid"):
         GradNorm(**options)
+
+
+def test_a_negative_loss_is_refused_by_task_and_changes_nothing():
+    """A negative loss ratio has no power alpha: its NaN target made sign() give a zero
+    step for that task, silently. Now refused, naming the task, before any state moves."""
+    resolver = GradNorm()
+    G = torch.tensor([[1.0, 0.2], [0.3, 1.0]], dtype=torch.float64)
+    gradsurgery.resolve(G, method=resolver, losses=torch.tensor([1.0, 2.0]))
+    state = copy.deepcopy(resolver.state_dict())
+    with pytest.raises(ValueError, match=r"^Invalid losses: task 0 is -1\.0; GradNorm needs"):
+        gradsurgery.resolve(G, method=resolver, losses=torch.tensor([-1.0, 2.0]))
+    torch.testing.assert_close(resolver.state_dict(), state, rtol=0, atol=0)
+    gradsurgery.resolve(G, method=resolver, losses=torch.tensor([0.0, 2.0]))  # zero is fine

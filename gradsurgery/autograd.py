@@ -100,11 +100,14 @@ class BackwardResult:
             parameters, one per resolved block (``B = 1`` for global granularity, one per
             shared tensor for per-tensor granularity); ``None`` when no task gradients were
             formed (a loss weighting such as ``sum`` without ``diagnostics=True``, no
-            shared parameters, or a non-finite step left to the scaler).
+            shared parameters, or a non-finite step left to the scaler), or when the
+            resolver reads no Gram matrix (``db_mtl``, ``graddrop``) and
+            ``diagnostics=True`` was not given.
         weights: ``(B, T)`` weights of the task gradients in the resolved direction (loss
             weights included: :math:`d = \sum_i w_i g_i` with :math:`g_i` the gradient of
             the unweighted loss), or ``None`` for resolvers that are not weightings.
-        shared_parameters: how many scalar parameters were resolved (``P``).
+        shared_parameters: how many scalar parameters were resolved (``P``); 0 for a loss
+            weighting without ``diagnostics=True``, which forms no task gradients.
         finite: ``False`` when the step had non-finite losses or task gradients and a
             ``scaler`` was given: it was not resolved, the shared parameters received the
             plain (non-finite) sum, and ``GradScaler.step`` will skip it.

@@ -161,25 +161,20 @@ still be used as it is: the damped Newton steps lower a self-concordant objectiv
 least about 0.09 each, so a gap of 1 costs about a dozen of them."""
 
 
-def _objective(normalised: Tensor, alpha: Tensor) -> Tensor:
-    r"""The objective :math:`\tfrac12 \alpha^\top \hat Q \alpha - \sum_i \log \alpha_i`,
-    one value per block."""
-    quadratic = (alpha.unsqueeze(-2) @ normalised @ alpha.unsqueeze(-1)).squeeze(-1).squeeze(-1)
-    return 0.5 * quadratic - torch.log(alpha).sum(-1)
-
-
-def _on_its_best_scale(normalised: Tensor, alpha: Tensor) -> Tensor:
-    r"""``alpha`` times the :math:`t` that minimises the objective along its ray,
-    :math:`t = \sqrt{T / \alpha^\top \hat Q \alpha}` (at the solution, :math:`t = 1`)."""
-    T = alpha.shape[-1]
-    quadratic = (alpha.unsqueeze(-2) @ normalised @ alpha.unsqueeze(-1)).squeeze(-1)
-    return alpha * torch.sqrt(T / quadratic)
+def _quadratic(normalised: Tensor, alpha: Tensor) -> Tensor:
+    r""":math:`\alpha^\top \hat Q \alpha`, one value per block."""
+    return (alpha.unsqueeze(-2) @ normalised @ alpha.unsqueeze(-1)).squeeze(-1).squeeze(-1)
 
 
 def _good_start(normalised: Tensor, previous: Tensor) -> Tensor:
-    """Where the Newton steps start in each block: ``previous`` (the last solution, or
-    ones), unless its objective lies more than :data:`_START_GAP` above the lower of two
-    rescaled starts, ``previous`` and ones each on its best scale; then that one.
+    r"""Where the Newton steps start in each block: ``previous`` (the last solution, or
+    ones), unless its objective :math:`f(\alpha) = \tfrac12 \alpha^\top \hat Q \alpha -
+    \sum_i \log \alpha_i` lies more than :data:`_START_GAP` above the lower of two rescaled
+    starts, ``previous`` and ones each on its best scale; then that one.
+
+    On its best scale :math:`t = \sqrt{T / q}`, :math:`q = \alpha^\top \hat Q \alpha` (at
+    the solution, :math:`t = 1`), a start's objective is :math:`f(t \alpha) = \tfrac T2 -
+    \sum_i \log \alpha_i - \tfrac T2 \log(T / q)`, from the same :math:`q`.
 
     A warm start from far above the new solution (a task whose gradient was tiny at the
     last solve, with a weight of about 1000, and is not any more) would otherwise take
@@ -187,13 +182,16 @@ def _good_start(normalised: Tensor, previous: Tensor) -> Tensor:
     the lowest on its ray. Near the last solution, the usual case, ``previous`` is kept as
     it is.
     """
-    rescaled = _on_its_best_scale(normalised, previous)
-    uniform = _on_its_best_scale(normalised, torch.ones_like(previous))
-    rescaled_value, uniform_value = (
-        _objective(normalised, rescaled),
-        _objective(normalised, uniform),
-    )
+    T = previous.shape[-1]
+    quadratic = _quadratic(normalised, previous)
+    log_sum = torch.log(previous).sum(-1)
+    ones = torch.ones_like(previous)
+    uniform_quadratic = _quadratic(normalised, ones)  # (and sum log 1 = 0)
+    value = 0.5 * quadratic - log_sum
+    rescaled_value = 0.5 * T - log_sum - 0.5 * T * torch.log(T / quadratic)
+    uniform_value = 0.5 * T - 0.5 * T * torch.log(T / uniform_quadratic)
+    rescaled = previous * torch.sqrt(T / quadratic)[..., None]
+    uniform = ones * torch.sqrt(T / uniform_quadratic)[..., None]
     better = torch.where((uniform_value < rescaled_value)[..., None], uniform, rescaled)
-    best = torch.minimum(rescaled_value, uniform_value)
-    far = _objective(normalised, previous) > best + _START_GAP
+    far = value > torch.minimum(rescaled_value, uniform_value) + _START_GAP
     return torch.where(far[..., None], better, previous)

@@ -95,7 +95,7 @@ def length_aware_blstm(
     over the padded batch, the reverse one over every row reversed within its valid
     frames, so that it starts at the row's last valid frame. The outputs at valid frames
     are those of a packed sequence, and of a batch of one, at about the cost of the
-    padded LSTM (a packed one costs about four times that on CPU, forward and backward).
+    padded LSTM (a packed one is much slower on CPU, forward and backward).
     """
     index = reversal_index(frames, x.shape[1])
     for layer, shell in enumerate(shells):

@@ -125,7 +125,7 @@ def _walk(
     root: Any = loss.grad_fn
     if type(root) is _REENTRANT_CHECKPOINT:
         raise ReentrantCheckpointError
-    if root is not None and type(root) is _DDP_SINK:  # a loss computed inside the module
+    if type(root) is _DDP_SINK:  # a loss computed inside the module
         root = _through_sink(root, loss.output_nr)
     if root is None:  # the loss is itself a leaf
         if id(loss) not in ids:

@@ -135,11 +135,12 @@ def names_hash(names: Sequence[str] | None) -> int:
 def all_reduce_mean_(tensors: Sequence[Tensor], group: ProcessGroup | None) -> None:
     """Average each tensor over ``group``, in place, in a few bucketed collectives.
 
-    Contiguous tensors of :data:`BUCKET_NUMEL` elements or more (the task-gradient
-    matrix) are reduced in place, chunk by chunk. The others are packed, per dtype and
-    device, into flat buffers of at most :data:`BUCKET_NUMEL` elements, reduced, and
-    copied back. Each tensor is divided by the world size BEFORE the sum, as DDP does, so
-    that half-precision sums do not overflow.
+    Tensors of :data:`BUCKET_NUMEL` elements or more (the task-gradient matrix) are
+    reduced chunk by chunk, in place where contiguous (else in a contiguous copy, copied
+    back). The others are packed, per dtype and device, into flat buffers of at most
+    :data:`BUCKET_NUMEL` elements, reduced, and copied back. Each tensor is divided by
+    the world size BEFORE the sum, as DDP does, so that half-precision sums do not
+    overflow.
     """
     n = world_size(group)
     if n == 1:
@@ -147,9 +148,12 @@ def all_reduce_mean_(tensors: Sequence[Tensor], group: ProcessGroup | None) -> N
     small: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
     for tensor in tensors:
         tensor.div_(n)
-        if tensor.is_contiguous() and tensor.numel() >= BUCKET_NUMEL:
-            for chunk in torch.split(tensor.view(-1), BUCKET_NUMEL):
+        if tensor.numel() >= BUCKET_NUMEL:
+            flat = tensor.contiguous()
+            for chunk in torch.split(flat.view(-1), BUCKET_NUMEL):
                 dist.all_reduce(chunk, group=group)
+            if flat is not tensor:
+                tensor.copy_(flat)
         else:
             small.setdefault((tensor.dtype, tensor.device), []).append(tensor)
     for group_tensors in small.values():

@@ -145,20 +145,45 @@ class Progress:
             self._bar.close()
 
 
-def kept_parts(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+def kept_parts(path: Path, key: dict[str, Any], resume: bool) -> dict[str, Any]:
     """The finished parts of an interrupted run that :func:`keep_parts` left in ``path``,
-    if that run was made with ``key`` (settings, torch, and the commit of the code the
-    results depend on); else none. A key whose ``code`` is ``None`` (uncommitted changes,
-    so no commit says what made the parts) matches nothing."""
-    if key.get("code") is None:
-        return {}
+    to be taken back by a run with ``resume`` (``--resume``) made with that run's ``key``
+    (settings, torch, and the commit of the code the results depend on).
+
+    With ``resume``, a file made with another key is left to be overwritten, and a line on
+    stderr says which of the key's fields differ. A key whose ``code`` is ``None``
+    (uncommitted changes, so no commit says what made the parts) matches nothing, and a
+    file made with such a key is overwritten without a word.
+
+    Raises:
+        SystemExit: ``path`` holds finished parts and ``resume`` is false: the run would
+            overwrite them; the message says to pass ``--resume`` or delete the file.
+    """
     try:
         kept = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(kept, dict) or kept.get("key") != key:
+    parts = kept.get("parts") if isinstance(kept, dict) else None
+    held = kept.get("key") if isinstance(kept, dict) else None
+    if not isinstance(parts, dict) or not parts or not isinstance(held, dict):
         return {}
-    return dict(kept.get("parts", {}))
+    if held.get("code") is None:  # made from uncommitted code: no run can take it back
+        return {}
+    if not resume:
+        raise SystemExit(
+            f"{path} holds the finished parts {sorted(parts)} of an interrupted run: pass "
+            "--resume to keep them (they are kept only for the same settings and committed "
+            "code), or delete the file to start over"
+        )
+    if key.get("code") is not None and held == key:
+        return dict(parts)
+    if key.get("code") is None:
+        why = "this run's code has uncommitted changes"
+    else:
+        differing = sorted(name for name in set(key) | set(held) if held.get(name) != key.get(name))
+        why = "it was made with other " + ", ".join(differing)
+    print(f"--resume: nothing taken back from {path} ({why}); starting over", file=sys.stderr)
+    return {}
 
 
 def keep_parts(path: Path, key: dict[str, Any], parts: dict[str, Any]) -> None:

@@ -34,7 +34,8 @@ model the file holds is in the outputs, so that an interrupted run continues wit
 ``--resume`` (one resumed with fewer ``--models`` leaves the others there): a model's ratios
 are measured against its own baseline within the model's part of the run, so the models of
 several sittings compare as those of one (``overhead.md`` names the models taken from an
-earlier sitting, and when they ended).
+earlier sitting, and when they ended). While the file holds finished models, a run without
+``--resume`` refuses to start rather than overwrite them.
 
 Run: ``python -m benchmarks.overhead`` (full: about 15 minutes on 2 cores for ``mlp`` and
 ``conv``, an estimated 20-25 more for ``se_asr``, whose summed-loss step takes about 0.25 s
@@ -398,7 +399,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {name: info[name] for name in ("cpu", "cores", "environment")},
         "code": _common.code_version(OVERHEAD_CODE),
     }
-    finished = _common.kept_parts(partial, key) if args.resume else {}
+    finished = _common.kept_parts(partial, key, args.resume)
     parts: dict[str, Any] = {}
     to_measure = [(name, tasks) for name, tasks in configs if f"{name}-T{tasks}" not in finished]
     shared_methods = [peer for peer in peers if peer.method in selected]
@@ -925,7 +926,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help=f"keep the models an interrupted run left in OUT/{PARTIAL_FILE} (same settings, "
-        "methods, peers, torch and committed code) and do the rest",
+        "methods, peers, torch and committed code) and do the rest; without it, a run refuses "
+        "to overwrite such a file",
     )
     parser.add_argument(
         "--render",

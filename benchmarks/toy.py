@@ -14,6 +14,8 @@ Each finished run is also kept in ``toy.partial.json`` until every run the file 
 the outputs, so that a run interrupted (it takes about 84 minutes on one core) continues
 with ``--resume`` (one resumed with fewer ``--labels`` leaves the others there): each
 label's optimisation is seeded on its own, so the results are those of a straight run.
+While the file holds finished runs, a run without ``--resume`` refuses to start rather
+than overwrite them.
 
 Run: ``python -m benchmarks.toy --steps 35000`` or ``--smoke``.
 """
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     planned = planned_runs(args.methods, args.labels)
     partial = _common.output_dir(args.out) / PARTIAL_FILE
     key = {"steps": args.steps, "seed": args.seed, "torch": info["torch"], "code": _code_version()}
-    finished = _common.kept_parts(partial, key) if args.resume else {}
+    finished = _common.kept_parts(partial, key, args.resume)
     results: dict[str, Any] = {}
     record_every = max(1, args.steps // 100)
     to_run = [entry for entry in planned if entry[0] not in finished]
@@ -480,7 +482,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help=f"keep the runs an interrupted run left in OUT/{PARTIAL_FILE} (same steps, "
-        "seed, torch and committed code) and do the rest",
+        "seed, torch and committed code) and do the rest; without it, a run refuses to "
+        "overwrite such a file",
     )
     _common.add_output_arguments(parser)
     args = parser.parse_args(argv)

@@ -94,3 +94,58 @@ def test_overhead_resumed_with_fewer_models_keeps_the_other_finished_ones(tmp_pa
     assert calls == ["se_asr"]
     assert set(resumed["machine"]["resumed"]) == {"mlp-T2", "conv-T2"}
     assert not partial.exists()
+
+
+def test_a_run_without_resume_refuses_to_overwrite_an_interrupted_runs_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(_common, "code_version", lambda paths: "0123456789ab")  # committed
+    arguments = ["--smoke", "--quiet", "--no-peers", "--methods", "sum", "--out", str(tmp_path)]
+    calls = interrupt_at_call(
+        monkeypatch, overhead, "_measure_model", 2, label=model_of_overhead_part, instead=fake_part
+    )
+    with pytest.raises(KeyboardInterrupt):
+        overhead.main([*arguments, "--models", "mlp", "conv"])
+    partial = tmp_path / overhead.PARTIAL_FILE
+    held = partial.read_bytes()
+    calls.clear()
+    with pytest.raises(SystemExit, match=r"holds the finished parts \['mlp-T2'\].*--resume"):
+        overhead.main([*arguments, "--models", "mlp", "conv"])
+    assert calls == [] and partial.read_bytes() == held  # nothing measured, nothing lost
+    resumed = overhead.main([*arguments, "--models", "mlp", "conv", "--resume"])
+    assert calls == ["conv"] and list(resumed["machine"]["resumed"]) == ["mlp-T2"]
+
+
+def test_a_resume_with_other_settings_says_why_it_starts_over(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(toy, "_code_version", lambda: "0123456789ab")  # committed code
+    arguments = ["--smoke", "--quiet", "--out", str(tmp_path), "--labels", "sum", "gr"]
+    interrupt_at_call(monkeypatch, toy, "optimise", 2, label=method_of_toy_run)
+    with pytest.raises(KeyboardInterrupt):
+        toy.main(arguments)
+    capsys.readouterr()
+    partial = tmp_path / toy.PARTIAL_FILE
+    assert (
+        toy.run(toy.parse_args([*arguments, "--resume", "--steps", "6"]))["machine"]["resumed"]
+        == []
+    )
+    assert (
+        f"nothing taken back from {partial} (it was made with other steps)"
+        in capsys.readouterr().err
+    )
+    monkeypatch.setattr(toy, "_code_version", lambda: None)  # uncommitted changes
+    assert toy.run(toy.parse_args([*arguments, "--resume"]))["machine"]["resumed"] == []
+    assert "uncommitted changes" in capsys.readouterr().err
+    # what that run kept has no commit to be taken back by: it is overwritten without a word
+    assert json.loads(partial.read_text())["key"]["code"] is None
+    toy.run(toy.parse_args(arguments))
+    assert capsys.readouterr().err == ""
+
+
+def test_kept_parts_reads_a_damaged_or_empty_file_as_nothing_kept(tmp_path):
+    path = tmp_path / "partial.json"
+    key = {"code": "abc"}
+    for text in ("not json", "[]", '{"parts": {}}', '{"parts": {"a": 1}}'):
+        path.write_text(text)
+        assert _common.kept_parts(path, key, resume=False) == {}
+    _common.keep_parts(path, key, {"a": 1})
+    assert _common.kept_parts(path, key, resume=True) == {"a": 1}
+    with pytest.raises(SystemExit, match="delete the file to start over"):
+        _common.kept_parts(path, key, resume=False)

@@ -186,7 +186,7 @@ def test_toy_smoke(tmp_path):
 def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch):
     monkeypatch.setattr(toy, "_code_version", lambda: "0123456789ab")  # committed code
     arguments = ["--smoke", "--quiet", "--out", str(tmp_path), "--labels", "sum", "gr", "mgda"]
-    straight = toy.run(toy.parse_args(arguments))
+    straight = toy.main(arguments)  # (which deletes the parts it kept once written)
     optimise = toy.optimise
     calls = interrupt_at_call(monkeypatch, toy, "optimise", 3, label=method_of_toy_run)
     with pytest.raises(KeyboardInterrupt):

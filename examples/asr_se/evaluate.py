@@ -71,11 +71,16 @@ def si_snr(estimate: Tensor, reference: Tensor) -> Tensor:
     )
 
 
+_STOI_PLACEHOLDER_WARNING = "Not enough STFT frames"
+"""The start of pystoi's warning when it returns its placeholder instead of a score."""
+
+
 def _stoi(clean: Tensor, signal: Tensor, sample_rate: int) -> float | None:
     """STOI, or ``None`` without pystoi or for an utterance too short to score.
 
     pystoi returns a placeholder 1e-5 (with a warning) when too few frames remain after
-    removing silence; such utterances are left out rather than averaged in.
+    removing silence; such utterances are left out rather than averaged in. Any other
+    warning is passed on, and the utterance is scored.
     """
     try:
         from pystoi import stoi
@@ -84,7 +89,15 @@ def _stoi(clean: Tensor, signal: Tensor, sample_rate: int) -> float | None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(stoi(clean.numpy(), signal.numpy(), sample_rate, extended=False))
-    return None if caught else value
+    too_short = False
+    for warning in caught:
+        if _STOI_PLACEHOLDER_WARNING in str(warning.message):
+            too_short = True
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return None if too_short else value
 
 
 def load_trained(preset: Preset, system_name: str, checkpoint: Path) -> JointModel:

@@ -105,6 +105,25 @@ def test_stoi_leaves_out_utterances_too_short_to_score():
     assert 0.5 < _stoi(signal, signal + noise, 8000) <= 1.0
 
 
+def test_stoi_scores_an_utterance_despite_another_warning_and_passes_that_warning_on(
+    monkeypatch,
+):
+    import warnings
+
+    import pystoi
+
+    from examples.asr_se.evaluate import _stoi
+
+    def warning_stoi(clean, signal, sample_rate, extended):
+        warnings.warn("something else", UserWarning, stacklevel=2)
+        return 0.75
+
+    monkeypatch.setattr(pystoi, "stoi", warning_stoi)
+    signal = torch.ones(8000)
+    with pytest.warns(UserWarning, match="something else"):
+        assert _stoi(signal, signal, 8000) == 0.75
+
+
 def _records() -> list[dict]:
     records = []
     for test_set in ("synthetic", "real_seen_text"):

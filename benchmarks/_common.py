@@ -34,10 +34,12 @@ PRIMARY_METHODS = frozenset(
         "cosine_gate",
         "metabalance",
         "olaux",
+        "graddrop",
     }
 )
 """Methods with a primary/auxiliary form. Those that are symmetric without a primary are
-also run with ``primary=0`` (see :func:`variants`).
+also run with ``primary=0`` (see :func:`variants`): PCGrad, and GradDrop, whose primary
+task gets a leak of 1 (its gradient passes whole, only the auxiliaries are sign-dropped).
 
 Any registered method promising ``"primary_nonconflicting"`` is added at run time.
 """

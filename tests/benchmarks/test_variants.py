@@ -46,7 +46,7 @@ def test_no_primary_variant_repeats_its_plain_run():
     for label, (method, primary) in labels.items():
         if primary is not None:
             assert label == f"{method}[p]" and not _common.primary_by_default(method)
-    assert "pcgrad[p]" in labels  # symmetric without a primary
+    assert "pcgrad[p]" in labels and "graddrop[p]" in labels  # symmetric without a primary
     for method in ("gr", "gr_project", "cosine_gate", "metabalance", "olaux", "pcgrad_onesided"):
         if method in gradsurgery.available():
             assert method in labels and f"{method}[p]" not in labels

@@ -78,6 +78,9 @@ NOTES: dict[tuple[str, str], str] = {
     "fails, it keeps its starting weights 1: the sum)",
     ("torchjd", "mgda"): "TorchJD's MGDA stops its Frank-Wolfe loop at a step below its "
     "default epsilon = 1e-3, short of the min-norm point for T > 2",
+    ("libmtl", "mgda"): "LibMTL's MGDA (Sener and Koltun's projected-gradient solver) ends "
+    "once a step moves the weights by less than 1e-5 in all (its 250-step cap is never "
+    "counted), which can be short of the min-norm point for T > 2",
 }
 """``(library, key of ALIASES)`` -> how the peer's method differs from gradsurgery's
 (:attr:`PeerMethod.note`). A note that starts with ``norm:`` gives the exact reason, in the

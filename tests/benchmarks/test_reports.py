@@ -214,7 +214,10 @@ def test_torchjd_mgda_and_the_random_gradvac_order_are_noted():
         mgda = overhead.agreement_note(agreement_row("mgda", "torchjd", tasks))
         assert mgda == peers.NOTES[("torchjd", "mgda")]
         assert "epsilon = 1e-3" in mgda
-    assert overhead.agreement_note(agreement_row("mgda", "libmtl", 4)) == ""
+    assert (
+        overhead.agreement_note(agreement_row("mgda", "libmtl", 4))
+        == peers.NOTES[("libmtl", "mgda")]
+    )
     for library in ("torchjd", "libmtl"):
         at_two = overhead.agreement_note(agreement_row("gradvac", library, 2))
         at_four = overhead.agreement_note(agreement_row("gradvac", library, 4))
@@ -445,3 +448,12 @@ def test_render_refuses_a_folder_without_a_run(tmp_path, capsys):
         overhead.parse_args(["--render", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "argument --render" in capsys.readouterr().err
+
+
+def test_libmtl_mgda_can_end_short_of_the_min_norm_point():
+    G = torch.randn(4, 6, generator=torch.Generator().manual_seed(105))
+    theirs = libmtl_direction("mgda", G, torch.ones(4)).double()
+    ours = gradsurgery.resolve(G.double(), method="mgda")
+    # ours is the min-norm point: each task's gradient has at least its squared norm along it
+    assert float((G.double() @ ours).min()) >= float(ours @ ours) * (1 - 1e-9)
+    assert float(ours.norm()) < 0.97 * float(theirs.norm())  # LibMTL's ends short of it

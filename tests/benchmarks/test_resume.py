@@ -74,17 +74,30 @@ def fake_part(args, model_name, tasks, selected, peers, progress) -> dict:
     return {"records": records, "head_to_head": [], "agreement": [], "ended": "now"}
 
 
-def test_overhead_resumed_with_fewer_models_keeps_the_other_finished_ones(tmp_path, monkeypatch):
+def interrupted_overhead(tmp_path, monkeypatch, models: list[str]) -> tuple[list[str], list[str]]:
+    """An ``overhead`` run of committed code over ``models`` (timing nothing), interrupted
+    as its last model starts. Returns its arguments, less ``--models``, and the list of the
+    models measured since (cleared)."""
     monkeypatch.setattr(_common, "code_version", lambda paths: "0123456789ab")  # committed
     arguments = ["--smoke", "--quiet", "--no-peers", "--methods", "sum", "--out", str(tmp_path)]
     calls = interrupt_at_call(
-        monkeypatch, overhead, "_measure_model", 3, label=model_of_overhead_part, instead=fake_part
+        monkeypatch,
+        overhead,
+        "_measure_model",
+        len(models),
+        label=model_of_overhead_part,
+        instead=fake_part,
     )
     with pytest.raises(KeyboardInterrupt):
-        overhead.main([*arguments, "--models", "mlp", "conv", "se_asr"])
+        overhead.main([*arguments, "--models", *models])
+    calls.clear()
+    return arguments, calls
+
+
+def test_overhead_resumed_with_fewer_models_keeps_the_other_finished_ones(tmp_path, monkeypatch):
+    arguments, calls = interrupted_overhead(tmp_path, monkeypatch, ["mlp", "conv", "se_asr"])
     partial = tmp_path / overhead.PARTIAL_FILE
     assert parts_in(partial) == {"mlp-T2", "conv-T2"}
-    calls.clear()
     overhead.main([*arguments, "--models", "mlp", "--resume"])
     assert calls == []
     written = json.loads((tmp_path / "overhead.json").read_text())
@@ -97,16 +110,9 @@ def test_overhead_resumed_with_fewer_models_keeps_the_other_finished_ones(tmp_pa
 
 
 def test_a_run_without_resume_refuses_to_overwrite_an_interrupted_runs_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(_common, "code_version", lambda paths: "0123456789ab")  # committed
-    arguments = ["--smoke", "--quiet", "--no-peers", "--methods", "sum", "--out", str(tmp_path)]
-    calls = interrupt_at_call(
-        monkeypatch, overhead, "_measure_model", 2, label=model_of_overhead_part, instead=fake_part
-    )
-    with pytest.raises(KeyboardInterrupt):
-        overhead.main([*arguments, "--models", "mlp", "conv"])
+    arguments, calls = interrupted_overhead(tmp_path, monkeypatch, ["mlp", "conv"])
     partial = tmp_path / overhead.PARTIAL_FILE
     held = partial.read_bytes()
-    calls.clear()
     with pytest.raises(SystemExit, match=r"holds the finished parts \['mlp-T2'\].*--resume"):
         overhead.main([*arguments, "--models", "mlp", "conv"])
     assert calls == [] and partial.read_bytes() == held  # nothing measured, nothing lost

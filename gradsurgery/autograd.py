@@ -341,6 +341,13 @@ class Accumulator:
             :meth:`backward` call (the reference trainer's choice; one all-reduce per
             micro-batch under ``torch.distributed``).
 
+    Under ``torch.distributed``, the ranks meet in every :meth:`backward` call with
+    ``"micro_batch"``, and with a loss weighting (whose weights come from the loss values
+    averaged over the ranks) in either mode: every rank must then make the same number of
+    :meth:`backward` calls per window, or the ranks block until the process group's
+    timeout. A resolver of task gradients with ``"window"``, on tasks that share
+    parameters, meets them only in :meth:`resolve`.
+
     In both modes the resolved direction is ADDED to ``.grad``, and the loss values handed
     to loss-aware resolvers of task gradients are the mean over the window's
     micro-batches. Parameters of one task accumulate their gradient as ``loss.backward()``

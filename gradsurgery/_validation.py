@@ -85,6 +85,7 @@ def task_vector(
     """A ``(T,)`` float64 CPU tensor of per-task numbers (``losses`` or ``weights``), checked."""
     if values is None:
         return None
+    expected = f"expected {T} real numbers"
     if isinstance(values, Mapping):
         if names is None:
             raise TypeError(
@@ -96,14 +97,20 @@ def task_vector(
             )
         values = [values[name] for name in names]
     if isinstance(values, Tensor):
+        if values.is_complex():
+            raise TypeError(f"Invalid {argument}: complex values ({values.dtype}); {expected}")
         vector = values.detach()
     elif isinstance(values, np.ndarray):
+        if np.iscomplexobj(values):
+            raise TypeError(f"Invalid {argument}: complex values ({values.dtype}); {expected}")
         try:
             vector = torch.as_tensor(values, dtype=torch.float64)
         except (TypeError, ValueError) as error:
             raise TypeError(f"Invalid {argument}: expected {T} numbers ({error})") from None
     elif isinstance(values, Sequence) and not isinstance(values, str):
-        items = [v.detach().reshape(()) if isinstance(v, Tensor) else v for v in values]
+        items = [
+            _real_number(value, argument, index, expected) for index, value in enumerate(values)
+        ]
         try:
             vector = torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu() for v in items])
         except (TypeError, ValueError, RuntimeError) as error:
@@ -122,6 +129,23 @@ def task_vector(
                 f"Invalid {argument}: {task_label(index, names)} has {value} (expected >= 0)"
             )
     return vector
+
+
+def _real_number(value: Any, argument: str, index: int, expected: str) -> Any:
+    """Item ``index`` of a sequence of per-task numbers, a one-element real tensor made a
+    0-d one; anything else is left to the conversion that follows."""
+    if isinstance(value, (complex, np.complexfloating)) or (
+        isinstance(value, Tensor) and value.is_complex()
+    ):
+        raise TypeError(f"Invalid {argument}: item {index} is complex ({value!r}); {expected}")
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise TypeError(
+                f"Invalid {argument}: item {index} is a tensor of shape {tuple(value.shape)}, "
+                f"not one number; {expected}"
+            )
+        return value.detach().reshape(())
+    return value
 
 
 def first_nonfinite_task(G: Tensor) -> int | None:
@@ -159,6 +183,11 @@ def normalize_losses(
             raise ValueError(
                 f"Invalid losses: {task_label(index, names)} has shape {tuple(loss.shape)}; "
                 "expected a scalar"
+            )
+        if loss.is_complex():
+            raise TypeError(
+                f"Invalid losses: {task_label(index, names)} is complex ({loss.dtype}); "
+                "expected a real scalar"
             )
         if not loss.requires_grad:
             raise ValueError(
@@ -204,6 +233,11 @@ def parameters_by_id(params: Iterable[Tensor]) -> dict[int, Tensor]:
     also the set of ids a graph walk looks parameters up in."""
     if isinstance(params, Tensor):
         params = [params]
+    elif not isinstance(params, Iterable):
+        raise TypeError(
+            "Invalid params: expected tensors (an iterable such as model.parameters(), or a "
+            f"module), got {type(params).__name__}"
+        )
     result: dict[int, Tensor] = {}
     for index, param in enumerate(params):
         if not isinstance(param, Tensor):

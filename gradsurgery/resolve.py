@@ -48,14 +48,16 @@ def resolve(
         grads: the task gradients with respect to the same ``P`` parameters: a ``(T, P)``
             tensor (one row per task), a sequence of ``T`` 1-D tensors of length ``P``, or a
             mapping task name -> 1-D tensor (then ``primary``, ``losses`` and ``weights``
-            may be given by name). Floating point, on one device, finite.
+            may be given by name). float16, bfloat16 (both resolved in float32), float32
+            or float64; on one device; finite.
         method: a registered name (see :func:`gradsurgery.available`) or a resolver
             instance. Build stateful resolvers (GradNorm, seeded PCGrad) once with
             :func:`gradsurgery.get_resolver` and pass the instance each step, so that their
             state carries over.
         primary: the primary task, by index or name; ``None`` for methods that treat tasks
             alike (primary/auxiliary methods such as GR then take task 0).
-        losses: the ``T`` current loss values, for loss-aware methods (GradNorm).
+        losses: the ``T`` current loss values (real numbers), for loss-aware methods
+            (GradNorm).
         weights: ``T`` non-negative loss weights :math:`c`; the resolver sees the
             gradients of the weighted losses, :math:`c_i g_i`.
         out: a ``(P,)`` tensor of ``grads``' dtype and device to write :math:`d` into (and
@@ -263,9 +265,15 @@ def _as_matrix(grads: GradientsLike) -> tuple[Tensor, list[str] | None]:
         )
     if G.shape[0] == 0:
         raise ValueError("Invalid grads: no tasks (T = 0)")
-    if not G.is_floating_point():
-        raise TypeError(f"Invalid grads: expected a floating-point dtype, got {G.dtype}")
+    if G.dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(
+            f"Invalid grads: {G.dtype} is not supported (expected float16, bfloat16, float32 "
+            "or float64; cast the gradients to one of them)"
+        )
     return G, names
+
+
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _stack_rows(rows: list[Any], names: list[str] | None) -> Tensor:

@@ -372,6 +372,12 @@ def test_error_restores_the_shared_grads():
         (lambda m: ("loss", m.parameters()), TypeError, "Invalid losses"),
         (lambda m: ([3.0], m.parameters()), TypeError, "task 0 is a float"),
         (lambda m: (m.losses(X), []), ValueError, "no tensor that requires grad"),
+        (lambda m: (m.losses(X), None), TypeError, "Invalid params: .* got NoneType"),
+        (
+            lambda m: ({"a": m.losses(X)["a"] * 1j}, m.parameters()),
+            TypeError,
+            "task 'a' is complex",
+        ),
         (lambda m: (m.losses(X), [1.0]), TypeError, "item 0"),
         (lambda m: ({0: m.losses(X)["a"]}, m.parameters()), TypeError, "task names"),
         (

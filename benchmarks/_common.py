@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -70,7 +71,7 @@ def machine(seed: int | None = None) -> dict[str, Any]:
     except OSError:
         load = None
     return {
-        "command": "python -m " + " ".join([_module_name(), *sys.argv[1:]]),
+        "command": "python -m " + shlex.join([_module_name(), *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -106,9 +107,17 @@ def load_average() -> list[float] | None:
 
 
 def output_dir(path: str | os.PathLike[str] | None) -> Path:
-    """The results folder (``benchmarks/results`` unless ``--out`` says otherwise)."""
+    """The results folder (``benchmarks/results`` unless ``--out`` says otherwise), created
+    if need be. Each benchmark calls it before any work, so that a bad ``--out`` costs none.
+
+    Raises:
+        SystemExit: the folder cannot be created (``--out`` names a file, say).
+    """
     out = RESULTS if path is None else Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"Invalid --out: {out} cannot be a results folder ({error})") from None
     return out
 
 
@@ -163,7 +172,11 @@ def kept_parts(path: Path, key: dict[str, Any], resume: bool) -> dict[str, Any]:
     """
     try:
         kept = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except OSError:
+        return {}
+    except ValueError:
+        if resume:
+            print(f"--resume: {path} is damaged (not JSON); starting over", file=sys.stderr)
         return {}
     parts = kept.get("parts") if isinstance(kept, dict) else None
     held = kept.get("key") if isinstance(kept, dict) else None
@@ -326,7 +339,7 @@ def benchmark_parser(name: str, description: str, smoke_help: str) -> argparse.A
     :func:`add_output_arguments`)."""
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
     parser.add_argument("--smoke", action="store_true", help=smoke_help)
-    parser.add_argument("--methods", nargs="*", help="only these registered resolvers")
+    parser.add_argument("--methods", nargs="+", help="only these registered resolvers")
     return parser
 
 

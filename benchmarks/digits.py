@@ -208,8 +208,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    out = _common.output_dir(args.out)  # a bad --out fails before any work
     result = run(args)
-    write_outputs(result, _common.output_dir(args.out))
+    write_outputs(result, out)
     return result
 
 

@@ -592,6 +592,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for option, values in (("--sizes", args.sizes), ("--tasks", args.tasks)):
         if not values:
             parser.error(f"argument {option}: expected at least one value")
+    args.sizes = list(dict.fromkeys(args.sizes))  # a cell given twice is timed once
+    args.tasks = list(dict.fromkeys(args.tasks))
     if not fitting_cells(args.sizes, args.tasks, args.max_gib):
         smallest = min(args.tasks) * min(args.sizes) * 4 / 2**30
         parser.error(
@@ -603,8 +605,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    out = _common.output_dir(args.out)  # a bad --out fails before any work
     result = run(args)
-    write_outputs(result, _common.output_dir(args.out))
+    write_outputs(result, out)
     return result
 
 

@@ -374,7 +374,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     selected = _common.methods(args.methods)
     peers: list[PeerMethod] = []
     peer_missing: dict[str, str] = {}
-    if not args.no_peers:
+    if args.no_peers:
+        peer_missing = {library: "not run (--no-peers)" for library in ("torchjd", "libmtl")}
+    else:
         peers, peer_missing = peer_methods()
     configs = [
         (name, tasks)
@@ -603,8 +605,17 @@ def render_outputs(result: dict[str, Any], out: Path) -> None:
 def load_result(out: Path) -> dict[str, Any]:
     """The result whose JSON outputs :func:`write_outputs` wrote to ``out``: what
     ``overhead_run.json`` holds, with the records of ``overhead.json``."""
-    run_part = json.loads((out / RUN_FILE).read_text())
-    return {**run_part, "records": json.loads((out / RECORDS_FILE).read_text())}
+    try:
+        run_part = json.loads((out / RUN_FILE).read_text())
+        records = json.loads((out / RECORDS_FILE).read_text())
+        if not isinstance(run_part, dict) or not isinstance(records, list):
+            raise ValueError("not the JSON objects a run writes")
+        for name in ("machine", "direction_agreement", "head_to_head", "peers_missing"):
+            if name not in run_part:
+                raise ValueError(f"{RUN_FILE} has no {name!r}")
+    except ValueError as error:
+        raise SystemExit(f"--render: {out} does not hold a run's outputs ({error})") from None
+    return {**run_part, "records": records}
 
 
 def _row_key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -891,7 +902,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "tiny models, few steps (seconds)",
     )
     parser.add_argument(
-        "--models", nargs="*", choices=list(MODELS), help=f"only these models ({', '.join(MODELS)})"
+        "--models", nargs="+", choices=list(MODELS), help=f"only these models ({', '.join(MODELS)})"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip TorchJD and LibMTL")
     parser.add_argument(

@@ -365,13 +365,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key, value in (smoke if args.smoke else full).items():
         if getattr(args, key) is None:  # what is given explicitly stands, with --smoke too
             setattr(args, key, value)
+    args.problems = list(dict.fromkeys(args.problems))  # a problem given twice runs once
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    out = _common.output_dir(args.out)  # a bad --out fails before any work
     result = run(args)
-    write_outputs(result, _common.output_dir(args.out))
+    write_outputs(result, out)
     return result
 
 

@@ -476,7 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--steps", type=_common.positive_int, default=None, help="Adam steps (default 35000)"
     )
     parser.add_argument(
-        "--labels", nargs="*", help="only these runs, e.g. single_task_f1 sum gr 'pcgrad[p]'"
+        "--labels", nargs="+", help="only these runs, e.g. single_task_f1 sum gr 'pcgrad[p]'"
     )
     parser.add_argument(
         "--resume",
@@ -503,8 +503,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    out = _common.output_dir(args.out)  # a bad --out fails before any work
     result = run(args)
-    out = _common.output_dir(args.out)
     write_outputs(result, out, per_method=True)
     left = _common.drop_parts(out / PARTIAL_FILE, result["results"])
     if left and args.verbose:

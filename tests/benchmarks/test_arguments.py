@@ -98,3 +98,36 @@ def test_digits_smoke_sizes_fill_only_what_is_not_given():
     assert (given.train_pairs, given.batch, given.test_pairs) == (500, 64, 32)
     assert digits.parse_args(["--smoke"]).batch == 16
     assert digits.parse_args([]).batch == 128
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__.split(".")[-1])
+def test_a_bad_out_is_refused_before_any_work(module, tmp_path, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    monkeypatch.setattr(module, "run", lambda args: pytest.fail("ran before checking --out"))
+    with pytest.raises(SystemExit, match=f"Invalid --out: {a_file} cannot be a results folder"):
+        module.main(["--smoke", "--quiet", "--out", str(a_file)])
+
+
+@pytest.mark.parametrize(
+    ("module", "option"),
+    [(toy, "--methods"), (toy, "--labels"), (overhead, "--models"), (digits, "--methods")],
+)
+def test_a_selection_option_with_no_values_is_refused_rather_than_meaning_all(
+    module, option, capsys
+):
+    assert f"argument {option}: expected at least one argument" in refused(
+        module, ["--smoke", option], capsys
+    )
+
+
+def test_values_given_twice_are_run_once():
+    assert regression.parse_args(["--problems", "gradnorm", "gradnorm"]).problems == ["gradnorm"]
+    args = kernel.parse_args(["--smoke", "--tasks", "2", "2", "--sizes", "1000", "1e3"])
+    assert args.tasks == [2] and args.sizes == [1000]
+
+
+def test_the_recorded_command_is_quoted_for_the_shell(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["toy", "--labels", "pcgrad[p]", "--out", "/tmp/with space"])
+    command = _common.machine()["command"]
+    assert command.endswith("--labels 'pcgrad[p]' --out '/tmp/with space'")

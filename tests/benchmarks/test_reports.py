@@ -450,6 +450,30 @@ def test_render_refuses_a_folder_without_a_run(tmp_path, capsys):
     assert "argument --render" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("run_json", "records_json", "message"),
+    [
+        ('{"machine": ', "[]", "Expecting value"),
+        ("[]", "[]", "not the JSON objects a run writes"),
+        ("{}", "[]", "has no 'machine'"),
+    ],
+)
+def test_render_refuses_damaged_json_naming_the_folder(tmp_path, run_json, records_json, message):
+    (tmp_path / "overhead_run.json").write_text(run_json)
+    (tmp_path / "overhead.json").write_text(records_json)
+    with pytest.raises(SystemExit, match=f"--render: {tmp_path} does not hold a run's outputs"):
+        overhead.main(["--render", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=message):
+        overhead.main(["--render", "--out", str(tmp_path)])
+
+
+def test_no_peers_is_said_in_place_of_installed_peers():
+    result = overhead_result([])
+    result["peers_missing"] = {"torchjd": "not run (--no-peers)", "libmtl": "not run (--no-peers)"}
+    text = overhead.markdown(result)
+    assert "- torchjd: not run (--no-peers)" in text and "both are installed" not in text
+
+
 def test_libmtl_mgda_can_end_short_of_the_min_norm_point():
     G = torch.randn(4, 6, generator=torch.Generator().manual_seed(105))
     theirs = libmtl_direction("mgda", G, torch.ones(4)).double()

@@ -155,3 +155,10 @@ def test_kept_parts_reads_a_damaged_or_empty_file_as_nothing_kept(tmp_path):
     assert _common.kept_parts(path, key, resume=True) == {"a": 1}
     with pytest.raises(SystemExit, match="delete the file to start over"):
         _common.kept_parts(path, key, resume=False)
+
+
+def test_a_resume_from_a_damaged_file_says_so(tmp_path, capsys):
+    path = tmp_path / "partial.json"
+    path.write_text('{"parts": {"a"')  # cut off mid-write by hand
+    assert _common.kept_parts(path, {"code": "abc"}, resume=True) == {}
+    assert "is damaged (not JSON); starting over" in capsys.readouterr().err

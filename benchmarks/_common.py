@@ -190,7 +190,7 @@ def kept_parts(path: Path, key: dict[str, Any], resume: bool) -> dict[str, Any]:
             "--resume to keep them (they are kept only for the same settings and committed "
             "code), or delete the file to start over"
         )
-    if key.get("code") is not None and held == key:
+    if held == key:  # (held's code is a commit, so key's is too)
         return dict(parts)
     if key.get("code") is None:
         why = "this run's code has uncommitted changes"

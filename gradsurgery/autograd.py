@@ -90,9 +90,10 @@ def _as_loss_backward_runs(function: Callable[_P, _R]) -> Callable[_P, _R]:
     return as_loss_backward_runs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BackwardResult:
     r"""What :func:`backward` computed on the way, for logging; nothing here costs extra.
+    Compared by identity (its fields are tensors).
 
     Attributes:
         task_names: the tasks' names (``"0"``, ``"1"``, ... for a sequence of losses).
@@ -123,8 +124,8 @@ class BackwardResult:
     weights: Tensor | None
     shared_parameters: int
     finite: bool = True
-    blocks: tuple[tuple[Tensor, ...], ...] = field(default=(), compare=False, repr=False)
-    loss_weights: Tensor | None = field(default=None, compare=False, repr=False)
+    blocks: tuple[tuple[Tensor, ...], ...] = field(default=(), repr=False)
+    loss_weights: Tensor | None = field(default=None, repr=False)
 
     @property
     def gram_weights(self) -> Tensor | None:
@@ -138,12 +139,16 @@ class BackwardResult:
 
     @property
     def cosine(self) -> Tensor | None:
-        """``(T, T)`` pairwise cosine similarity of the whole shared task gradients."""
+        """``(T, T)`` pairwise cosine similarity of the whole shared task gradients (of
+        the weighted losses, :math:`c_i g_i`, as :attr:`gram`: 0 for a task of loss
+        weight 0)."""
         return None if self.gram is None else cosine_from_gram(self.gram.sum(dim=0))
 
     @property
     def norm_ratio(self) -> Tensor | None:
-        """``(T, T)`` ratio ``||g_i|| / ||g_j||`` of the whole shared task gradients."""
+        """``(T, T)`` ratio ``||c_i g_i|| / ||c_j g_j||`` of the whole shared task
+        gradients of the weighted losses, as :attr:`gram` (``||g_i|| / ||g_j||`` without
+        loss weights)."""
         return None if self.gram is None else norm_ratio_from_gram(self.gram.sum(dim=0))
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import math
+import operator
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -51,7 +53,10 @@ __all__ = [
 def cosine_from_gram(gram: Tensor) -> Tensor:
     r"""Pairwise cosine similarity :math:`\cos(g_i, g_j) = G_{ij} / \sqrt{G_{ii} G_{jj}}`.
 
-    Works on ``(..., T, T)`` Gram matrices; a pair involving a zero gradient has cosine 0.
+    Works on ``(..., T, T)`` Gram matrices; a pair involving a zero gradient has cosine 0,
+    one involving a non-finite entry NaN. The result is clamped to :math:`[-1, 1]`
+    (rounding in a Gram of parallel gradients can put it a few ulps past 1), computed in
+    float32 at least and returned in ``gram``'s dtype.
 
     Example:
         >>> import torch
@@ -60,16 +65,37 @@ def cosine_from_gram(gram: Tensor) -> Tensor:
         tensor([[ 1.0000, -0.7071],
                 [-0.7071,  1.0000]])
     """
-    norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0))
+    wide = _at_least_float32(gram)
+    norms = torch.sqrt(torch.diagonal(wide, dim1=-2, dim2=-1).clamp(min=0))
     denominator = norms.unsqueeze(-1) * norms.unsqueeze(-2)
-    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    return torch.where(denominator > 0, gram / safe, torch.zeros_like(gram))
+    cosine = _ratio_or_zero(wide, denominator).clamp(-1.0, 1.0)
+    return cosine.to(gram.dtype)
+
+
+def _at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 if it is of a narrower floating dtype (half-precision Gram
+    entries of small gradients lose most of their digits in the products)."""
+    if tensor.is_floating_point() and torch.finfo(tensor.dtype).bits < 32:
+        return tensor.to(torch.float32)
+    return tensor
+
+
+def _ratio_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator``, 0 where ``denominator`` is exactly 0 (a zero
+    gradient), and NaN where either is not finite (a non-finite Gram: neither 0 nor the
+    0 that a finite number over an infinite norm would give)."""
+    zero = denominator == 0
+    safe = torch.where(zero, torch.ones_like(denominator), denominator)
+    ratio = torch.where(zero, torch.zeros_like(numerator), numerator / safe)
+    finite = torch.isfinite(numerator) & torch.isfinite(denominator)
+    return torch.where(finite, ratio, torch.full_like(ratio, math.nan))
 
 
 def norm_ratio_from_gram(gram: Tensor) -> Tensor:
     r"""Pairwise norm ratio :math:`\|g_i\| / \|g_j\|` from ``(..., T, T)`` Gram matrices.
 
-    A zero denominator gives ``inf`` (or 1 when both norms are zero).
+    A zero denominator gives ``inf`` (or 1 when both norms are zero), a non-finite entry
+    NaN or ``inf``; computed in float32 at least and returned in ``gram``'s dtype.
 
     Example:
         >>> import torch
@@ -78,11 +104,13 @@ def norm_ratio_from_gram(gram: Tensor) -> Tensor:
         tensor([[1.0000, 0.2000],
                 [5.0000, 1.0000]])
     """
-    norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0))
-    numerator = norms.unsqueeze(-1).expand(gram.shape)
-    denominator = norms.unsqueeze(-2).expand(gram.shape)
+    wide = _at_least_float32(gram)
+    norms = torch.sqrt(torch.diagonal(wide, dim1=-2, dim2=-1).clamp(min=0))
+    numerator = norms.unsqueeze(-1).expand(wide.shape)
+    denominator = norms.unsqueeze(-2).expand(wide.shape)
     both_zero = (numerator == 0) & (denominator == 0)
-    return torch.where(both_zero, torch.ones_like(gram), numerator / denominator)
+    ratio = torch.where(both_zero, torch.ones_like(wide), numerator / denominator)
+    return ratio.to(gram.dtype)
 
 
 def direction_cosine_from_gram(gram: Tensor, weights: Tensor) -> Tensor:
@@ -90,7 +118,7 @@ def direction_cosine_from_gram(gram: Tensor, weights: Tensor) -> Tensor:
 
     With :math:`d_b = w_b^\top J_b` on each block,
     :math:`\cos(d, g_i) = \sum_b (w_b^\top G_b)_i \,/\, (\|d\|\, \|g_i\|)`; a zero
-    :math:`d` or :math:`g_i` gives 0.
+    :math:`d` or :math:`g_i` gives 0, a non-finite Gram entry or weight NaN.
 
     Args:
         gram: ``(B, T, T)`` Gram matrices, one per block (or one ``(T, T)``).
@@ -117,9 +145,7 @@ def direction_cosine_from_gram(gram: Tensor, weights: Tensor) -> Tensor:
     squared_d = torch.einsum("bt,bts,bs->", w, gram, w).clamp(min=0)
     squared_g = torch.diagonal(gram, dim1=-2, dim2=-1).sum(dim=0).clamp(min=0)
     denominator = torch.sqrt(squared_d * squared_g)
-    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    cosine = torch.where(denominator > 0, dot / safe, torch.zeros_like(dot))
-    return cosine.clamp(-1.0, 1.0)
+    return _ratio_or_zero(dot, denominator).clamp(-1.0, 1.0)
 
 
 def _checked_gram(gram: object) -> Tensor:
@@ -168,9 +194,10 @@ def _checked_primary(primary: SupportsIndex | str | None, T: int) -> int | None:
     return normalize_primary(primary, None, T)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ConflictStatistics:
-    """The conflict picture of one step (or one parameter group of it).
+    """The conflict picture of one step (or one parameter group of it). Compared by
+    identity (its fields are tensors).
 
     Attributes:
         cosine: ``(T, T)`` pairwise cosines of the task gradients.
@@ -224,10 +251,13 @@ def conflict_statistics(
             (then every pair counts).
 
     Raises:
-        TypeError: ``gram`` or ``weights`` is not a tensor, or ``primary`` is not an
-            integer (a task name included: a Gram matrix has none).
-        ValueError: ``gram`` is not ``(T, T)`` or ``(B, T, T)``, ``weights`` does not
-            have one row of ``T`` per block, or ``primary`` is out of range.
+        TypeError: ``gram`` or ``weights`` is not a tensor, ``primary`` is not an
+            integer (a task name included: a Gram matrix has none), or ``k`` is not a
+            real number.
+        ValueError: ``gram`` is not ``(T, T)`` or ``(B, T, T)`` or has a non-finite
+            entry (a step a ``GradScaler`` skips has no conflict picture), ``weights``
+            does not have one row of ``T`` per block, ``primary`` is out of range, or
+            ``k`` is not a finite number above 0.
 
     Example:
         >>> import torch
@@ -237,8 +267,11 @@ def conflict_statistics(
         (True, True, -0.9864)
     """
     gram = _checked_gram(gram).detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError("Invalid gram: it has non-finite entries")
     T = gram.shape[-1]
     index = _checked_primary(primary, T)
+    k = real_option("k", k, minimum=0, above_minimum=True)
     if weights is not None:
         weights = _checked_weights(weights, gram.shape[0], T)
     total = gram.sum(dim=0)
@@ -320,10 +353,18 @@ class ConflictMonitor:
 
     The task gradients are those the resolver saw: of the weighted losses
     :math:`c_i L_i` where :func:`gradsurgery.backward` was given ``weights=`` (so a task
-    of weight 0 has a zero gradient: a norm ratio of inf, a cosine of 0, an angle of 90
-    degrees). A loss weighting (``sum``, ``mean``) forms task gradients only with
+    of weight 0 has a zero gradient: a cosine of 0, an angle of 90 degrees, and a norm
+    ratio of 0 in the pairs where it is the numerator, inf where it is the denominator).
+    A loss weighting (``sum``, ``mean``) forms task gradients only with
     ``diagnostics=True``. Steps left to a ``GradScaler`` (non-finite) are counted in
     :attr:`skipped_steps` and not recorded.
+
+    Attributes:
+        task_names: the tasks, as a tuple.
+        k: the dominance threshold, as a float.
+        primary: the primary task's index, or ``None``.
+        skipped_steps: the steps whose result was left to a ``GradScaler``
+            (``result.finite`` false), in order; they are not recorded.
     """
 
     def __init__(
@@ -334,7 +375,11 @@ class ConflictMonitor:
         primary: SupportsIndex | str | None = None,
         groups: Mapping[str, Iterable[Tensor]] | None = None,
     ) -> None:
-        if isinstance(task_names, str) or not all(isinstance(n, str) for n in task_names):
+        if (
+            isinstance(task_names, str)
+            or not isinstance(task_names, Sequence)
+            or not all(isinstance(n, str) for n in task_names)
+        ):
             raise TypeError(f"Invalid task_names: {task_names!r} (expected a list of str)")
         names = list(task_names)
         if not names or len(set(names)) != len(names):
@@ -370,7 +415,7 @@ class ConflictMonitor:
         columns += [f"angle_{name}" for name in self.task_names]
         return columns
 
-    def update(self, result: BackwardResult, *, step: int | None = None) -> None:
+    def update(self, result: BackwardResult, *, step: SupportsIndex | None = None) -> None:
         """Record one step's :class:`~gradsurgery.BackwardResult`.
 
         Args:
@@ -379,34 +424,76 @@ class ConflictMonitor:
             step: the training step (default: the number of earlier updates).
 
         Raises:
+            TypeError: ``result`` is not a :class:`~gradsurgery.BackwardResult` (such as
+                the ``None`` that :meth:`Accumulator.backward` returns with
+                ``resolution="window"``: record what :meth:`Accumulator.resolve`
+                returns), or ``step`` is not an integer.
             ValueError: tasks other than ``task_names``; a finite result without a Gram
                 matrix (``result.shared_parameters == 0``: the tasks share no parameter,
                 or a loss weighting such as ``sum`` ran without ``diagnostics=True``; or a
                 resolver that forms no Gram matrix ran without ``diagnostics=True``); a
-                block that straddles two groups. Nothing is recorded then.
+                Gram matrix that is not ``(B, T, T)`` for the monitor's ``T`` tasks, or is
+                not finite, weights that are not ``(B, T)``, or, with ``groups``, not one
+                block of parameters per Gram matrix; a block that straddles two groups.
+                Nothing is recorded or counted then.
         """
+        from gradsurgery.autograd import BackwardResult  # (it imports this module)
+
+        if not isinstance(result, BackwardResult):
+            raise TypeError(
+                f"Invalid result: expected a gradsurgery.BackwardResult, got "
+                f"{type(result).__name__} (Accumulator.backward returns None with "
+                "resolution='window': record what Accumulator.resolve() returns)"
+            )
         if tuple(result.task_names) != self.task_names:
             raise ValueError(
                 f"Invalid result: its tasks {list(result.task_names)} are not the monitor's "
                 f"{list(self.task_names)}"
             )
-        step = self._updates if step is None else int(step)
+        step = self._updates if step is None else _step_number(step)
         if not result.finite:
             self._updates += 1
             self.skipped_steps.append(step)
             return
         if result.gram is None:
             raise ValueError(_no_gram_message(result))
-        chosen = {group: self._group_blocks(group, result) for group in self._groups}
-        # checked: nothing is recorded for a result refused above
-        self._updates += 1
-        gram, weights = result.gram, result.gram_weights
-        self._record("all", step, gram, weights)
-        for group, blocks in chosen.items():
+        gram, weights = self._checked_result(result)
+        rows = {"all": self._row(step, gram, weights)}
+        for group in self._groups:
+            blocks = self._group_blocks(group, result)
             if blocks:
                 select = torch.tensor(blocks)
                 group_weights = None if weights is None else weights[select.to(weights.device)]
-                self._record(group, step, gram[select.to(gram.device)], group_weights)
+                rows[group] = self._row(step, gram[select.to(gram.device)], group_weights)
+        # every check passed: only now is the step counted and recorded
+        self._updates += 1
+        for group, row in rows.items():
+            self._rows[group].append(row)
+
+    def _checked_result(self, result: BackwardResult) -> tuple[Tensor, Tensor | None]:
+        """``result``'s Gram matrices and weights, checked against the monitor's tasks (and
+        its blocks against its Gram matrices, where groups need them)."""
+        gram, weights, T = result.gram, result.gram_weights, len(self.task_names)
+        if not isinstance(gram, Tensor) or gram.dim() != 3 or gram.shape[1:] != (T, T):
+            shape = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
+            raise ValueError(
+                f"Invalid result: its gram is {shape}, expected (B, {T}, {T}) Gram matrices "
+                f"for the monitor's {T} tasks"
+            )
+        B = gram.shape[0]
+        if weights is not None and (not isinstance(weights, Tensor) or weights.shape != (B, T)):
+            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+            raise ValueError(f"Invalid result: its weights are {shape}, expected ({B}, {T})")
+        if not bool(torch.isfinite(gram).all()):
+            raise ValueError(
+                "Invalid result: its Gram matrix has non-finite entries, yet result.finite is True"
+            )
+        if self._groups and len(result.blocks) != B:
+            raise ValueError(
+                f"Invalid result: {len(result.blocks)} blocks of parameters for {B} Gram "
+                "matrices (the groups need one per Gram matrix)"
+            )
+        return gram, weights
 
     def _group_blocks(self, group: str, result: BackwardResult) -> list[int]:
         """The indices of ``result``'s blocks inside ``group``.
@@ -427,12 +514,13 @@ class ConflictMonitor:
                 )
         return chosen
 
-    def _record(self, group: str, step: int, gram: Tensor, weights: Tensor | None) -> None:
+    def _row(self, step: int, gram: Tensor, weights: Tensor | None) -> list[float]:
+        """One recorded row: the step, then the :attr:`columns`."""
         stats = conflict_statistics(gram, weights, k=self.k, primary=self.primary)
         T = len(self.task_names)
         upper = torch.triu_indices(T, T, offset=1)
         angles = stats.angles
-        row = [
+        return [
             float(step),
             float(stats.conflict),
             float(stats.dominance),
@@ -443,7 +531,6 @@ class ConflictMonitor:
             *stats.norms.tolist(),
             *(angles.tolist() if angles is not None else [math.nan] * T),
         ]
-        self._rows[group].append(row)
 
     def history(self, group: str = "all") -> dict[str, list[float]]:
         """The record of ``group`` as columns: ``{"step": [...], "conflict": [...], ...}``."""
@@ -499,21 +586,38 @@ class ConflictMonitor:
         }
 
     def to_csv(self, path: str | Path) -> None:
-        """Write every recorded step, one row per step and group, with a header."""
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["step", "group", *self._columns])
-            for group, rows in self._rows.items():
-                for row in rows:
-                    writer.writerow([int(row[0]), group, *(repr(value) for value in row[1:])])
+        """Write every recorded step, one row per step and group, with a header.
+
+        The file is written beside ``path`` and then moved onto it, so an interrupted
+        write leaves the earlier file whole.
+
+        Raises:
+            FileNotFoundError: ``path``'s folder does not exist.
+        """
+        target = Path(path)
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"Invalid path: {str(path)!r} (its folder does not exist)")
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with open(partial, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["step", "group", *self._columns])
+                for group, rows in self._rows.items():
+                    for row in rows:
+                        writer.writerow([int(row[0]), group, *(repr(value) for value in row[1:])])
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def plot(self, path: str | Path | None = None, *, group: str = "all") -> Figure:
         """Plot the record of ``group``; save it to ``path`` when given.
 
         Four panels: the share of conflicting (and dominated) steps over training, as a
         moving average over a twentieth of the run; the distribution of the norm ratios
-        (log scale, with :math:`K` marked); the distribution of the pairwise cosines; the
-        angle between the resolved direction and each task gradient over training.
+        (log scale, with :math:`K` marked; a ratio of 0 or ``inf``, from a zero task
+        gradient, has no place on it and is left out); the distribution of the pairwise
+        cosines; the angle between the resolved direction and each task gradient over
+        training.
 
         Needs matplotlib (the optional ``plot`` extra, ``pip install gradsurgery[plot]``;
         imported here only).
@@ -546,8 +650,9 @@ class ConflictMonitor:
         axes[0, 1].axvline(-math.log10(self.k), color="black", linestyle="--", linewidth=1)
         axes[0, 1].set(xlabel="log10 norm ratio |g_i| / |g_j|", ylabel="steps")
         axes[0, 1].set_title("Norm ratios")
-        for pair in pairs:
-            axes[1, 0].hist(history[f"cos_{pair}"], bins=40, range=(-1, 1), alpha=0.6, label=pair)
+        for pair in pairs:  # (clipped: a record of older code may hold 1 + 1 ulp)
+            cosines = [min(1.0, max(-1.0, c)) for c in history[f"cos_{pair}"]]
+            axes[1, 0].hist(cosines, bins=40, range=(-1, 1), alpha=0.6, label=pair)
         axes[1, 0].axvline(0.0, color="black", linestyle="--", linewidth=1)
         axes[1, 0].set(xlabel="cosine", ylabel="steps")
         axes[1, 0].set_title("Task-gradient cosines")
@@ -652,12 +757,26 @@ def _as_list(state: Mapping[Any, Any], key: str, where: str = "") -> list[Any]:
 
 
 def _is_row(row: object, width: int) -> bool:
-    """Whether ``row`` is a list of ``width`` real numbers."""
+    """Whether ``row`` is a list of ``width`` real numbers (no ``bool``), the first, the
+    step, a whole number."""
     return (
         isinstance(row, (list, tuple))
         and len(row) == width
-        and all(isinstance(value, Real) for value in row)
+        and all(isinstance(value, Real) and not isinstance(value, bool) for value in row)
+        and math.isfinite(row[0])
+        and float(row[0]).is_integer()
     )
+
+
+def _step_number(step: object) -> int:
+    """``step`` as an ``int``, or an error naming it (a float, a string or a ``bool`` is
+    refused rather than truncated or parsed)."""
+    if isinstance(step, bool):
+        raise TypeError(f"Invalid step: {step!r} (expected an int)")
+    try:
+        return operator.index(step)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"Invalid step: {step!r} (expected an int)") from None
 
 
 def _count(value: object, key: str, *, signed: bool = False) -> int:

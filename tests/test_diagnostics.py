@@ -19,7 +19,9 @@ from gradsurgery.autograd import BackwardResult
 from gradsurgery.diagnostics import (
     ConflictMonitor,
     conflict_statistics,
+    cosine_from_gram,
     direction_cosine_from_gram,
+    norm_ratio_from_gram,
 )
 
 
@@ -47,6 +49,56 @@ def test_direction_cosine_equals_direct_computation(tasks, sizes, seed):
 def test_direction_cosine_of_zero_direction_is_zero():
     J = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     assert direction_cosine_from_gram(J @ J.T, torch.ones(2)).tolist() == [0.0, 0.0]
+
+
+def test_cosines_of_parallel_gradients_stay_within_one():
+    # g = (1.5, -0.3, -2.2) and 10 g: G_ij / (||g_i|| ||g_j||) rounds above 1 in float64.
+    g = torch.tensor([1.5, -0.3, -2.2], dtype=torch.float64)
+    J = torch.stack([g, 10 * g])
+    gram = J @ J.T
+    norms = gram.diagonal().sqrt()
+    assert float(gram[0, 1] / (norms[0] * norms[1])) > 1.0  # the case
+    cosine = cosine_from_gram(gram)
+    assert cosine.dtype == torch.float64 and float(cosine.max()) == 1.0
+
+
+def test_cosines_of_a_half_precision_gram_are_computed_in_float32():
+    J = torch.tensor([[3e-4, 1e-4], [1e-4, 2e-4]], dtype=torch.float64)
+    gram = J @ J.T
+    cosine = cosine_from_gram(gram.to(torch.float16))
+    assert cosine.dtype == torch.float16
+    assert float(cosine.abs().max()) <= 1.0
+    torch.testing.assert_close(cosine.double(), cosine_from_gram(gram), rtol=2e-2, atol=2e-2)
+    ratio = norm_ratio_from_gram(gram.to(torch.float16))
+    torch.testing.assert_close(ratio.double(), norm_ratio_from_gram(gram), rtol=2e-2, atol=0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_gram_gives_nan_cosines_not_zero(bad):
+    gram = torch.tensor([[1.0, 0.5], [0.5, bad]], dtype=torch.float64)
+    assert math.isnan(float(cosine_from_gram(gram)[0, 1]))
+    assert all(map(math.isnan, direction_cosine_from_gram(gram, torch.ones(2)).tolist()))
+
+
+def test_results_and_statistics_compare_by_identity():
+    result = BackwardResult(("a", "b"), torch.eye(2).unsqueeze(0), torch.ones(1, 2), 2)
+    twin = BackwardResult(("a", "b"), torch.eye(2).unsqueeze(0), torch.ones(1, 2), 2)
+    assert result == result and result != twin  # (compared tensors raised)
+    stats = conflict_statistics(torch.eye(2))
+    assert stats == stats and stats != conflict_statistics(torch.eye(2))
+
+
+def test_plot_counts_every_step_in_the_cosine_histogram():
+    pytest.importorskip("matplotlib")
+    monitor = ConflictMonitor(["a", "b"])
+    for result in synthetic([(2.0, 0.0), (-1.0, 1.0), (3.0, 0.0)]):
+        monitor.update(result)
+    state = monitor.state_dict()
+    state["rows"]["all"][0][5] = 1.0000000000000004  # cos_a_b as older code could record
+    monitor.load_state_dict(state)
+    figure = monitor.plot()
+    heights = [patch.get_height() for patch in figure.axes[2].patches]
+    assert sum(heights) == 3
 
 
 def test_statistics_by_hand():

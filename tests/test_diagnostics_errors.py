@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,3 +236,129 @@ def test_load_state_dict_refuses_a_non_mapping_and_loads_a_good_one():
     assert live.skipped_steps == [3]
     live.update(result_of([[1.0, 0.0], [0.0, 1.0]]))
     assert live.history()["step"] == [0.0, 1.0, 2.0, 4.0]
+
+
+def _nan_step(state: dict) -> None:
+    state["rows"]["all"][0][0] = math.nan
+
+
+def _fractional_step(state: dict) -> None:
+    state["rows"]["all"][0][0] = 2.5
+
+
+def _bool_in_row(state: dict) -> None:
+    state["rows"]["all"][0][1] = True
+
+
+@pytest.mark.parametrize("corrupt", [_nan_step, _fractional_step, _bool_in_row])
+def test_a_row_whose_step_is_not_a_whole_number_is_refused(corrupt, tmp_path):
+    live = ConflictMonitor(["a", "b"])
+    state = saved_monitor()
+    corrupt(state)
+    with pytest.raises(ValueError, match=r"rows\['all'\] holds a row that is not 11 numbers"):
+        live.load_state_dict(state)
+    live.to_csv(tmp_path / "conflicts.csv")  # (a NaN step made it raise, a 2.5 step read 2)
+
+
+# -- update checks everything before it counts or records -------------------------------
+
+
+def test_update_refuses_what_is_not_a_result():
+    monitor = ConflictMonitor(["a", "b"])
+    with pytest.raises(TypeError, match=r"Invalid result: .*got NoneType.*Accumulator.resolve"):
+        monitor.update(None)  # type: ignore[arg-type]
+    assert monitor.state_dict()["updates"] == 0
+
+
+@pytest.mark.parametrize("step", ["3", 2.7, [1], True])
+def test_update_refuses_a_step_that_is_not_an_integer(step):
+    monitor = ConflictMonitor(["a", "b"])
+    with pytest.raises(TypeError, match="Invalid step"):
+        monitor.update(result_of([[1.0, 0.0], [0.0, 1.0]]), step=step)
+    assert monitor.history()["step"] == [] and monitor.state_dict()["updates"] == 0
+
+
+def test_update_takes_a_numpy_integer_step():
+    monitor = ConflictMonitor(["a", "b"])
+    monitor.update(result_of([[1.0, 0.0], [0.0, 1.0]]), step=np.int64(7))
+    assert monitor.history()["step"] == [7.0]
+
+
+def _gram_of_three_tasks() -> BackwardResult:
+    G = torch.eye(3, dtype=torch.float64)
+    return BackwardResult(("a", "b"), G.unsqueeze(0), None, 3)
+
+
+def _weights_of_other_blocks() -> BackwardResult:
+    G = torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    return BackwardResult(("a", "b"), G, torch.ones(1, 2, dtype=torch.float64), 2)
+
+
+def _non_finite_gram() -> BackwardResult:
+    G = torch.tensor([[1.0, math.nan], [math.nan, 1.0]], dtype=torch.float64)
+    return BackwardResult(("a", "b"), G.unsqueeze(0), torch.ones(1, 2, dtype=torch.float64), 2)
+
+
+@pytest.mark.parametrize(
+    ("result", "match"),
+    [
+        (_gram_of_three_tasks, r"its gram is \(1, 3, 3\), expected \(B, 2, 2\)"),
+        (_weights_of_other_blocks, r"its weights are \(1, 2\), expected \(2, 2\)"),
+        (_non_finite_gram, "non-finite entries, yet result.finite is True"),
+    ],
+)
+def test_update_refuses_a_result_of_other_shapes_before_counting_it(result, match):
+    monitor = ConflictMonitor(["a", "b"])
+    with pytest.raises(ValueError, match=match):
+        monitor.update(result())
+    assert monitor.state_dict()["updates"] == 0 and monitor.history()["step"] == []
+    monitor.update(result_of([[1.0, 0.0], [0.0, 1.0]]))
+    assert monitor.history()["step"] == [0.0]
+    ConflictMonitor(["a", "b"]).load_state_dict(monitor.state_dict())
+
+
+def test_update_with_groups_refuses_a_result_without_its_blocks():
+    w = torch.nn.Parameter(torch.ones(2))
+    monitor = ConflictMonitor(["a", "b"], groups={"w": [w]})
+    with pytest.raises(ValueError, match="0 blocks of parameters for 1 Gram matrices"):
+        monitor.update(result_of([[1.0, 0.0], [0.0, 1.0]]))
+    assert monitor.state_dict()["updates"] == 0
+
+
+@pytest.mark.parametrize("task_names", [None, 3, (name for name in "ab")])
+def test_task_names_must_be_a_sequence(task_names):
+    with pytest.raises(TypeError, match="Invalid task_names"):
+        ConflictMonitor(task_names)  # type: ignore[arg-type]
+
+
+# -- conflict_statistics checks k and a finite gram --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("k", "error"),
+    [
+        (math.nan, ValueError),
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (True, TypeError),
+        ("5", TypeError),
+    ],
+)
+def test_conflict_statistics_refuses_a_bad_k(k, error):
+    with pytest.raises(error, match="Invalid k"):
+        conflict_statistics(torch.eye(2), k=k)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_conflict_statistics_refuses_a_non_finite_gram(bad):
+    with pytest.raises(ValueError, match="Invalid gram: it has non-finite entries"):
+        conflict_statistics(torch.tensor([[1.0, bad], [bad, 1.0]]))
+
+
+def test_to_csv_names_a_missing_folder_and_leaves_no_partial_file(tmp_path):
+    monitor = ConflictMonitor(["a", "b"])
+    monitor.update(result_of([[1.0, 0.0], [0.0, 1.0]]))
+    with pytest.raises(FileNotFoundError, match="Invalid path"):
+        monitor.to_csv(tmp_path / "missing" / "conflicts.csv")
+    monitor.to_csv(tmp_path / "conflicts.csv")
+    assert [p.name for p in tmp_path.iterdir()] == ["conflicts.csv"]

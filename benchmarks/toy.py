@@ -39,7 +39,7 @@ from benchmarks.toy_problem import NASH_MTL_STARTS, toy_losses
 SINGLE_TASK = "single_task_f1"
 """Label of the reference run: Adam on f_1 alone."""
 SCALES = (1.0, 0.1)
-F1_MIN = -19.99  # ALGORITHMS.md §3.1, checked by a grid search in _f1_minimum
+F1_MIN = -19.99  # f_1's minimum near (7, -8.43), checked by a grid search in _f1_minimum
 F1_TOLERANCE = 0.05
 PARETO_X2 = (-8.5, -8.3)
 

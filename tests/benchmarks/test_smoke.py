@@ -206,7 +206,7 @@ def test_interrupted_toy_resumes_with_the_runs_it_finished(tmp_path, monkeypatch
 
 
 def test_toy_f1_minimum_matches_the_literature():
-    # ALGORITHMS.md §3.1: min f1 is about -19.99, near (7, -8.43).
+    # min f1 is about -19.99, near (7, -8.43).
     assert toy._f1_minimum() == pytest.approx(toy.F1_MIN, abs=0.01)
 
 

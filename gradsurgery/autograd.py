@@ -1,12 +1,13 @@
 """From losses to ``.grad``: task gradients of the shared parameters, resolved, written back.
 
-:func:`backward` replaces ``sum(losses).backward()`` in a training loop; :class:`Accumulator`
-does the same over a gradient-accumulation window. They find, by walking the autograd
-graph (no computation), which parameters each task's loss reaches. Parameters that only
-one task reaches get that task's gradient directly; parameters that two or more tasks
-reach ("shared") get the resolver's direction. Each task's gradient is accumulated by
-autograd straight into its row of the ``T x P`` task-gradient matrix (the shared
-parameters' ``.grad`` temporarily point into it), so the matrix is the only extra copy.
+:func:`~gradsurgery.backward` replaces ``sum(losses).backward()`` in a training loop;
+:class:`Accumulator` does the same over a gradient-accumulation window. They find, by
+walking the autograd graph (no computation), which parameters each task's loss reaches.
+Parameters that only one task reaches get that task's gradient directly; parameters that
+two or more tasks reach ("shared") get the resolver's direction. Each task's gradient is
+accumulated by autograd straight into its row of the ``T x P`` task-gradient matrix (the
+shared parameters' ``.grad`` temporarily point into it), so the matrix is the only extra
+copy.
 
 Under ``torch.distributed`` the task gradients are instead taken with
 :func:`torch.autograd.grad` (so that DDP's gradient hooks never fire), averaged over the

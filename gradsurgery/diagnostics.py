@@ -326,9 +326,9 @@ class ConflictMonitor:
 
     Each step records, per parameter group: the pairwise cosines and norm ratios of the
     task gradients, their norms, whether a conflict and GR's dominance occurred (see
-    :class:`ConflictStatistics`), the share of blocks in conflict, and the angle between
-    the resolved direction and each task gradient. :meth:`state_dict` and
-    :meth:`load_state_dict` carry the record in a checkpoint.
+    :class:`~gradsurgery.diagnostics.ConflictStatistics`), the share of blocks in
+    conflict, and the angle between the resolved direction and each task gradient.
+    :meth:`state_dict` and :meth:`load_state_dict` carry the record in a checkpoint.
 
     Args:
         task_names: the tasks, in the order of the losses given to
@@ -396,7 +396,7 @@ class ConflictMonitor:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """The recorded groups: ``"all"`` first, then the user's."""
+        """The recorded groups, ``"all"`` first, then the user's."""
         return tuple(self._rows)
 
     @property

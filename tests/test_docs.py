@@ -1,6 +1,7 @@
 """The documentation site: it builds with warnings as errors, and its examples run.
 
-The slow test builds the whole site with Sphinx (``-W``) into a temporary folder, then
+The slow test builds the whole site with Sphinx (``-W``, and ``nitpicky`` in ``conf.py``:
+every cross-reference to the project must resolve) into a temporary folder, then
 runs the pages' ``testcode``/``doctest`` blocks with Sphinx's doctest builder. The fast
 tests check the code that writes the generated pages (``docs/_ext/``) on hand-made cases.
 """

@@ -7,8 +7,9 @@ A resolver maps the gradients of ``T`` tasks with respect to the same ``P`` para
 Most resolvers are, underneath, a map from the ``T x T`` Gram matrix :math:`G G^\\top`
 (plus ``primary`` and ``losses``) to ``T`` weights :math:`w`, with :math:`d = w^\\top G`.
 :class:`GramResolver` implements that shape once: the :math:`O(T^2 P)` Gram and the
-:math:`O(TP)` weighted sum happen here, and a subclass only writes :meth:`GramResolver.weights`,
-a few lines on a ``T x T`` matrix that never see ``P``. Because :meth:`~GramResolver.weights`
+:math:`O(TP)` weighted sum happen here, and a subclass only writes
+:meth:`~gradsurgery.resolvers.GramResolver.weights`, a few lines on a ``T x T`` matrix that
+never see ``P``. Because :meth:`~gradsurgery.resolvers.GramResolver.weights`
 is batched over leading dimensions, per-tensor granularity (one Gram per parameter tensor)
 is a single batched call, not a Python loop over parameters.
 """
@@ -350,11 +351,13 @@ def _into(direction: Tensor, out: Tensor | None) -> Tensor:
 class GramResolver(Resolver):
     r"""A resolver that is a map from Gram matrices to task weights: :math:`d = w^\top G`.
 
-    Subclasses implement :meth:`weights`. Set the class attribute ``uses_gram = False`` when
+    Subclasses implement :meth:`~gradsurgery.resolvers.GramResolver.weights`. Set the
+    class attribute ``uses_gram = False`` when
     the weights do not depend on the Gram matrix (the plain sum, loss weightings): the Gram
     is then never computed, resolution costs one pass over ``G``, and the autograd glue
     needs no task gradients at all: it runs ONE backward pass of :math:`\sum_i w_i L_i`.
-    Such a resolver that keeps state across calls (it overrides :meth:`state_dict`) has
+    Such a resolver that keeps state across calls (it overrides
+    :meth:`~gradsurgery.resolvers.Resolver.state_dict`) has
     ``G`` checked for non-finite values before it runs in :func:`gradsurgery.resolve`, one
     more pass, so that an error leaves its state as it was.
 
@@ -366,17 +369,18 @@ class GramResolver(Resolver):
     bound fails is :math:`d` itself tested; a non-finite one is formed again in float64
     (a weight beyond the working dtype's range, on a gradient small enough, can still give
     a representable direction), and if that too overflows the gradients' dtype,
-    :class:`NonFiniteDirectionError` is raised. A direction the bound proves finite is
-    never altered by the check.
+    :class:`~gradsurgery.resolvers.base.NonFiniteDirectionError` is raised. A direction the
+    bound proves finite is never altered by the check.
     """
 
     uses_gram: bool = True
     reads_primary_only: ClassVar[bool] = False
-    """Whether :meth:`weights` reads only the Gram's diagonal and the primary task's row
-    (GR, the cosine gate, ...). Where the full Gram matrix is not asked for
-    (``full_gram=False``, as :func:`gradsurgery.resolve` does), such a resolver is handed
-    :func:`gram_of_primary` for a single block of three or more tasks: :math:`O(TP)`
-    instead of :math:`O(T^2 P)`, the same entries up to rounding."""
+    """Whether :meth:`~gradsurgery.resolvers.GramResolver.weights` reads only the Gram's
+    diagonal and the primary task's row (GR, the cosine gate, ...). Where the full Gram
+    matrix is not asked for (``full_gram=False``, as :func:`gradsurgery.resolve` does),
+    such a resolver is handed :func:`~gradsurgery.resolvers.base.gram_of_primary` for a
+    single block of three or more tasks: :math:`O(TP)` instead of :math:`O(T^2 P)`, the
+    same entries up to rounding."""
 
     @abstractmethod
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
@@ -407,11 +411,12 @@ class GramResolver(Resolver):
 
         Args:
             out: ``None``, or a ``(P,)`` tensor of ``G``'s dtype and device that receives
-                the direction (see :func:`weighted_sum_of_blocks`).
+                the direction (see
+                :func:`~gradsurgery.resolvers.base.weighted_sum_of_blocks`).
             full_gram: whether :attr:`Resolution.gram` must be the full Gram matrices. With
                 ``False``, a resolver that :attr:`reads_primary_only` forms only the
-                entries it reads (:func:`gram_of_primary`) for a single block of three or
-                more tasks, and returns ``gram=None`` then.
+                entries it reads (:func:`~gradsurgery.resolvers.base.gram_of_primary`) for
+                a single block of three or more tasks, and returns ``gram=None`` then.
         """
         # Loss weights c are folded into the T x T algebra instead of scaling G:
         # Gram(diag(c) G) = c c^T * Gram(G), and w^T diag(c) G = (w * c)^T G.

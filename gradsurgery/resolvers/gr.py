@@ -23,6 +23,8 @@ from gradsurgery.resolvers.host import HostGramResolver
 __all__ = [
     "GradientRemedy",
     "PairGram",
+    "Projection",
+    "Rescale",
     "RescaleOptions",
     "auxiliary_pairs",
     "pair_gram",
@@ -211,11 +213,12 @@ class GradientRemedy(RescaleOptions):
     1. :math:`\tan\theta = \|a\| / \|p\|`, before any change.
     2. If :math:`a \cdot p < 0`: :math:`a \leftarrow a - \frac{a \cdot p}{\|p\|^2} p`, then
        :math:`a \leftarrow a + \frac{\|a\|}{\tan\theta} \frac{p}{\|p\|}`; the result makes
-       the acute angle :math:`\theta` with :math:`p` (:func:`remedy_projection`).
+       the acute angle :math:`\theta` with :math:`p`
+       (:func:`~gradsurgery.resolvers.gr.remedy_projection`).
     3. With :math:`\cos\theta'` the cosine between the new :math:`a` and :math:`p`: if
        :math:`\|a\| / \|p\| > K` and :math:`\cos\theta' \ne 0`, then
        :math:`a \leftarrow a \cos\theta'` and :math:`p \leftarrow p / \cos\theta'`
-       (:func:`remedy_rescale`).
+       (:func:`~gradsurgery.resolvers.gr.remedy_rescale`).
     4. :math:`d = a + p`.
 
     Only the pair's 2 x 2 Gram matrix is needed, so the result is :math:`d = w_p p + w_a a`
@@ -232,12 +235,14 @@ class GradientRemedy(RescaleOptions):
     floating point this holds up to rounding where an auxiliary gradient is more than
     :math:`10^{12}` times as long as :math:`p`: its cosine with :math:`p` after the
     projection is then below :math:`10^{-12}`, which counts as zero (no rescale, see
-    :func:`remedy_rescale`), and :math:`d`'s component along :math:`p`, about
+    :func:`~gradsurgery.resolvers.gr.remedy_rescale`), and :math:`d`'s component along
+    :math:`p`, about
     :math:`\|p\|`, can drop below the rounding of :math:`d`'s entries, about
     :math:`\epsilon \|a\|`: in float32 from :math:`10^{12}`, in float64 from about
     :math:`1/\epsilon = 4.5 \times 10^{15}`. An auxiliary whose cosine with :math:`p` lies
     within about :math:`10^{-13}` of :math:`-1`, whose projection is zero in exact
-    arithmetic, keeps up to about :math:`\sqrt{\epsilon}\, p` (:func:`remedy_projection`).
+    arithmetic, keeps up to about :math:`\sqrt{\epsilon}\, p`
+    (:func:`~gradsurgery.resolvers.gr.remedy_projection`).
 
     Args:
         k: dominance threshold :math:`K`; the paper uses 5 and requires :math:`K > 1`.

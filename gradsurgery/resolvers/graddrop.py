@@ -52,7 +52,7 @@ class GradDrop(SeededRandomness, Resolver):
     cares most about); ``None`` gives every task the leak ``leak``. ``losses`` are not used.
     Cost: ``T`` backward passes, :math:`O(TP)` time, one :math:`P`-vector of random numbers;
     block sizes (granularity) make no difference, the rule is per coordinate. State: the
-    private generator's state (:meth:`state_dict`).
+    private generator's state (:meth:`~gradsurgery.resolvers.Resolver.state_dict`).
 
     .. note::
         TorchJD and LibMTL keep positive entries where :math:`\mathcal{P} > U` and negative

@@ -113,7 +113,7 @@ class HostGramResolver(GramResolver):
 
     @abstractmethod
     def host_weights(self, gram: np.ndarray, *, primary: int | None) -> np.ndarray:
-        """:meth:`weights` on the host.
+        """:meth:`~gradsurgery.resolvers.GramResolver.weights` on the host.
 
         Args:
             gram: ``(B, T, T)`` float64 Gram matrices, one per block.

@@ -48,8 +48,9 @@ class PCGrad(SeededRandomness, HostGramResolver):
     :math:`c > 0` scales :math:`d` by :math:`c`. Cost: :math:`O(T^2 P)` for the Gram,
     :math:`O(T^3)` for the projections (``T - 1`` batched rounds: every task makes its
     ``k``-th visit at once), :math:`O(TP)` for the sum; ``T`` backward passes.
-    State: the private generator's state (:meth:`state_dict`), so a resumed run draws the
-    same orders as one that never stopped.
+    State: the private generator's state
+    (:meth:`~gradsurgery.resolvers.Resolver.state_dict`), so a resumed run draws the same
+    orders as one that never stopped.
 
     Example:
         >>> import torch, gradsurgery

@@ -36,7 +36,8 @@ class RandomLossWeighting(SeededRandomness, GramResolver):
     Cost: one backward pass of :math:`\sum_i w_i L_i` through :func:`gradsurgery.backward`
     (no task gradients are formed), :math:`O(T)` for the weights. With per-tensor
     granularity the same weights serve every tensor. State: the private generator's state
-    (:meth:`state_dict`), so a resumed run draws the same weights as one that never stopped.
+    (:meth:`~gradsurgery.resolvers.Resolver.state_dict`), so a resumed run draws the same
+    weights as one that never stopped.
 
     Example:
         >>> import torch, gradsurgery

@@ -1,7 +1,8 @@
 """GradNorm's synthetic regression, and a primary/auxiliary version of it.
 
-Targets (Chen et al. 2018, as the code of LucasBoTang/GradNorm draws them): :math:`f_i(x) = \\sigma_i \\tanh((B +
-\\varepsilon_i) x)` with :math:`x \\sim U(0, 1)^{250}`, 100 outputs per task,
+Targets (Chen et al. 2018, as the code of LucasBoTang/GradNorm draws them):
+:math:`f_i(x) = \\sigma_i \\tanh((B + \\varepsilon_i) x)` with
+:math:`x \\sim U(0, 1)^{250}`, 100 outputs per task,
 :math:`B \\sim N(0, 10^2)`, :math:`\\varepsilon_i \\sim N(0, 3.5^2)`. Model: a 4-layer
 100-unit ReLU trunk shared by all tasks and one affine head per task; Adam.
 

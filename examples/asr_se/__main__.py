@@ -25,11 +25,19 @@ from examples.asr_se.config import PRESETS, Preset, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
 from examples.asr_se.corpus.errors import CorpusError
 from examples.asr_se.evaluate import evaluate_run, load_trained
+from examples.asr_se.folders import unusable_folder
 from examples.asr_se.provenance import PROCESS_CODE, machine
 from examples.asr_se.records import RecordError, recorded_runs
 from examples.asr_se.report import print_table, write_report
 from examples.asr_se.systems import get_system
-from examples.asr_se.tempo import DEFAULT_TEMPOS, probe_tempo, training_pace, write_probe
+from examples.asr_se.tempo import (
+    DEFAULT_TEMPOS,
+    TEMPO_RANGE,
+    probe_tempo,
+    probed_runs,
+    training_pace,
+    write_probe,
+)
 from examples.asr_se.train import (
     CheckpointError,
     RunExistsError,
@@ -58,6 +66,7 @@ def _tempo_probe(
     argv: list[str] | None,
     progress: bool,
 ) -> int:
+    out = _report_folder(args, preset)
     torch.set_num_threads(preset.train.threads)
     models = {  # all loaded first: a missing or foreign checkpoint stops before any decoding
         system: load_trained(
@@ -74,9 +83,6 @@ def _tempo_probe(
         progress=progress,
     )
     records = [{"system": record["system"], "seed": args.seed, **record} for record in scored]
-    out = args.out or (
-        Path(__file__).parent / "results" if preset.name == "full" else args.runs / preset.name
-    )
     paths = write_probe(
         records,
         out,
@@ -96,6 +102,29 @@ def _tempo_probe(
     return 0
 
 
+def _report_folder(args: argparse.Namespace, preset: Preset) -> Path:
+    """Where ``compare`` and ``demo`` write the report (its records in ``results/runs``)
+    and ``tempo-probe`` its files: ``--out``, or the committed folder for the full preset,
+    otherwise the preset's folder under ``--runs``."""
+    given: Path | None = getattr(args, "out", None)
+    if given is not None:
+        return given
+    if preset.name != "full":
+        return Path(args.runs) / preset.name
+    here = Path(__file__).parent
+    return here / "results" if args.command == "tempo-probe" else here
+
+
+def _output_folders(args: argparse.Namespace, preset: Preset) -> dict[str, Path]:
+    """The folders the command will write into, by the option that names them."""
+    folders = {"corpus-dir": args.corpus_dir or default_out_dir(preset.corpus)}
+    if hasattr(args, "runs"):
+        folders["runs"] = args.runs
+    if args.command in ("compare", "demo", "tempo-probe"):
+        folders["out"] = _report_folder(args, preset)
+    return folders
+
+
 def _command_line(argv: list[str] | None) -> str:
     return "python -m examples.asr_se " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
@@ -108,22 +137,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser, *, preset: bool = True) -> None:
+    def common(p: argparse.ArgumentParser, *, preset: bool = True, runs: bool = True) -> None:
         if preset:  # the demo is the quick preset's run: it takes no other
             p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
         p.add_argument(
             "--corpus-dir", type=Path, help="corpus folder (default data/asr_se/<corpus preset>)"
         )
-        p.add_argument(
-            "--runs",
-            type=Path,
-            default=RUNS,
-            help=f"runs folder (default {RUNS.relative_to(REPO)})",
-        )
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-        p.add_argument("--steps", type=int, help="override the preset's training steps")
+        if runs:  # (building a corpus trains nothing)
+            p.add_argument(
+                "--runs",
+                type=Path,
+                default=RUNS,
+                help=f"runs folder (default {RUNS.relative_to(REPO)})",
+            )
+            p.add_argument("--steps", type=int, help="override the preset's training steps")
 
-    common(sub.add_parser("build-corpus", help="build (or finish building) the preset's corpus"))
+    common(
+        sub.add_parser("build-corpus", help="build (or finish building) the preset's corpus"),
+        runs=False,
+    )
     for name in ("train", "evaluate"):
         p = sub.add_parser(name, help=f"{name} one system with one seed")
         common(p)
@@ -148,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "examples/asr_se for full, else the runs folder)",
     )
     p.add_argument(
-        "--report-only", action="store_true", help="only rewrite the report from finished runs"
+        "--report-only",
+        action="store_true",
+        help="only rewrite the report from finished runs (it reads the corpus, built if "
+        "missing, for the table by voice)",
     )
     p = sub.add_parser(
         "tempo-probe",
@@ -181,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     preset = get_preset("quick" if args.command == "demo" else args.preset)
-    if args.steps is not None:
+    if getattr(args, "steps", None) is not None:
         if args.steps < 1:
             parser.error(f"--steps must be >= 1, got {args.steps}")
         # a run folder of its own: runs of the preset's own length are not mixed with these
@@ -190,10 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("seed", "seeds"):  # NumPy's generators, which draw the batches, take
         given = getattr(args, option, None)  # no negative seed
         for seed in [given] if isinstance(given, int) else given or []:
-            if seed < 0:
-                parser.error(f"--{option} must be >= 0, got {seed}")
-    if args.command == "tempo-probe" and not all(t > 0 for t in args.tempos):
-        parser.error(f"--tempos must be positive factors, got {args.tempos}")
+            if not 0 <= seed < 2**64:
+                parser.error(f"--{option} must be in [0, 2**64), got {seed}")
+    low, high = TEMPO_RANGE
+    if args.command == "tempo-probe" and not all(low <= t <= high for t in args.tempos):
+        parser.error(
+            f"--tempos must be factors in [{low:g}, {high:g}] (sox's tempo), got {args.tempos}"
+        )
+    for option, folder in _output_folders(args, preset).items():  # before any work
+        problem = unusable_folder(folder)
+        if problem:
+            parser.error(f"--{option} {str(folder)!r}: {problem}")
     named = [args.system] if getattr(args, "system", None) else getattr(args, "systems", None)
     for name in named or []:  # before any corpus is built or run trained
         try:
@@ -225,22 +268,38 @@ def _dispatch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) 
         print(trainer.train(resume=args.resume))
         launch.shutdown()
         return 0
+    if args.command in ("compare", "demo"):
+        return _compare(args, preset, argv, progress)
+    if args.command == "tempo-probe":  # before the corpus: a probe of other runs is kept
+        out = _report_folder(args, preset)
+        held = probed_runs(out) - {(system, args.seed) for system in args.systems}
+        if held:
+            raise RunExistsError(
+                f"{out / 'tempo_probe.json'} holds the probe of other runs {sorted(held)} "
+                "(system, seed); pass --out another folder, or move the file away"
+            )
     manifest = _corpus(preset, args.corpus_dir, progress)
     if args.command == "evaluate":
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)
         print(evaluate_run(preset, args.system, run_dir, manifest, progress=progress))
         return 0
-    if args.command == "tempo-probe":
-        return _tempo_probe(args, preset, manifest, argv, progress)
+    assert args.command == "tempo-probe"
+    return _tempo_probe(args, preset, manifest, argv, progress)
+
+
+def _compare(
+    args: argparse.Namespace, preset: Preset, argv: list[str] | None, progress: bool
+) -> int:
+    """``compare`` and ``demo``: train and score the grid, then write the report."""
     systems = preset.systems if args.command == "demo" or not args.systems else tuple(args.systems)
     seeds = preset.seeds if args.command == "demo" or not args.seeds else tuple(args.seeds)
-    out = getattr(args, "out", None) or (
-        Path(__file__).parent if preset.name == "full" else args.runs / preset.name
-    )
+    out = _report_folder(args, preset)
     records = out / "results" / "runs"
     start = time.perf_counter()
-    # every record the report will hold, before any training: not one made otherwise
+    # every record the report will hold, before the corpus or any training: not one made
+    # otherwise
     check_records(preset, recorded_runs(records), records)
+    manifest = _corpus(preset, args.corpus_dir, progress)
     if not getattr(args, "report_only", False):
         run_grid(preset, systems, seeds, args.runs, manifest, records, progress=progress)
     systems, seeds = report_scope(preset, systems, seeds, recorded_runs(records))

@@ -86,9 +86,19 @@ def report_scope(
 
 
 def _made_otherwise(folder: Path, identity: dict[str, Any]) -> bool:
-    """Whether ``folder`` holds a ``config.json`` of a run other than ``identity``'s."""
+    """Whether ``folder`` holds a ``config.json`` of a run other than ``identity``'s.
+
+    Raises:
+        SettingsError: a ``config.json`` that is not JSON (cut short, edited by hand).
+    """
     path = folder / "config.json"
-    return path.exists() and not same_run(json.loads(path.read_text()), identity)
+    if not path.exists():
+        return False
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError as error:
+        raise SettingsError(f"{path} is damaged ({error}); move its folder away") from None
+    return not same_run(stored, identity)
 
 
 def _check_settings(folder: Path, identity: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from examples.asr_se.model import JointModel
 from examples.asr_se.systems import get_system
 from examples.asr_se.train import (
     CheckpointError,
+    atomic_write_text,
     build_model,
     progress_bar,
     read_checkpoint,
@@ -306,15 +307,9 @@ def evaluate_run(
         per_condition=preset.train.test_per_condition,
     )
     decoded = results.pop("hypotheses")
-    _write_atomically(
+    atomic_write_text(
         run_dir / "hypotheses.jsonl", "".join(json.dumps(entry) + "\n" for entry in decoded)
     )
     path = run_dir / "evaluation.json"
-    _write_atomically(path, json.dumps(results, indent=1))  # last: it marks the run scored
+    atomic_write_text(path, json.dumps(results, indent=1))  # last: it marks the run scored
     return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -24,6 +25,8 @@ import torch
 
 from examples.asr_se.config import PRESETS, get_preset
 from examples.asr_se.corpus import build_corpus, default_out_dir
+from examples.asr_se.corpus.errors import CorpusError
+from examples.asr_se.folders import unusable_folder
 from examples.asr_se.provenance import machine
 from examples.asr_se.train import Trainer
 
@@ -106,16 +109,25 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     for option, least in _MINIMA.items():
         if getattr(args, option) < least:
             parser.error(f"--{option} must be >= {least}, got {getattr(args, option)}")
+    if args.json is not None:  # before the measurement, which would be lost
+        problem = "it is a folder" if args.json.is_dir() else unusable_folder(args.json.parent)
+        if problem:
+            parser.error(f"--json {str(args.json)!r}: {problem}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     corpus = get_preset(args.preset).corpus
-    manifest = build_corpus(corpus, args.corpus_dir or default_out_dir(corpus), progress=False)
+    try:
+        manifest = build_corpus(corpus, args.corpus_dir or default_out_dir(corpus), progress=False)
+    except CorpusError as error:  # bad input or state: one line
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     result = measure(args.preset, args.steps, args.warmup, args.threads, manifest)
     result["machine"] = machine()
-    result["command"] = "python -m examples.asr_se.speed " + " ".join(argv or sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    result["command"] = "python -m examples.asr_se.speed " + shlex.join(given)
     median = result["median_step_seconds"]
     print(
         f"preset {args.preset}, {args.threads} threads, "

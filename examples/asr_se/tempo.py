@@ -31,12 +31,14 @@ from examples.asr_se.corpus.errors import MissingPackageError
 from examples.asr_se.corpus.manifest import read_manifest
 from examples.asr_se.evaluate import hashed_subset
 from examples.asr_se.model import JointModel
-from examples.asr_se.train import progress_bar
+from examples.asr_se.train import RunExistsError, progress_bar
 from examples.asr_se.voices import score_by_engine, voice_engine
 
 DEFAULT_TEMPOS = (0.7, 0.85, 1.0, 1.2, 1.4, 1.6)
 """Tempo factors of the committed probe: the synthetic voices slowed to about the human
 pace (0.7) up to the human voice sped past the training pace (1.4)."""
+TEMPO_RANGE = (0.1, 100.0)
+"""The factors sox's ``tempo`` effect takes."""
 
 
 def stretch(samples: Tensor, factor: float, sample_rate: int) -> Tensor:
@@ -45,11 +47,11 @@ def stretch(samples: Tensor, factor: float, sample_rate: int) -> Tensor:
     the same output; ``factor == 1`` returns them unchanged.
 
     Raises:
-        ValueError: ``factor`` is not positive.
+        ValueError: ``factor`` is outside :data:`TEMPO_RANGE`.
         MissingPackageError: sox is not installed.
     """
-    if not factor > 0:
-        raise ValueError(f"factor must be positive, got {factor!r}")
+    if not TEMPO_RANGE[0] <= factor <= TEMPO_RANGE[1]:
+        raise ValueError(f"factor must be in {list(TEMPO_RANGE)} (sox's tempo), got {factor!r}")
     if factor == 1.0:
         return samples
     sox = shutil.which("sox")
@@ -95,12 +97,14 @@ def probe_tempo(
         :func:`~examples.asr_se.voices.score_by_engine` (``condition`` is ``"clean"``).
 
     Raises:
-        ValueError: no model, or ``tempos`` is empty or holds a factor that is not positive.
+        ValueError: no model, or ``tempos`` is empty or holds a factor outside
+            :data:`TEMPO_RANGE`.
     """
     if not models:
         raise ValueError("models must name at least one trained system")
-    if not tempos or not all(t > 0 for t in tempos):
-        raise ValueError(f"tempos must be positive factors, got {list(tempos)!r}")
+    low, high = TEMPO_RANGE
+    if not tempos or not all(low <= t <= high for t in tempos):
+        raise ValueError(f"tempos must be factors in [{low:g}, {high:g}], got {list(tempos)!r}")
     dataset = NoisySpeechDataset(manifest, "test", snr=float("inf"))
     kept = hashed_subset(dataset.records, per_condition)
     indices = [i for i, r in enumerate(dataset.records) if r["id"] in kept]
@@ -143,6 +147,26 @@ def probe_tempo(
     bar.close()
     # by system, then tempo, as the committed probe lists them
     return [record for system in models for tempo in tempos for record in scored[(system, tempo)]]
+
+
+def probed_runs(out_dir: Path) -> set[tuple[str, int]]:
+    """The ``(system, seed)`` runs whose probe ``out_dir``'s ``tempo_probe.json`` holds
+    (none where there is no such file).
+
+    Raises:
+        RunExistsError: a ``tempo_probe.json`` that is not the JSON :func:`write_probe`
+            writes (then it is not replaced either).
+    """
+    path = out_dir / "tempo_probe.json"
+    try:
+        records = json.loads(path.read_text())["records"]
+        return {(str(r["system"]), int(r["seed"])) for r in records}
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunExistsError(
+            f"{path} is not a tempo probe ({type(error).__name__}: {error}); move it away"
+        ) from None
 
 
 def write_probe(

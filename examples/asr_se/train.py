@@ -250,6 +250,12 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         state = read_checkpoint(self.checkpoint_path)
+        missing = [key for key in RESUME_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(
+                f"{self.checkpoint_path} lacks {missing}, which a resume needs (a final.pt "
+                "holds the trained model only; resume from the run's own checkpoint.pt)"
+            )
         if not same_run(state.get("identity"), self.identity()):
             raise CheckpointError(
                 f"{self.checkpoint_path} belongs to another run (preset, system or seed differ); "
@@ -354,7 +360,7 @@ class Trainer:
         summary = self.monitor.summary()
         history = self.monitor.history()
         summary["trace"] = {key: history[key] for key in ("step", "conflict_blocks", "cos_asr_se")}
-        (self.run_dir / "conflicts.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_text(self.run_dir / "conflicts.json", json.dumps(summary, indent=1))
         import matplotlib
 
         matplotlib.use("Agg")
@@ -381,8 +387,8 @@ class Trainer:
                 "or choose another run folder"
             )
         elif self.rank == 0:
-            (self.run_dir / "config.json").write_text(
-                json.dumps(self.identity(), indent=2, sort_keys=True)
+            atomic_write_text(
+                self.run_dir / "config.json", json.dumps(self.identity(), indent=2, sort_keys=True)
             )
             # a sitting stopped before its first checkpoint left rows this start retakes
             (self.run_dir / "train_log.csv").unlink(missing_ok=True)
@@ -485,11 +491,32 @@ def truncate_log(path: Path, step: int) -> None:
         csv.writer(handle).writerows(kept)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file, then rename: an interruption never leaves half a
+    file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename: an interruption never leaves half a file."""
     temporary = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, temporary)
     os.replace(temporary, path)
+
+
+RESUME_KEYS = (
+    "identity",
+    "position",
+    "model",
+    "optimizer",
+    "scheduler",
+    "resolver",
+    "monitor",
+    "rng",
+)
+"""What a checkpoint holds for a resume (:meth:`Trainer.save_checkpoint`)."""
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -6,24 +6,50 @@ Examples::
     python -m examples.asr_se.corpus build --preset full --out /data/full --seed 1
     python -m examples.asr_se.corpus verify --out data/asr_se/quick  # re-hash every file
     python -m examples.asr_se.corpus stats --preset quick --markdown
-    python -m examples.asr_se.corpus figure --preset quick           # -> figures/*.png
+    python -m examples.asr_se.corpus figure --preset full   # -> examples/asr_se/figures/
+    python -m examples.asr_se.corpus figure --preset quick  # -> data/asr_se/quick/
+
+``verify``, ``stats`` and ``figure`` read the corpus in ``--out`` (default: the preset's
+folder); given ``--out`` alone, they take that corpus's preset.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from .build import build_corpus, default_out_dir
 from .errors import CorpusError
-from .manifest import verify_corpus
+from .manifest import read_info, verify_corpus
 from .presets import PRESETS
+
+FIGURE = Path(__file__).resolve().parents[1] / "figures" / "corpus_spectrograms.png"
+"""The committed picture, of the full preset's corpus in its default folder."""
 
 
 def _out(args: argparse.Namespace) -> Path:
-    return Path(args.out) if args.out else default_out_dir(args.preset)
+    return Path(args.out) if args.out else default_out_dir(args.preset or "quick")
+
+
+def _read_preset(args: argparse.Namespace) -> str:
+    """The preset of the corpus that ``verify``, ``stats`` or ``figure`` reads: the one in
+    its ``corpus.json`` (or ``--preset``, or quick, where there is none yet).
+
+    Raises:
+        CorpusError: ``--preset`` names another preset than the corpus in ``--out``.
+    """
+    info = read_info(_out(args))
+    config = info.get("config") if isinstance(info, dict) else None
+    held = config.get("name") if isinstance(config, dict) else None
+    if args.preset is not None and held is not None and held != args.preset:
+        raise CorpusError(
+            f"{_out(args)} holds a corpus of preset {held!r}, not {args.preset!r}: pass "
+            "--out alone, or the corpus's own preset"
+        )
+    return str(held or args.preset or "quick")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         ("figure", "draw clean/noisy spectrograms, one pair per noise type"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+        p.add_argument(
+            "--preset",
+            choices=sorted(PRESETS),
+            help="default: quick (for build), or the preset of the corpus in --out",
+        )
         p.add_argument("--out", help="corpus folder (default: data/asr_se/<preset>)")
         if name == "build":
             p.add_argument("--seed", type=int, default=0)
@@ -55,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "figure":
             p.add_argument(
                 "--png",
-                default=str(
-                    Path(__file__).resolve().parents[1] / "figures" / "corpus_spectrograms.png"
-                ),
+                help="default: examples/asr_se/figures/corpus_spectrograms.png for the full "
+                "preset's corpus in its default folder, else corpus_spectrograms.png in the "
+                "corpus folder",
             )
     args = parser.parse_args(argv)
     if args.command == "build":
@@ -69,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             start = time.perf_counter()
             manifest = build_corpus(
-                args.preset,
+                args.preset or "quick",
                 _out(args),
                 seed=args.seed,
                 progress=not args.no_progress,
@@ -77,25 +107,31 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"corpus ready: {manifest} ({time.perf_counter() - start:.1f} s)")
         elif args.command == "verify":
+            preset = _read_preset(args)
             info = verify_corpus(_out(args), deep=True)
             print(
-                f"{_out(args)}: all files match the manifest (content hash {info['content_hash']})"
+                f"{_out(args)}: all files of the {preset} corpus match the manifest (content "
+                f"hash {info['content_hash']})"
             )
         elif args.command == "stats":
             from .stats import corpus_stats, format_stats, update_doc
 
+            _read_preset(args)
             stats = corpus_stats(_out(args))
             print(format_stats(stats, markdown=args.markdown))
             if args.update_doc:
-                update_doc(
-                    args.update_doc,
-                    stats,
-                    command=f"python -m examples.asr_se.corpus stats --preset {args.preset}",
-                )
+                command = ["python", "-m", "examples.asr_se.corpus", "stats"]
+                command += ["--preset", stats["preset"]]
+                command += ["--out", args.out] if args.out else []
+                update_doc(args.update_doc, stats, command=shlex.join(command))
         elif args.command == "figure":
             from .figure import draw_spectrograms
 
-            print(f"wrote {draw_spectrograms(_out(args), args.png)}")
+            preset = _read_preset(args)
+            png = args.png or (
+                FIGURE if preset == "full" and not args.out else _out(args) / FIGURE.name
+            )
+            print(f"wrote {draw_spectrograms(_out(args), png)}")
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -216,3 +216,83 @@ def test_the_conflict_caption_names_loss_weightings_not_sum_alone() -> None:
     caption = _conflicts([], [], monitor_every=10)[2]
     assert "except under a loss weighting (`sum`, `mean`, `uw`, ...)" in caption
     assert "every 10th step" in caption and "for `sum`, every" not in caption
+
+
+# -- refusals before the corpus is built ----------------------------------------------------
+def test_compare_refuses_records_of_other_settings_before_building_the_corpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    longer = replace(TINY, train=replace(TINY.train, steps=3))
+    _record(tmp_path / "out" / "results" / "runs", longer, "sum", 0)
+    corpus = tmp_path / "corpus"
+    options = ["--preset", "tiny", "--corpus-dir", str(corpus), "--no-progress"]
+    options += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert cli.main(["compare", "--systems", "sum", "--report-only", *options]) == 1
+    assert "other settings than preset 'tiny'" in capsys.readouterr().err
+    assert not corpus.exists()
+
+
+def test_tempo_probe_keeps_a_probe_of_other_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    probe = {"records": [{"system": "sum", "seed": 0, "tempo": 1.0}]}
+    (out / "tempo_probe.json").write_text(json.dumps(probe))
+    corpus = tmp_path / "corpus"
+    options = ["--preset", "tiny", "--corpus-dir", str(corpus), "--runs", str(tmp_path)]
+    options += ["--out", str(out), "--no-progress"]
+    assert cli.main(["tempo-probe", "--systems", "sum", "gr", "--seed", "1", *options]) == 1
+    error = capsys.readouterr().err
+    assert re.fullmatch(ONE_ERROR_LINE, error), error
+    assert "holds the probe of other runs [('sum', 0)]" in error
+    assert not corpus.exists()
+    (out / "tempo_probe.json").write_text("{")  # damaged: named, not replaced
+    assert cli.main(["tempo-probe", "--systems", "sum", *options]) == 1
+    assert "is not a tempo probe" in capsys.readouterr().err
+
+
+def test_speed_refuses_a_json_path_it_cannot_write_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.asr_se.speed import main
+
+    (tmp_path / "a_file").write_text("")
+    corpus = tmp_path / "corpus"
+    for json_path, reason in (
+        (tmp_path / "a_file" / "x.json", "is not a folder"),
+        (tmp_path, "it is a folder"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["--preset", "tiny", "--corpus-dir", str(corpus), "--json", str(json_path)])
+        assert exited.value.code == 2
+        assert reason in capsys.readouterr().err
+    assert not corpus.exists()
+    assert main(["--preset", "tiny", "--corpus-dir", str(tmp_path / "a_file")]) == 1
+    assert re.fullmatch(ONE_ERROR_LINE, capsys.readouterr().err)
+
+
+def test_a_damaged_config_of_a_run_folder_is_named(tmp_path: Path) -> None:
+    from examples.asr_se.compare import _check_settings
+
+    (tmp_path / "config.json").write_text('{"preset": ')  # cut short
+    with pytest.raises(SettingsError, match=r"config\.json is damaged"):
+        _check_settings(tmp_path, run_identity(TINY, "sum", 0))
+
+
+def test_resuming_from_a_file_that_is_not_a_resumable_checkpoint_is_one_line(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from examples.asr_se.train import run_dir_for
+
+    run_dir = run_dir_for(tmp_path, "tiny", "sum", 0)
+    run_dir.mkdir(parents=True)
+    identity = run_identity(TINY, "sum", 0)
+    torch.save({"identity": identity, "model": {}}, run_dir / "checkpoint.pt")  # as final.pt
+    options = ["--preset", "tiny", "--corpus-dir", str(tiny_root), "--runs", str(tmp_path)]
+    assert cli.main(["train", "--system", "sum", "--resume", *options, "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert re.fullmatch(ONE_ERROR_LINE, error), error
+    assert "lacks ['position', 'optimizer'" in error

@@ -102,6 +102,21 @@ def _tempo_probe(
     return 0
 
 
+def _keep_other_probes(out: Path, systems: list[str], seed: int) -> None:
+    """Refuse to replace a ``tempo_probe.json`` in ``out`` that holds the probe of runs
+    other than ``systems`` with ``seed``.
+
+    Raises:
+        RunExistsError: naming those runs.
+    """
+    held = probed_runs(out) - {(system, seed) for system in systems}
+    if held:
+        raise RunExistsError(
+            f"{out / 'tempo_probe.json'} holds the probe of other runs {sorted(held)} "
+            "(system, seed); pass --out another folder, or move the file away"
+        )
+
+
 def _report_folder(args: argparse.Namespace, preset: Preset) -> Path:
     """Where ``compare`` and ``demo`` write the report (its records in ``results/runs``)
     and ``tempo-probe`` its files: ``--out``, or the committed folder for the full preset,
@@ -270,14 +285,8 @@ def _dispatch(args: argparse.Namespace, preset: Preset, argv: list[str] | None) 
         return 0
     if args.command in ("compare", "demo"):
         return _compare(args, preset, argv, progress)
-    if args.command == "tempo-probe":  # before the corpus: a probe of other runs is kept
-        out = _report_folder(args, preset)
-        held = probed_runs(out) - {(system, args.seed) for system in args.systems}
-        if held:
-            raise RunExistsError(
-                f"{out / 'tempo_probe.json'} holds the probe of other runs {sorted(held)} "
-                "(system, seed); pass --out another folder, or move the file away"
-            )
+    if args.command == "tempo-probe":  # before the corpus is built
+        _keep_other_probes(_report_folder(args, preset), args.systems, args.seed)
     manifest = _corpus(preset, args.corpus_dir, progress)
     if args.command == "evaluate":
         run_dir = run_dir_for(args.runs, preset.name, args.system, args.seed)

@@ -781,6 +781,7 @@ class _Window:
     plain: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     last_weights: Tensor | None = None
     _offsets: dict[int, int] | None = None
+    _held_memory: set[int] = field(default_factory=set)
 
     def mean_losses(self) -> Tensor:
         """The ``(T,)`` float64 mean of the window's loss values."""
@@ -800,15 +801,21 @@ class _Window:
         """Hold the gradient of a parameter that is not resolved (one task's own).
 
         Autograd may hand a gradient back expanded (a parameter reached only through a
-        ``sum``: stride 0); it is copied before anything is added into it or it becomes a
-        ``.grad``, as ``loss.backward()``'s own accumulation does. A sparse gradient
+        ``sum``: stride 0), or hand one tensor to two parameters (``a1 + a2``: the same
+        gradient for both, or views of one buffer); it is copied before anything is added
+        into it or it becomes a ``.grad``, as ``loss.backward()``'s own accumulation does, so
+        that no two parameters' gradients share memory. A sparse gradient
         (``nn.Embedding(sparse=True)``) is held dense, as the collectives that average the
         held gradients take dense tensors."""
         if grad.layout != torch.strided:
             grad = grad.to_dense()
         held = self.plain.get(id(param))
         if held is None:
-            self.plain[id(param)] = (param, grad if grad.is_contiguous() else grad.clone())
+            memory = grad.untyped_storage().data_ptr()
+            if not grad.is_contiguous() or memory in self._held_memory:
+                grad = grad.clone()
+            self._held_memory.add(grad.untyped_storage().data_ptr())
+            self.plain[id(param)] = (param, grad)
         else:
             held[1].add_(grad)
 

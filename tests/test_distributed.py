@@ -47,6 +47,7 @@ SCENARIOS = [
     "plain_window_uw_diagnostics",
     "ddp_unused_pcgrad",
     "ddp_static_losses_inside_gr",
+    "plain_aliased_gr_sum",
 ]
 
 
@@ -114,7 +115,13 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
         )
     extra = nn.Parameter(torch.ones(3, dtype=torch.float64))  # (plain_window_expanded)
     layouts = LayoutParameters()  # (plain_layouts_gr)
-    optimizer = torch.optim.SGD([*model.parameters(), extra, *layouts.parameters()], lr=0.2)
+    aliased = [  # (plain_aliased_gr_sum)
+        nn.Parameter(torch.full((6,), 0.5, dtype=torch.float64)),
+        nn.Parameter(torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)),
+    ]
+    optimizer = torch.optim.SGD(
+        [*model.parameters(), extra, *layouts.parameters(), *aliased], lr=0.2
+    )
     gradnorm = gradsurgery.get_resolver("gradnorm")
     uw = gradsurgery.get_resolver("uw")
     gram = torch.zeros(())
@@ -166,6 +173,24 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
             losses["c"] = losses["c"] + layouts.own(tokens % 4).pow(2).mean()
             params = [*model.parameters(), *layouts.parameters()]
             gradsurgery.backward(losses, params, resolver="gr", primary="a")
+        elif name == "plain_aliased_gr_sum":
+            # two parameters of task a's alone, added: autograd.grad hands both the same
+            # tensor, which each must hold on its own (shared, it was added into twice
+            # across the window and divided by the ranks twice)
+            params = [*model.parameters(), *aliased]
+
+            def with_aliased(micro: int, step: int = step) -> dict[str, torch.Tensor]:
+                x = batch(step, micro, rank)
+                losses = losses_of(module(x))
+                features = torch.tanh(model.trunk(x))
+                losses["a"] = losses["a"] + ((aliased[0] + aliased[1]) * features).mean()
+                return losses
+
+            accumulator = gradsurgery.Accumulator(params, resolver="gr", primary="a")
+            for micro in range(2):
+                accumulator.backward(with_aliased(micro))
+            accumulator.resolve()
+            gradsurgery.backward(with_aliased(2), params, resolver="sum")
         elif name == "ddp_static_losses_inside_gr":
             inside = LossesInside(model) if rank is None else module
             losses = dict(zip("abc", inside(batch(step, 0, rank))))
@@ -187,6 +212,7 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
         optimizer.step()
     result = {f"param{i}": p.detach().clone() for i, p in enumerate(model.parameters())}
     result["extra"] = extra.detach().clone()
+    result["aliased0"], result["aliased1"] = (p.detach().clone() for p in aliased)
     for key, param in layouts.named_parameters():
         result[key] = param.detach().clone()
     if name == "plain_gradnorm":

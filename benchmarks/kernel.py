@@ -64,12 +64,20 @@ class Timer:
 
     @classmethod
     def calibrated(cls, call: Callable[[], Any], min_sample_seconds: float) -> Timer:
-        """Warm ``call`` up and size its samples from that first call's time (an upper
-        bound on the later calls', so a sample lasts at least about ``min_sample_seconds``)."""
-        start = time.perf_counter()
+        """Warm ``call`` up (one untimed call: a first call pays for faulting in fresh
+        buffers and cold caches), then size its samples: the number of back-to-back calls
+        grows, from one, until they have lasted ``min_sample_seconds``, each estimate from
+        the time of the last (as :mod:`timeit`'s autorange grows its loop)."""
         call()
-        once = time.perf_counter() - start
-        return cls(call, max(1, math.ceil(min_sample_seconds / max(once, 1e-9))))
+        calls = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_sample_seconds:
+                return cls(call, calls)
+            calls = max(calls + 1, math.ceil(calls * min_sample_seconds / max(elapsed, 1e-9)))
 
     def seconds(self) -> float:
         """The mean time of one call over one sample."""

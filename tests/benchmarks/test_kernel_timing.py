@@ -38,7 +38,8 @@ def test_short_calls_are_timed_back_to_back_for_the_minimum_sample(clock):
     timer = kernel.Timer.calibrated(clock.call_taking(0.001), min_sample_seconds=0.0045)
     assert timer.calls == 5  # ceil(4.5 ms / 1 ms)
     assert timer.seconds() == pytest.approx(0.001)  # the mean of one call, not the sample
-    assert clock.now == pytest.approx(0.001 + 5 * 0.001)  # warm-up + one sample
+    # warm-up, one call, the five that lasted the minimum, then one sample
+    assert clock.now == pytest.approx(0.001 + 0.001 + 5 * 0.001 + 5 * 0.001)
 
 
 def test_long_calls_are_timed_one_at_a_time(clock):
@@ -46,11 +47,18 @@ def test_long_calls_are_timed_one_at_a_time(clock):
     assert kernel.Timer.calibrated(clock.call_taking(0.2), 0.0).calls == 1
 
 
-def test_the_warm_up_sizes_the_samples_and_is_not_timed(clock):
-    # a slow first call (cold caches) makes fewer calls per sample, never too many
+def test_a_slow_first_call_is_a_warm_up_that_sizes_nothing(clock):
+    # a slow first call (fresh buffers, cold caches) sized the samples to 2 calls: 2 ms,
+    # a quarter of the minimum sample
     timer = kernel.Timer.calibrated(clock.call_taking(0.004, 0.001), 0.008)
-    assert timer.calls == 2
+    assert timer.calls == 8
     assert timer.seconds() == pytest.approx(0.001)
+
+
+def test_samples_grow_until_they_last_the_minimum(clock):
+    # calls that get quicker once warm: every estimate is checked by a sample of its own
+    timer = kernel.Timer.calibrated(clock.call_taking(0.0, 0.003, 0.002, 0.001), 0.006)
+    assert timer.calls == 6  # 1 call: 3 ms, 2: 3 ms, 4: 4 ms, 6: 6 ms
 
 
 def test_pairs_give_the_median_ratio_not_the_ratio_of_medians(clock):

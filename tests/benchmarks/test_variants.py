@@ -54,3 +54,19 @@ def test_no_primary_variant_repeats_its_plain_run():
 
 def test_a_method_that_cannot_be_built_has_no_default_primary():
     assert not _common.primary_by_default("no_such_method")
+
+
+def test_the_toy_batches_only_resolvers_without_state_losses_or_draws() -> None:
+    from benchmarks import toy
+
+    # one batched call per step would share RLW's weights (drawn once per call) by every
+    # run, and GradDrop's draws would not be each run's own
+    assert not toy._is_stateless("rlw", None) and not toy._is_stateless("graddrop", 0)
+    assert not toy._is_stateless("uw", None)  # losses and state
+    assert toy._is_stateless("gr", 0) and toy._is_stateless("pcgrad", None)  # (T = 2)
+
+
+def test_toy_runs_of_rlw_have_their_own_instances() -> None:
+    from benchmarks import toy
+
+    assert toy.optimise("rlw", None, steps=2, record_every=1, seed=0)["batched"] is False

@@ -22,9 +22,11 @@ two. A comparison counts as faster or slower when the interval is on that side o
 Peak memory is the peak increase of the process's resident set during one step: the
 kernel's high-water mark is reset (``/proc/self/clear_refs``, value 5), the step runs, and
 ``VmHWM`` minus the ``VmRSS`` just before the step is read from ``/proc/self/status``.
-glibc's mmap threshold is pinned at 64 KiB (``mallopt``) so that every tensor of that size
-or more is its own mapping, returned to the system when freed: the resident set then
-follows the live tensors, the matrix of task gradients included. ``.grad`` is emptied
+glibc's mmap threshold is pinned at 64 KiB (``mallopt``) so that a tensor of that size or
+more is usually its own mapping, returned to the system when freed: the resident set then
+follows the live tensors, the matrix of task gradients included. It undercounts peaks of a
+few MiB (glibc serves some large requests from resident heap space, and the high-water
+mark misses a few hundred KiB): see ``benchmarks/README.md``. ``.grad`` is emptied
 before each measured step, so the step's own gradients count. ``ratio_memory`` is the
 median over ``--memory-repeats`` measurements of the method's peak over the baseline's.
 Linux only; elsewhere the memory fields are ``null``.
@@ -678,6 +680,45 @@ def _versus_peers(head_to_head: list[dict[str, Any]], columns: list[tuple[str, i
     ]
 
 
+def _agreement_number(value: float | None) -> str | None:
+    """A cosine or norm ratio to six digits: three (the tables' default) show 0.99955 as 1."""
+    return None if value is None else f"{value:.6g}"
+
+
+def _baseline_rows(
+    records: list[dict[str, Any]], columns: list[tuple[str, int]]
+) -> list[list[Any]]:
+    """One row per model: its size, and the median (range) of the baseline step's time
+    and peak memory over its records."""
+
+    def median_and_range(values: list[float], digits: int) -> str | None:
+        if not values:
+            return None
+        low, mid, high = min(values), statistics.median(values), max(values)
+        return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+    rows = []
+    for model, tasks in columns:
+        cell = [
+            r
+            for r in records
+            if (r["model"], r["tasks"]) == (model, tasks) and r.get("ms_baseline") is not None
+        ]
+        if not cell:
+            continue
+        memory = [r["mib_baseline"] for r in cell if r.get("mib_baseline") is not None]
+        rows.append(
+            [
+                f"{model} T={tasks}",
+                cell[0]["shared_parameters"],
+                cell[0]["parameters"],
+                median_and_range([r["ms_baseline"] for r in cell], 2),
+                median_and_range(memory, 2),
+            ]
+        )
+    return rows
+
+
 def markdown(result: dict[str, Any]) -> str:
     records = result["records"]
     columns = sorted(
@@ -707,20 +748,7 @@ def markdown(result: dict[str, Any]) -> str:
     memory_rows = [
         [k[1], k[0], k[2]] + [cell(rows[k].get(c), "ratio_memory") for c in columns] for k in order
     ]
-    baseline = {(r["model"], r["tasks"]): r for r in records if r.get("ms_baseline") is not None}
-    base_rows = [
-        [
-            f"{m} T={t}",
-            baseline[(m, t)]["shared_parameters"],
-            baseline[(m, t)]["parameters"],
-            round(baseline[(m, t)]["ms_baseline"], 2),
-            None
-            if baseline[(m, t)].get("mib_baseline") is None
-            else round(baseline[(m, t)]["mib_baseline"], 1),
-        ]
-        for m, t in columns
-        if (m, t) in baseline
-    ]
+    base_rows = _baseline_rows(records, columns)
     failures = [
         [r["library"], r["method"], r["granularity"], f"{r['model']} T={r['tasks']}", r["error"]]
         for r in records
@@ -735,8 +763,8 @@ def markdown(result: dict[str, Any]) -> str:
             a["method"],
             a["library"],
             f"{a['model']}",
-            a.get("cosine"),
-            a.get("norm_ratio"),
+            _agreement_number(a.get("cosine")),
+            _agreement_number(a.get("norm_ratio")),
             agreement_note(a),
             a.get("error", ""),
         ]
@@ -757,6 +785,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"- settings: `{result['settings']}`",
         "",
         "## Baseline (summed-loss step) per model",
+        "",
+        "The median over the records of the model (each measures its own baseline, "
+        "interleaved with its method), with their range.",
         "",
         _common.markdown_table(
             ["model", "shared params", "params", "ms / step", "peak step MiB"], base_rows

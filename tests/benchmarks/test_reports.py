@@ -481,3 +481,28 @@ def test_libmtl_mgda_can_end_short_of_the_min_norm_point():
     # ours is the min-norm point: each task's gradient has at least its squared norm along it
     assert float((G.double() @ ours).min()) >= float(ours @ ours) * (1 - 1e-9)
     assert float(ours.norm()) < 0.97 * float(theirs.norm())  # LibMTL's ends short of it
+
+
+def test_agreement_shows_six_digits_where_three_showed_one():
+    rows = [{**agreement_row("mgda", "torchjd"), "cosine": 0.99955, "norm_ratio": 0.999951}]
+    table = table_rows(overhead.markdown(overhead_result(rows)), "| method | peer | model")
+    assert (table[0]["cosine"], table[0]["norm ours/theirs"]) == ("0.99955", "0.999951")
+
+
+def test_the_baseline_table_shows_the_median_and_range_of_every_record():
+    result = overhead_result([])
+    result["records"] = [
+        record("sum", ms_baseline=2.0, mib_baseline=0.5),
+        record("dwa", ms_baseline=3.0, mib_baseline=None),
+        record("sum", library="libmtl", ms_baseline=10.0, mib_baseline=0.7),  # the last
+    ]
+    table = table_rows(overhead.markdown(result), "| model | shared params")
+    assert table == [
+        {
+            "model": "mlp T=2",
+            "shared params": "10",
+            "params": "20",
+            "ms / step": "3.00 (2.00-10.00)",
+            "peak step MiB": "0.60 (0.50-0.70)",
+        }
+    ]

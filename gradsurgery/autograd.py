@@ -248,7 +248,8 @@ def backward(
 
     Raises:
         TypeError: a loss or parameter that is not a tensor, a mapping without task names,
-            a complex parameter that two tasks share.
+            a complex parameter that two tasks share, ``diagnostics`` or ``sync`` not a
+            ``bool``, a ``scaler`` that is not a ``GradScaler``.
         ValueError: a loss that is not a scalar, a non-finite loss (the task is named; not
             with a ``scaler``), a loss that reaches none of ``params``, a loss computed
             through :func:`torch.utils.checkpoint.checkpoint` with ``use_reentrant=True``
@@ -267,7 +268,8 @@ def backward(
     """
     built = build_resolver(resolver, {}, "resolver")
     if is_loss_weighting(built) and not diagnostics and not distributed.is_initialized():
-        _check_options(granularity, "micro_batch", scaler, sync)  # (Accumulator checks its own)
+        # (Accumulator checks its own options)
+        _check_options(granularity, "micro_batch", scaler, sync, diagnostics)
         return _backward_loss_weighting(losses, params, built, primary, weights, scaler)
     accumulator = Accumulator(
         params,
@@ -370,7 +372,9 @@ class Accumulator:
     Parameters of one task, and those of a loss weighting, may already hold the window's
     gradients: zero the gradients before the next window, as after an error in
     :func:`backward`. A stateful loss weighting (``uw``, ``dwa``, ``famo``) has taken
-    that micro-batch's step, since its weights come before the backward pass.
+    that micro-batch's step where its weights were computed before the error (they come
+    before its backward pass; non-finite task gradients found with ``diagnostics=True``
+    stop the call before them).
     """
 
     def __init__(
@@ -387,7 +391,7 @@ class Accumulator:
         process_group: distributed.ProcessGroup | None = None,
         sync: bool = True,
     ) -> None:
-        _check_options(granularity, resolution, scaler, sync)
+        _check_options(granularity, resolution, scaler, sync, diagnostics)
         if isinstance(params, nn.Module):
             if process_group is None and isinstance(params, nn.parallel.DistributedDataParallel):
                 process_group = params.process_group
@@ -875,7 +879,11 @@ def _backward_into(total: Tensor, inputs: list[Tensor], only_inputs: bool) -> No
     torch.autograd.backward(total, inputs=None if only_inputs else inputs)
 
 
-def _check_options(granularity: Any, resolution: Any, scaler: Any, sync: Any) -> None:
+def _check_options(
+    granularity: Any, resolution: Any, scaler: Any, sync: Any, diagnostics: Any
+) -> None:
+    if not isinstance(diagnostics, bool):
+        raise TypeError(f"Invalid diagnostics: {diagnostics!r} (expected True or False)")
     if granularity not in ("global", "tensor"):
         raise ValueError(f"Invalid granularity: {granularity!r} (expected 'global' or 'tensor')")
     if resolution not in ("window", "micro_batch"):

@@ -501,3 +501,14 @@ def test_errors_name_backwards_own_arguments():
     losses["b"] = losses["b"] + torch.sqrt(out - out.detach()).sum()  # finite, infinite gradient
     with pytest.raises(ValueError, match=r"^Non-finite task gradients: task 'b' has non-finite"):
         gradsurgery.backward(losses, model.parameters(), resolver="gr", primary="a")
+
+
+@pytest.mark.parametrize("diagnostics", ["False", 0, None])
+def test_diagnostics_must_be_a_bool(diagnostics):
+    w = torch.nn.Parameter(torch.ones(2))
+    for resolver in ("sum", "gr"):
+        losses = [w.sum(), (2 * w).sum()]
+        with pytest.raises(TypeError, match="Invalid diagnostics"):
+            gradsurgery.backward(losses, [w], resolver=resolver, diagnostics=diagnostics)
+    with pytest.raises(TypeError, match="Invalid diagnostics"):
+        gradsurgery.Accumulator([w], resolver="gr", diagnostics=diagnostics)

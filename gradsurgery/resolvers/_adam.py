@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gradsurgery.resolvers._options import integer_option
+
 __all__ = ["HostAdam"]
 
 
@@ -83,14 +85,34 @@ class HostAdam:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output, or a ``torch.optim.Adam`` state dict of one
-        parameter (as checkpoints written before this class hold)."""
+        parameter (as checkpoints written before this class hold). Everything is checked
+        before anything is assigned.
+
+        Raises:
+            ValueError: no ``step``, a ``step`` that is not an integer >= 0, or a moment
+                that is not a tensor of the vector's size.
+        """
         if "state" in state_dict:  # torch.optim.Adam's own format
             states = state_dict["state"]
             state_dict = states[0] if states else {"step": 0}
+        if "step" not in state_dict:
+            raise ValueError(f"Invalid Adam state: no 'step' in {sorted(state_dict)}")
         step = state_dict["step"]
-        self._t = int(step.item() if isinstance(step, Tensor) else step)
-        for name, target in (("exp_avg", self._m), ("exp_avg_sq", self._v)):
-            if name in state_dict:
-                target[:] = state_dict[name].detach().to("cpu", torch.float64).reshape(-1).numpy()
-            else:
-                target[:] = 0.0
+        step = step.item() if isinstance(step, Tensor) and step.numel() == 1 else step
+        if isinstance(step, float) and step.is_integer():  # torch.optim.Adam's float step
+            step = int(step)
+        t = integer_option("Adam state 'step'", step, minimum=0)
+        moments = []
+        for name in ("exp_avg", "exp_avg_sq"):
+            moment = state_dict.get(name)
+            if moment is None:
+                moments.append(np.zeros_like(self._m))
+                continue
+            if not isinstance(moment, Tensor) or moment.numel() != self._m.size:
+                shape = tuple(moment.shape) if isinstance(moment, Tensor) else type(moment)
+                raise ValueError(
+                    f"Invalid Adam state {name!r}: {shape} (expected {self._m.size} values)"
+                )
+            moments.append(moment.detach().to("cpu", torch.float64).reshape(-1).numpy())
+        self._t = t
+        self._m[:], self._v[:] = moments

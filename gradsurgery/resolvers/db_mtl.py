@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._losses import checked_losses
-from gradsurgery.resolvers._options import real_option
+from gradsurgery.resolvers._options import integer_option, real_option
 from gradsurgery.resolvers.base import Resolution, Resolver, gram_of_blocks, weighted_sum_of_blocks
 
 __all__ = ["DBMTL"]
@@ -160,5 +160,6 @@ class DBMTL(Resolver):
                 "DBMTL.load_state_dict: expected keys ['average', 'step'], "
                 f"got {sorted(state_dict)}"
             )
+        step = integer_option("DBMTL state_dict['step']", state_dict["step"], minimum=0)
         self.average = state_dict["average"].clone()
-        self._step = int(state_dict["step"])
+        self._step = step

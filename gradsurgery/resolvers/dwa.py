@@ -136,7 +136,7 @@ class DynamicWeightAverage(GramResolver):
         weights = self.current_weights(T)  # (checks that T is the tasks' number so far)
         self._loss_sum = values.clone() if self._loss_sum is None else self._loss_sum + values
         self._calls += 1
-        if self.epoch_length is not None and self._calls == self.epoch_length:
+        if self.epoch_length is not None and self._calls >= self.epoch_length:
             self.end_epoch()
         return weights.to(gram.device).expand(gram.shape[:-1]).clone()
 
@@ -155,10 +155,20 @@ class DynamicWeightAverage(GramResolver):
                 "DynamicWeightAverage.load_state_dict: expected keys ['calls', 'history', "
                 f"'loss_sum'], got {sorted(state_dict)}"
             )
-        self._reset()
         if not state_dict:
+            self._reset()
             return
+        calls = integer_option(
+            "DynamicWeightAverage state_dict['calls']", state_dict["calls"], minimum=0
+        )
         loss_sum = state_dict["loss_sum"]
+        history = [average.clone() for average in state_dict["history"]]
+        if len(history) > 2:
+            raise ValueError(
+                "Invalid DynamicWeightAverage state_dict['history']: "
+                f"{len(history)} epoch averages (it holds the last two at most)"
+            )
+        self._reset()
         self._loss_sum = None if loss_sum is None else loss_sum.clone()
-        self._calls = int(state_dict["calls"])
-        self._history = [average.clone() for average in state_dict["history"]][-2:]
+        self._calls = calls
+        self._history = history

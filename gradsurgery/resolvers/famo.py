@@ -206,10 +206,15 @@ class FAMO(GramResolver):
                 "FAMO.load_state_dict: expected keys ['logits', 'optimizer', 'pending'], "
                 f"got {sorted(state_dict)}"
             )
-        self._start(state_dict["logits"].detach().to("cpu", torch.float64).clone())
-        assert self._adam is not None
-        self._adam.load_state_dict(state_dict["optimizer"])
         pending = state_dict["pending"]
+        previous = self.logits, self._adam
+        try:  # all or nothing: an optimizer state that does not fit leaves the old one
+            self._start(state_dict["logits"].detach().to("cpu", torch.float64).clone())
+            assert self._adam is not None
+            self._adam.load_state_dict(state_dict["optimizer"])
+        except BaseException:
+            self.logits, self._adam = previous
+            raise
         self._pending = None if pending is None else pending.clone()
 
 

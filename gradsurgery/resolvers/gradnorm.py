@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._losses import checked_losses
-from gradsurgery.resolvers._options import real_option
+from gradsurgery.resolvers._options import integer_option, real_option
 from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
@@ -151,8 +151,18 @@ class GradNorm(GramResolver):
                 f"GradNorm.load_state_dict: expected keys {sorted(expected)}, "
                 f"got {sorted(state_dict)}"
             )
-        self.task_weights = state_dict["task_weights"].clone()
-        self.initial_losses = state_dict["initial_losses"].clone()
-        self._exp_avg = state_dict["exp_avg"].clone()
-        self._exp_avg_sq = state_dict["exp_avg_sq"].clone()
-        self._step = int(state_dict["step"])
+        step = integer_option("GradNorm state_dict['step']", state_dict["step"], minimum=0)
+        tensors = {}
+        for key in ("task_weights", "initial_losses", "exp_avg", "exp_avg_sq"):
+            value = state_dict[key]
+            if not isinstance(value, Tensor) or value.shape != state_dict["task_weights"].shape:
+                raise ValueError(
+                    f"Invalid GradNorm state_dict[{key!r}]: expected a tensor of the shape of "
+                    "'task_weights' (one value per task)"
+                )
+            tensors[key] = value.clone()
+        self.task_weights = tensors["task_weights"]
+        self.initial_losses = tensors["initial_losses"]
+        self._exp_avg = tensors["exp_avg"]
+        self._exp_avg_sq = tensors["exp_avg_sq"]
+        self._step = step

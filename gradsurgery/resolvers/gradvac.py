@@ -141,6 +141,11 @@ class GradVac(SeededRandomness, GramResolver):
         unknown = set(state_dict) - {"targets", "generator"}
         if unknown:
             raise ValueError(f"GradVac.load_state_dict: unexpected keys {sorted(unknown)}")
-        super().load_state_dict({k: v for k, v in state_dict.items() if k == "generator"})
         targets = state_dict.get("targets")
+        if targets is not None and not isinstance(targets, Tensor):
+            raise ValueError(
+                f"Invalid GradVac state_dict['targets']: {type(targets).__name__} (expected a "
+                "tensor)"
+            )
+        super().load_state_dict({k: v for k, v in state_dict.items() if k == "generator"})
         self.targets = None if targets is None else targets.clone()

@@ -151,8 +151,12 @@ class NashMTL(GramResolver):
                 "NashMTL.load_state_dict: expected keys ['alpha', 'step'], "
                 f"got {sorted(state_dict)}"
             )
-        self.alpha = state_dict["alpha"].clone()
-        self.step = int(state_dict["step"])
+        step = integer_option("NashMTL state_dict['step']", state_dict["step"], minimum=0)
+        alpha = state_dict["alpha"]
+        if not isinstance(alpha, Tensor):
+            raise ValueError(f"Invalid NashMTL state_dict['alpha']: {type(alpha).__name__}")
+        self.alpha = alpha.detach().to("cpu", torch.float64).clone()
+        self.step = step
 
 
 _START_GAP = 1.0

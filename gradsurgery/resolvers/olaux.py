@@ -126,7 +126,7 @@ class OLAux(GramResolver):
         # The main gradient's dot product with every task's, over all blocks.
         self._dot_sum += gram[..., p, :].sum(dim=0).to("cpu")
         self._steps += 1
-        if self._steps == self.horizon:
+        if self._steps >= self.horizon:  # (a state saved with a longer horizon is past it)
             updated = self.task_weights + self.lr * self.model_lr * self._dot_sum
             if self.nonnegative:
                 updated = updated.clamp(min=0.0)
@@ -155,6 +155,7 @@ class OLAux(GramResolver):
             raise ValueError(
                 f"OLAux.load_state_dict: expected keys {sorted(expected)}, got {sorted(state_dict)}"
             )
+        steps = integer_option("OLAux state_dict['steps']", state_dict["steps"], minimum=0)
         self.task_weights = state_dict["task_weights"].clone()
         self._dot_sum = state_dict["dot_sum"].clone()
-        self._steps = int(state_dict["steps"])
+        self._steps = steps

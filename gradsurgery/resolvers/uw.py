@@ -110,6 +110,11 @@ class UncertaintyWeighting(GramResolver):
                 "UncertaintyWeighting.load_state_dict: expected keys ['log_variances', "
                 f"'optimizer'], got {sorted(state_dict)}"
             )
-        self._start(state_dict["log_variances"].detach().to("cpu", torch.float64).clone())
-        assert self._adam is not None
-        self._adam.load_state_dict(state_dict["optimizer"])
+        previous = self.log_variances, self._adam
+        try:  # all or nothing: an optimizer state that does not fit leaves the old one
+            self._start(state_dict["log_variances"].detach().to("cpu", torch.float64).clone())
+            assert self._adam is not None
+            self._adam.load_state_dict(state_dict["optimizer"])
+        except BaseException:
+            self.log_variances, self._adam = previous
+            raise

@@ -95,3 +95,72 @@ def test_learned_state_for_other_tasks_is_refused_not_dropped(method):
     torch.testing.assert_close(
         gradsurgery.resolve(G, method=resolver, primary=0, losses=losses), expected
     )
+
+
+def _corrupted(state: dict, path: tuple, value: object) -> dict:
+    """A deep copy of ``state`` with the entry at ``path`` (keys) set to ``value``."""
+    state = copy.deepcopy(state)
+    target = state
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "value", "match"),
+    [
+        ("uw", ("optimizer", "exp_avg"), torch.tensor([0.123]), "exp_avg"),
+        ("uw", ("optimizer", "step"), -1, "step"),
+        ("famo", ("optimizer", "exp_avg_sq"), torch.zeros(5), "exp_avg_sq"),
+        ("gradnorm", ("exp_avg",), torch.zeros(1), "exp_avg"),
+        ("gradnorm", ("step",), 2.5, "step"),
+        ("nash_mtl", ("step",), -2, "step"),
+        ("db_mtl", ("step",), -1, "step"),
+        ("olaux", ("steps",), -2, "steps"),
+        ("dwa", ("calls",), "5", "calls"),
+        ("dwa", ("history",), [torch.ones(2)] * 3, "history"),
+    ],
+)
+def test_a_malformed_state_is_refused_naming_the_entry_and_changes_nothing(
+    method, path, value, match
+):
+    resolver = gradsurgery.get_resolver(method, **({"epoch_length": 1} if method == "dwa" else {}))
+    three_steps(resolver)
+    state = copy.deepcopy(resolver.state_dict())
+    with pytest.raises((TypeError, ValueError), match=match):
+        resolver.load_state_dict(_corrupted(state, path, value))
+    torch.testing.assert_close(resolver.state_dict(), state, rtol=0, atol=0)
+
+
+def test_nash_mtl_takes_a_float32_alpha_as_float64():
+    resolver = gradsurgery.get_resolver("nash_mtl")
+    three_steps(resolver)
+    state = resolver.state_dict()
+    resolver.load_state_dict({**state, "alpha": state["alpha"].float()})
+    assert resolver.state_dict()["alpha"].dtype == torch.float64
+    three_steps(resolver)  # (a float32 alpha failed at the next step)
+
+
+def test_olaux_loaded_past_a_shorter_horizon_updates_at_its_next_step():
+    saved = gradsurgery.get_resolver("olaux", horizon=5)
+    G = torch.tensor([[1.0, 0.5], [-0.8, 0.4]], dtype=torch.float64)
+    for _ in range(4):
+        saved(G, primary=0)
+    shorter = gradsurgery.get_resolver("olaux", horizon=3)
+    shorter.load_state_dict(saved.state_dict())  # 4 steps into a horizon of 3
+    before = shorter.state_dict()["task_weights"].clone()
+    shorter(G, primary=0)  # (== never held again: the weights were frozen for good)
+    assert not torch.equal(shorter.state_dict()["task_weights"], before)
+    assert shorter.state_dict()["steps"] == 0
+
+
+def test_dwa_loaded_past_its_epoch_length_ends_the_epoch_at_its_next_call():
+    saved = gradsurgery.get_resolver("dwa")  # epochs ended by hand: 5 calls so far
+    G = torch.eye(2, dtype=torch.float64)
+    for _ in range(5):
+        saved(G, losses=torch.tensor([1.0, 2.0], dtype=torch.float64))
+    ends = gradsurgery.get_resolver("dwa", epoch_length=3)
+    ends.load_state_dict(saved.state_dict())
+    ends(G, losses=torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert ends.epochs_completed == 1 and ends.state_dict()["calls"] == 0

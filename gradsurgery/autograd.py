@@ -111,8 +111,10 @@ class BackwardResult:
         shared_parameters: how many scalar parameters were resolved (``P``); 0 for a loss
             weighting without ``diagnostics=True``, which forms no task gradients.
         finite: ``False`` when the step had non-finite losses or task gradients and a
-            ``scaler`` was given: it was not resolved, the shared parameters received the
-            plain (non-finite) sum, and ``GradScaler.step`` will skip it.
+            ``scaler`` was given: it was not resolved, and the shared parameters received
+            the plain sum, which ``GradScaler.step`` skips where it is non-finite (as after
+            an overflow; a non-finite loss with finite gradients, such as an infinite
+            constant added to it, gives a finite sum, which it steps on).
         blocks: the shared parameters of each block, in the order of ``gram``'s first
             dimension (for per-parameter-group diagnostics).
         loss_weights: the ``(T,)`` float64 loss weights :math:`c` of the call, or ``None``
@@ -203,7 +205,9 @@ def backward(
             resolver sees true gradients) and the direction is scaled back into ``.grad``,
             where ``scaler.step(optimizer)`` unscales it as usual. A step with non-finite
             losses or task gradients is not resolved and does not raise: the shared
-            parameters get the plain, non-finite, sum and the scaler skips the step.
+            parameters get the plain sum, non-finite after an overflow, and the scaler
+            skips the step (see :attr:`BackwardResult.finite` for finite gradients of a
+            non-finite loss).
         process_group: the ``torch.distributed`` group to average over (default: the
             default group, or a DDP module's own group).
         sync: when ``torch.distributed`` is initialised, average the task gradients over

@@ -179,6 +179,25 @@ def test_nonfinite_step_is_left_to_the_scaler(make, method):
         assert torch.equal(param.detach(), old)  # and skipped the step
 
 
+def test_a_non_finite_loss_with_finite_gradients_is_stepped_on_unresolved():
+    # as BackwardResult.finite documents: an infinite constant leaves the gradients finite,
+    # so their plain sum is finite and the scaler steps on it (no overflow to skip)
+    model = TwoHeads()
+    losses = model.losses(X)
+    losses["b"] = losses["b"] + float("inf")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    result = gradsurgery.backward(
+        losses, model.parameters(), resolver="gr", primary="a", scaler=scaler
+    )
+    assert not result.finite
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+    plain = TwoHeads()
+    for loss in plain.losses(X).values():
+        (loss * 2.0**8).backward()  # the plain sum, scaled
+    for param, reference in zip(model.parameters(), plain.parameters()):
+        torch.testing.assert_close(param.grad, reference.grad)
+
+
 def test_without_scaler_nonfinite_gradients_raise():
     model = TwoHeads()
     with pytest.raises(ValueError, match="task 'b' has non-finite"):

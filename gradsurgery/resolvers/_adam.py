@@ -89,8 +89,9 @@ class HostAdam:
         before anything is assigned.
 
         Raises:
-            ValueError: no ``step``, a ``step`` that is not an integer >= 0, or a moment
-                that is not a tensor of the vector's size.
+            TypeError: a ``step`` that is not a whole number.
+            ValueError: no ``step``, a negative one, or a moment that is not a tensor of
+                the vector's size.
         """
         if "state" in state_dict:  # torch.optim.Adam's own format
             states = state_dict["state"]

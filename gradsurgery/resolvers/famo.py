@@ -136,9 +136,14 @@ class FAMO(GramResolver):
             )
         return torch.log(gaps)
 
-    def _start(self, logits: Tensor) -> None:
-        self._adam = HostAdam(logits, lr=self.lr, weight_decay=self.gamma)
-        self.logits = self._adam.values  # a view: each Adam step updates it
+    def _start(self, logits: Tensor, optimizer: dict[str, Any] | None = None) -> None:
+        """Learn ``logits`` from here, with Adam's state ``optimizer`` if given (checked
+        before anything is assigned: a bad one leaves the resolver as it was)."""
+        adam = HostAdam(logits, lr=self.lr, weight_decay=self.gamma)
+        if optimizer is not None:
+            adam.load_state_dict(optimizer)
+        self._adam = adam
+        self.logits = adam.values  # a view: each Adam step updates it
 
     def _step(self, new_log_gaps: Tensor) -> None:
         assert self.logits is not None and self._adam is not None
@@ -207,14 +212,9 @@ class FAMO(GramResolver):
                 f"got {sorted(state_dict)}"
             )
         pending = state_dict["pending"]
-        previous = self.logits, self._adam
-        try:  # all or nothing: an optimizer state that does not fit leaves the old one
-            self._start(state_dict["logits"].detach().to("cpu", torch.float64).clone())
-            assert self._adam is not None
-            self._adam.load_state_dict(state_dict["optimizer"])
-        except BaseException:
-            self.logits, self._adam = previous
-            raise
+        self._start(
+            state_dict["logits"].detach().to("cpu", torch.float64).clone(), state_dict["optimizer"]
+        )
         self._pending = None if pending is None else pending.clone()
 
 

@@ -74,9 +74,14 @@ class UncertaintyWeighting(GramResolver):
     def _options(self) -> dict[str, Any]:
         return {"lr": self.lr, "initial_log_variance": self.initial_log_variance}
 
-    def _start(self, log_variances: Tensor) -> None:
-        self._adam = HostAdam(log_variances, lr=self.lr)
-        self.log_variances = self._adam.values  # a view: each Adam step updates it
+    def _start(self, log_variances: Tensor, optimizer: dict[str, Any] | None = None) -> None:
+        """Learn ``log_variances`` from here, with Adam's state ``optimizer`` if given
+        (checked before anything is assigned: a bad one leaves the resolver as it was)."""
+        adam = HostAdam(log_variances, lr=self.lr)
+        if optimizer is not None:
+            adam.load_state_dict(optimizer)
+        self._adam = adam
+        self.log_variances = adam.values  # a view: each Adam step updates it
 
     def weights(self, gram: Tensor, *, primary: int | None, losses: Tensor | None) -> Tensor:
         assert losses is not None  # the front door checks needs_losses
@@ -110,11 +115,5 @@ class UncertaintyWeighting(GramResolver):
                 "UncertaintyWeighting.load_state_dict: expected keys ['log_variances', "
                 f"'optimizer'], got {sorted(state_dict)}"
             )
-        previous = self.log_variances, self._adam
-        try:  # all or nothing: an optimizer state that does not fit leaves the old one
-            self._start(state_dict["log_variances"].detach().to("cpu", torch.float64).clone())
-            assert self._adam is not None
-            self._adam.load_state_dict(state_dict["optimizer"])
-        except BaseException:
-            self.log_variances, self._adam = previous
-            raise
+        values = state_dict["log_variances"].detach().to("cpu", torch.float64).clone()
+        self._start(values, state_dict["optimizer"])

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers._options import integer_option, real_option
+from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["DynamicWeightAverage"]
@@ -96,19 +97,9 @@ class DynamicWeightAverage(GramResolver):
 
     def _check_tasks(self, num_tasks: int) -> None:
         """That the running sums and every epoch average held are of ``num_tasks`` tasks."""
-        if self._loss_sum is not None and self._loss_sum.shape[0] != num_tasks:
-            raise ValueError(
-                f"DynamicWeightAverage is averaging {self._loss_sum.shape[0]} losses, got "
-                f"{num_tasks}; use the same tasks every step, or load_state_dict({{}}) to "
-                "start over"
-            )
-        for average in self._history:
-            if average.shape[0] != num_tasks:
-                raise ValueError(
-                    f"DynamicWeightAverage has loss averages for {average.shape[0]} tasks, "
-                    f"got {num_tasks}; use the same tasks every step, or load_state_dict({{}}) "
-                    "to start over"
-                )
+        held = [] if self._loss_sum is None else [self._loss_sum]
+        for losses in [*held, *self._history]:
+            raise_if_other_tasks(self, losses.shape[0], num_tasks)
 
     def end_epoch(self) -> None:
         """Close the current epoch: its average loss becomes :math:`\\bar L(e-1)`.

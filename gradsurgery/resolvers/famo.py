@@ -13,6 +13,7 @@ from torch import Tensor
 
 from gradsurgery.resolvers._adam import HostAdam
 from gradsurgery.resolvers._options import real_option
+from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["FAMO"]
@@ -185,8 +186,7 @@ class FAMO(GramResolver):
         if self.logits is None:
             self._start(torch.zeros(T, dtype=torch.float64))
         assert self.logits is not None
-        if self.logits.shape[0] != T:
-            raise ValueError(f"FAMO has logits for {self.logits.shape[0]} tasks, got {T} losses")
+        raise_if_other_tasks(self, self.logits.shape[0], T)
         if self._pending is not None:
             self._step(log_gaps)  # this call's losses are the previous step's "after" losses
         weights = torch.softmax(self.logits - log_gaps, dim=0)

@@ -120,14 +120,14 @@ def test_a_changed_number_of_tasks_is_refused_once_weights_are_formed():
     resolver = DynamicWeightAverage(epoch_length=1)
     for losses in ([1.0, 2.0], [1.0, 2.0]):
         gradsurgery.resolve(G, method=resolver, losses=losses)
-    with pytest.raises(ValueError, match="loss averages for 2 tasks, got 3"):
+    with pytest.raises(ValueError, match="has state for 2 tasks, got 3"):
         gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)
 
 
 def test_a_changed_number_of_tasks_is_refused_within_an_epoch():
     resolver = DynamicWeightAverage(epoch_length=3)
     gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0])
-    with pytest.raises(ValueError, match="averaging 2 losses, got 3"):
+    with pytest.raises(ValueError, match="has state for 2 tasks, got 3"):
         gradsurgery.resolve(torch.eye(3, dtype=torch.float64), method=resolver, losses=[1.0] * 3)
 
 
@@ -136,12 +136,12 @@ def test_a_changed_number_of_tasks_is_refused_after_the_first_epoch():
     gradsurgery.resolve(G, method=resolver, losses=[1.0, 2.0])  # one epoch average held
     state = str(resolver.state_dict())
     three = torch.eye(3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"loss averages for 2 tasks, got 3.*load_state_dict"):
+    with pytest.raises(ValueError, match=r"has state for 2 tasks, got 3.*load_state_dict"):
         gradsurgery.resolve(three, method=resolver, losses=[1.0] * 3)
     assert str(resolver.state_dict()) == state
     resolver.load_state_dict({})  # starting over takes the new tasks
     gradsurgery.resolve(three, method=resolver, losses=[1.0] * 3)
-    with pytest.raises(ValueError, match="loss averages for 3 tasks, got 2"):
+    with pytest.raises(ValueError, match="has state for 3 tasks, got 2"):
         resolver.current_weights(2)
 
 

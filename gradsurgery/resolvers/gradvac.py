@@ -9,6 +9,7 @@ from torch import Tensor
 
 from gradsurgery.resolvers._options import real_option
 from gradsurgery.resolvers._random import SeededRandomness
+from gradsurgery.resolvers._tasks import raise_if_other_tasks
 from gradsurgery.resolvers.base import GramResolver
 
 __all__ = ["GradVac"]
@@ -55,8 +56,9 @@ class GradVac(SeededRandomness, GramResolver):
     the pairwise updates (``T - 1`` rounds of batched updates: every task makes its
     ``k``-th visit at once, since a visit changes only the visiting task's
     :math:`g_i^{PC}` and targets), :math:`O(TP)` for the sum. State: the targets, shape
-    ``(blocks, T, T)``, and the private generator's state, restored exactly; targets are
-    reset to zero if the number of tasks or blocks changes.
+    ``(blocks, T, T)``, and the private generator's state, restored exactly; a call with
+    another number of tasks or blocks is refused rather than drop the targets
+    (``load_state_dict({})`` starts over).
 
     .. note::
         LibMTL and TorchJD add ``1e-8`` to the denominators, which breaks scale
@@ -99,8 +101,16 @@ class GradVac(SeededRandomness, GramResolver):
         # of the original gradients, row i of ``projected`` is G times it.
         T = gram.shape[-1]
         targets = self.targets
-        if targets is None or targets.shape != gram.shape:
+        if targets is None:
             targets = torch.zeros_like(gram, device="cpu")
+        else:
+            raise_if_other_tasks(self, targets.shape[-1], T)
+            if targets.shape != gram.shape:
+                raise ValueError(
+                    f"GradVac has targets for {targets.shape[:-2].numel()} blocks, got "
+                    f"{gram.shape[:-2].numel()}; use the same parameters and granularity every "
+                    "step, or load_state_dict({}) to start over"
+                )
         targets = targets.to(gram.device, gram.dtype).clone()
         norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=0.0))
         visits = torch.tensor(

@@ -76,3 +76,13 @@ def test_per_block_targets_and_exact_resume():
 def test_invalid_options(options, error):
     with pytest.raises(error):
         GradVac(**options)
+
+
+def test_targets_for_other_blocks_are_refused_not_dropped():
+    resolver = gradsurgery.get_resolver("gradvac", order="fixed")
+    G = torch.tensor([[1.0, 0.5, -0.3, 0.2], [-0.8, 0.4, 0.9, -0.1]], dtype=torch.float64)
+    resolver.resolve_blocks(G, [2, 2])
+    targets = resolver.state_dict()["targets"].clone()
+    with pytest.raises(ValueError, match=r"GradVac has targets for 2 blocks, got 3; .*start over"):
+        resolver.resolve_blocks(G, [1, 1, 2])
+    assert torch.equal(resolver.state_dict()["targets"], targets)

@@ -74,12 +74,12 @@ def test_non_finite_gradients_raise_and_leave_the_state_as_it_was(method, bad):
 
 
 @pytest.mark.parametrize(
-    "method", ["uw", "gradnorm", "olaux", "dwa", "famo", "db_mtl", "metabalance"]
+    "method", ["uw", "gradnorm", "olaux", "dwa", "famo", "db_mtl", "metabalance", "gradvac"]
 )
 def test_learned_state_for_other_tasks_is_refused_not_dropped(method):
     """A resolver that has learned per-task state refuses a call with another number of
     tasks (and keeps its state); ``load_state_dict({})`` starts it over. UW, GradNorm and
-    OL-AUX used to reset their learned weights silently."""
+    OL-AUX used to reset their learned weights silently, GradVac its targets."""
     resolver = gradsurgery.get_resolver(method)
     three_steps(resolver)
     state = copy.deepcopy(resolver.state_dict())

@@ -57,7 +57,9 @@ class NashMTL(GramResolver):
     opposed, where :math:`\varepsilon` alone keeps :math:`\hat Q` invertible). Cost: ``T``
     backward passes (only on update steps if the autograd glue is bypassed),
     :math:`O(T^2 P)` for the Gram, a few :math:`O(T^3)` Newton steps, :math:`O(TP)` for the
-    sum. State: the last :math:`\alpha` per block and the step count, restored exactly.
+    sum. State: the last :math:`\alpha` per block and the step count, restored exactly;
+    :math:`\alpha` is only the warm start of the next solve, so a call with another number
+    of tasks or blocks solves afresh (where the resolvers with learned state refuse it).
 
     .. note::
         The reference (AvivNavon/nash-mtl) runs 20 iterations of a concave-convex procedure

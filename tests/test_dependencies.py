@@ -70,7 +70,7 @@ def test_pyproject_declares_torch_and_numpy_and_the_plot_extra():
 
 
 def _name(requirement: str) -> str:
-    """The distribution name of a requirement string such as ``torch>=2.4,<2.15``."""
+    """The distribution name of a requirement string such as ``torch>=2.4,<2.14``."""
     for index, character in enumerate(requirement):
         if not (character.isalnum() or character in "-_."):
             return requirement[:index].lower()

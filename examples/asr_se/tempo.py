@@ -31,7 +31,7 @@ from examples.asr_se.corpus.errors import MissingPackageError
 from examples.asr_se.corpus.manifest import read_manifest
 from examples.asr_se.evaluate import hashed_subset
 from examples.asr_se.model import JointModel
-from examples.asr_se.train import RunExistsError, progress_bar
+from examples.asr_se.train import RunExistsError, atomic_write_text, progress_bar
 from examples.asr_se.voices import score_by_engine, voice_engine
 
 DEFAULT_TEMPOS = (0.7, 0.85, 1.0, 1.2, 1.4, 1.6)
@@ -177,11 +177,10 @@ def write_probe(
     returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     data = out_dir / "tempo_probe.json"
-    temporary = data.with_name(data.name + ".tmp")
-    temporary.write_text(
-        json.dumps({**provenance, "training_pace": training_pace, "records": records}, indent=1)
+    atomic_write_text(
+        data,
+        json.dumps({**provenance, "training_pace": training_pace, "records": records}, indent=1),
     )
-    temporary.replace(data)
     return [data, plot_probe(records, out_dir / "tempo_probe.png", training_pace)]
 
 

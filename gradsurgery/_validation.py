@@ -108,15 +108,24 @@ def task_vector(
         except (TypeError, ValueError) as error:
             raise TypeError(f"Invalid {argument}: expected {T} numbers ({error})") from None
     elif isinstance(values, Sequence) and not isinstance(values, str):
-        items = [
-            _real_number(value, argument, index, expected) for index, value in enumerate(values)
-        ]
-        try:
-            vector = torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu() for v in items])
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(f"Invalid {argument}: expected {T} numbers ({error})") from None
+        items = []
+        for index, value in enumerate(values):
+            item = _real_number(value, argument, index, expected)
+            try:
+                items.append(torch.as_tensor(item, dtype=torch.float64).cpu())
+            except OverflowError:
+                raise ValueError(
+                    f"Invalid {argument}: item {index} is beyond float64's range; {expected}"
+                ) from None
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise TypeError(f"Invalid {argument}: expected {T} numbers ({error})") from None
+        vector = torch.stack(items) if items else torch.zeros(0, dtype=torch.float64)
     else:
         raise TypeError(f"Invalid {argument}: expected a sequence or tensor of {T} numbers")
+    if vector.dim() > 1:
+        raise ValueError(
+            f"Invalid {argument}: shape {tuple(vector.shape)}; {expected}, one per task"
+        )
     vector = vector.to("cpu", torch.float64).reshape(-1)
     if vector.shape[0] != T:
         raise ValueError(f"Invalid {argument}: got {vector.shape[0]} values for {T} task(s)")
@@ -138,13 +147,19 @@ def _real_number(value: Any, argument: str, index: int, expected: str) -> Any:
         isinstance(value, Tensor) and value.is_complex()
     ):
         raise TypeError(f"Invalid {argument}: item {index} is complex ({value!r}); {expected}")
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
+    if isinstance(value, (Tensor, np.ndarray)):
+        if value.size != 1 if isinstance(value, np.ndarray) else value.numel() != 1:
+            kind = "a tensor" if isinstance(value, Tensor) else "an array"
             raise TypeError(
-                f"Invalid {argument}: item {index} is a tensor of shape {tuple(value.shape)}, "
+                f"Invalid {argument}: item {index} is {kind} of shape {tuple(value.shape)}, "
                 f"not one number; {expected}"
             )
-        return value.detach().reshape(())
+        return value.detach().reshape(()) if isinstance(value, Tensor) else value.reshape(())
+    if isinstance(value, (Sequence, Mapping)) and not isinstance(value, str):
+        raise TypeError(
+            f"Invalid {argument}: item {index} is a {type(value).__name__}, not one number; "
+            f"{expected}"
+        )
     return value
 
 

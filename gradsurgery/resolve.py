@@ -61,8 +61,10 @@ def resolve(
         weights: ``T`` non-negative loss weights :math:`c`; the resolver sees the
             gradients of the weighted losses, :math:`c_i g_i`.
         out: a ``(P,)`` tensor of ``grads``' dtype and device to write :math:`d` into (and
-            return), as torch's ``out=``; it must not share memory with ``grads`` (nor
-            its elements with each other). In a loop over large matrices, one buffer saves
+            return), as torch's ``out=``: dense, and outside ``torch.inference_mode``
+            only a tensor made outside it; the memory it spans, from its first element to
+            its last, must not overlap that of ``grads``, and its elements must not share
+            memory with each other. In a loop over large matrices, one buffer saves
             allocating the result each call: above the C allocator's mmap threshold
             (32 MiB with glibc) every new tensor's pages are faulted in afresh, which on
             the CPU costs more than the cheap methods' own passes over ``grads`` with two
@@ -76,14 +78,15 @@ def resolve(
         :func:`gradsurgery.backward`) and step any optimizer.
 
     Raises:
-        TypeError: ``grads`` of the wrong type or dtype; an option the method lacks;
-            ``out`` that is not a tensor or of another dtype.
+        TypeError: ``grads`` of the wrong type, dtype or layout (sparse); an option the
+            method lacks; ``out`` that is not a dense tensor or of another dtype.
         ValueError: wrong rank or mismatched lengths, ``T = 0``, devices that differ,
             ``primary`` out of range or unknown, non-finite gradients or losses (the task
             is named), an unknown method (the known ones are listed), bad hyper-parameters;
             finite gradients whose Gram matrix or direction overflows their dtype (scale
-            the losses down); ``out`` of the wrong shape or device, requiring grad, or
-            sharing memory with ``grads`` or between its own elements.
+            the losses or the weights down); ``out`` of the wrong shape or device,
+            requiring grad, an inference tensor outside inference mode, or overlapping
+            ``grads``' memory or its own.
 
     Example:
         >>> import torch, gradsurgery
@@ -123,6 +126,12 @@ def resolve(
 def _check_out(out: Any, G: Tensor) -> None:
     if not isinstance(out, Tensor):
         raise TypeError(f"Invalid out: expected a tensor, got {type(out).__name__}")
+    _raise_if_not_strided(out, "out")
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(
+            "Invalid out: an inference tensor (made under torch.inference_mode) cannot be "
+            "written outside it"
+        )
     if out.shape != (G.shape[1],):
         raise ValueError(f"Invalid out: shape {tuple(out.shape)}; expected ({G.shape[1]},)")
     if out.dtype != G.dtype:
@@ -134,7 +143,15 @@ def _check_out(out: Any, G: Tensor) -> None:
     if out.shape[0] > 1 and out.stride(0) == 0:
         raise ValueError("Invalid out: its elements share memory (an expanded tensor)")
     if _spans_overlap(out, G):
-        raise ValueError("Invalid out: it shares memory with grads")
+        raise ValueError("Invalid out: its memory span overlaps that of grads")
+
+
+def _raise_if_not_strided(tensor: Tensor, argument: str) -> None:
+    if tensor.layout != torch.strided:
+        raise TypeError(
+            f"Invalid {argument}: layout {tensor.layout} is not supported (expected a dense "
+            "tensor; convert it with .to_dense())"
+        )
 
 
 def _spans_overlap(a: Tensor, b: Tensor) -> bool:
@@ -204,6 +221,11 @@ def run_resolver(
         )
     except NonFiniteGramError:
         raise_if_nonfinite_rows(G, names, what)
+        if task_weights is not None:
+            raise ValueError(
+                "the task gradients are finite but the Gram matrix of the weighted gradients "
+                "c_i g_i overflows float64; scale the losses or the weights down"
+            ) from None
         raise ValueError(
             "the task gradients are finite but their Gram matrix overflows "
             f"{G.dtype}; scale the losses down"
@@ -245,6 +267,7 @@ def _as_matrix(grads: GradientsLike) -> tuple[Tensor, list[str] | None]:
     """``grads`` as a ``(T, P)`` tensor (without a copy when it already is one), and names."""
     names: list[str] | None = None
     if isinstance(grads, Tensor):
+        _raise_if_not_strided(grads, "grads")
         if grads.dim() != 2:
             raise ValueError(
                 f"Invalid grads: expected a 2-D (T, P) tensor, got shape {tuple(grads.shape)}"
@@ -283,6 +306,7 @@ def _stack_rows(rows: list[Any], names: list[str] | None) -> Tensor:
         label = task_label(index, names)
         if not isinstance(row, Tensor):
             raise TypeError(f"Invalid grads: {label} is a {type(row).__name__}, not a tensor")
+        _raise_if_not_strided(row, f"grads ({label})")
         if row.dim() != 1:
             raise ValueError(
                 f"Invalid grads: {label} has shape {tuple(row.shape)}; expected a 1-D tensor "

@@ -120,6 +120,14 @@ def test_options_reach_the_resolver():
         ({"grads": G, "weights": [1.0, "a"]}, TypeError, "Invalid weights: expected 2 numbers"),
         ({"grads": G, "weights": 2.0}, TypeError, "Invalid weights: expected a sequence"),
         ({"grads": G, "weights": {"a": 1.0, "b": 1.0}}, TypeError, "named tasks"),
+        ({"grads": G, "weights": torch.ones(1, 2)}, ValueError, r"weights: shape \(1, 2\)"),
+        ({"grads": G, "weights": np.ones((2, 1))}, ValueError, r"weights: shape \(2, 1\)"),
+        ({"grads": G, "weights": [[1.0], [1.0]]}, TypeError, "item 0 is a list, not one"),
+        ({"grads": G, "losses": [np.ones(2), 1.0]}, TypeError, "item 0 is an array of shape"),
+        ({"grads": G, "weights": [10**400, 1.0]}, ValueError, "item 0 is beyond float64's"),
+        ({"grads": G, "losses": [1.0, -(10**400)]}, ValueError, "item 1 is beyond float64's"),
+        ({"grads": G.to_sparse()}, TypeError, "grads: layout torch.sparse_coo is not supp"),
+        ({"grads": [G[0], G[1].to_sparse()]}, TypeError, r"grads \(task 1\): layout"),
         ({"grads": {"asr": G[0], "se": G[1]}, "weights": {"asr": 1.0}}, ValueError, "do not match"),
         (
             {"grads": torch.tensor([[1.0, float("inf")], [0.0, 1.0]])},
@@ -144,6 +152,31 @@ def test_nonfinite_is_reported_for_every_kind_of_resolver(method):
     bad = torch.tensor([[1.0, 0.0], [float("nan"), 1.0]])
     with pytest.raises(ValueError, match="task 1 has non-finite"):
         gradsurgery.resolve(bad, method=method)
+
+
+@pytest.mark.parametrize("method", ["gradnorm", "olaux", "metabalance", "mgda", "imtl"])
+def test_weights_whose_gram_overflows_are_refused_before_the_resolver_runs(method):
+    """Finite gradients whose Gram is finite, but not once the loss weights multiply it
+    (c_i c_j g_i . g_j past float64's range): refused, the resolver's state left as it was."""
+    grads = torch.tensor([[1.0, 2.0], [2.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
+    options = {"losses": [1.0, 2.0, 3.0]} if method == "gradnorm" else {}
+    resolver = gradsurgery.get_resolver(method)
+    gradsurgery.resolve(grads, method=resolver, primary=0, **options)
+    state = str(resolver.state_dict())
+    with pytest.raises(ValueError, match=r"weighted gradients .* scale the losses or the weights"):
+        gradsurgery.resolve(grads, method=resolver, primary=0, weights=[1e160] * 3, **options)
+    assert str(resolver.state_dict()) == state
+    direction = gradsurgery.resolve(grads, method=resolver, primary=0, **options)
+    assert torch.isfinite(direction).all()
+
+
+def test_out_made_in_inference_mode_is_refused_outside_it():
+    with torch.inference_mode():
+        out = torch.empty(2)
+    with pytest.raises(ValueError, match="Invalid out: an inference tensor"):
+        gradsurgery.resolve(G, method="sum", out=out)
+    with pytest.raises(TypeError, match=r"Invalid out: layout torch\.sparse_coo"):
+        gradsurgery.resolve(G, method="sum", out=torch.zeros(2).to_sparse())
 
 
 def test_gram_overflow_is_explained():

@@ -151,18 +151,30 @@ class Resolver(ABC):
         return {}
 
 
-def _runs(block_sizes: Sequence[int]) -> list[tuple[int, int, int]]:
-    """Group consecutive blocks of equal size into runs ``(offset, count, size)``."""
+def _runs(block_sizes: Sequence[int], columns: int) -> list[tuple[int, int, int]]:
+    """Group consecutive blocks of equal size into runs ``(offset, count, size)``, after
+    checking that the sizes are those of blocks of a matrix of ``columns`` columns."""
     runs: list[tuple[int, int, int]] = []
     offset = 0
     for size in block_sizes:
+        if size < 0:
+            raise ValueError(f"Invalid block_sizes: a negative size ({size})")
         if runs and runs[-1][2] == size:
             start, count, _ = runs[-1]
             runs[-1] = (start, count + 1, size)
         else:
             runs.append((offset, 1, size))
         offset += size
+    _check_total(block_sizes, offset, columns)
     return runs
+
+
+def _check_total(block_sizes: Sequence[int], total: int, columns: int) -> None:
+    if not block_sizes or total != columns:
+        raise ValueError(
+            f"Invalid block_sizes: {len(block_sizes)} block(s) of {total} columns in all; "
+            f"G has {columns} (the blocks must cover its columns exactly)"
+        )
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -200,11 +212,14 @@ def gram_of_blocks(G: Tensor, block_sizes: Sequence[int]) -> Tensor:
 
     Consecutive blocks of equal size are computed together by one batched matrix product,
     so a model with many same-shaped tensors costs a handful of kernel calls.
+
+    Raises:
+        ValueError: ``block_sizes`` empty, with a negative size, or not summing to ``P``.
     """
     T = G.shape[0]
     work = G if G.dtype == _working_dtype(G.dtype) else G.to(_working_dtype(G.dtype))
     grams = []
-    for offset, count, size in _runs(block_sizes):
+    for offset, count, size in _runs(block_sizes, G.shape[1]):
         if count == 1:
             block = work[:, offset : offset + size]
             gram = _gram_of_wide_block(block) if _is_wide(block) else block @ block.T
@@ -298,12 +313,21 @@ def weighted_sum_of_blocks(
 
     Returns:
         ``(P,)`` direction in ``G``'s dtype (accumulated in float32 for half precision).
+
+    Raises:
+        ValueError: ``block_sizes`` empty, with a negative size, or not summing to ``P``;
+            ``weights`` with another number of rows than blocks.
     """
     work_dtype = _working_dtype(G.dtype)
     work = G if G.dtype == work_dtype else G.to(work_dtype)
     w = weights.to(device=G.device, dtype=work_dtype)
     direct = out if out is not None and _like_a_new_tensor(out, work_dtype) else None
+    if weights.shape[0] != len(block_sizes):
+        raise ValueError(
+            f"Invalid weights: {weights.shape[0]} row(s) for {len(block_sizes)} block(s)"
+        )
     if len(block_sizes) == 1:
+        _check_total(block_sizes, block_sizes[0], G.shape[1])
         if G.device.type == "cpu" and G.shape[0] <= _AXPY_MAX_TASKS:
             return _into(_axpy_sum(work, w[0], out=direct).to(G.dtype), out)
         if direct is None:
@@ -317,7 +341,7 @@ def weighted_sum_of_blocks(
     else:
         direction = torch.empty(G.shape[1], dtype=work_dtype, device=G.device)
     block = 0
-    for offset, count, size in _runs(block_sizes):
+    for offset, count, size in _runs(block_sizes, G.shape[1]):
         if count == 1:
             direction[offset : offset + size] = w[block] @ work[:, offset : offset + size]
         else:
@@ -433,6 +457,10 @@ class GramResolver(Resolver):
                 raise NonFiniteGramError("the Gram matrix of the task gradients is not finite")
             if c is not None:
                 seen = seen * (c[:, None] * c[None, :])
+                if not bool(torch.isfinite(seen).all()):  # the weights' product overflows
+                    raise NonFiniteGramError(
+                        "the Gram matrix of the weighted task gradients is not finite"
+                    )
             gram: Tensor | None = None if partial else seen
         else:
             gram = None

@@ -86,3 +86,31 @@ def test_finite_entries_whose_sum_overflows_are_not_called_nonfinite():
     G[1] = 0.0
     direction = gradsurgery.resolve(G, method="sum")
     assert torch.isfinite(direction).all()
+
+
+@pytest.mark.parametrize(
+    ("block_sizes", "message"),
+    [
+        ((2, 2), "2 block.s. of 4 columns in all; G has 6"),
+        ((10,), "1 block.s. of 10 columns in all; G has 6"),
+        ((-1, 7), "a negative size .-1."),
+        ((), "0 block.s. of 0 columns in all; G has 6"),
+        ((4, 4), "2 block.s. of 8 columns in all; G has 6"),
+    ],
+)
+def test_block_sizes_must_cover_the_columns_exactly(block_sizes, message):
+    """Blocks that leave columns out had left them uninitialised in the weighted sum."""
+    G = _matrix(2, 6)
+    weights = torch.ones(max(len(block_sizes), 1), 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=f"Invalid block_sizes: {message}"):
+        gram_of_blocks(G, block_sizes)
+    with pytest.raises(ValueError, match=f"Invalid block_sizes: {message}"):
+        weighted_sum_of_blocks(G, weights[: len(block_sizes)], block_sizes)
+    with pytest.raises(ValueError, match="Invalid block_sizes"):
+        gradsurgery.get_resolver("gr").resolve_blocks(G, block_sizes, primary=0)
+
+
+def test_weights_need_one_row_per_block():
+    G = _matrix(2, 6)
+    with pytest.raises(ValueError, match=r"Invalid weights: 1 row\(s\) for 2 block\(s\)"):
+        weighted_sum_of_blocks(G, torch.ones(1, 2, dtype=torch.float64), (3, 3))

@@ -238,12 +238,13 @@ def raise_if_nonfinite_losses(
             )
 
 
-def normalize_params(params: Iterable[Tensor]) -> list[Tensor]:
-    """The tensors of ``params`` that require grad, each once, in order (all leaves)."""
-    return list(parameters_by_id(params).values())
+def normalize_params(params: Iterable[Tensor], *, keep_frozen: bool = False) -> list[Tensor]:
+    """The tensors of ``params`` that require grad, each once, in order (all leaves); with
+    ``keep_frozen``, those that do not as well (at least one must)."""
+    return list(parameters_by_id(params, keep_frozen=keep_frozen).values())
 
 
-def parameters_by_id(params: Iterable[Tensor]) -> dict[int, Tensor]:
+def parameters_by_id(params: Iterable[Tensor], *, keep_frozen: bool = False) -> dict[int, Tensor]:
     """:func:`normalize_params` as a mapping ``id -> tensor`` in the same order, which is
     also the set of ids a graph walk looks parameters up in."""
     if isinstance(params, Tensor):
@@ -254,17 +255,19 @@ def parameters_by_id(params: Iterable[Tensor]) -> dict[int, Tensor]:
             f"module), got {type(params).__name__}"
         )
     result: dict[int, Tensor] = {}
+    trainable = False
     for index, param in enumerate(params):
         if not isinstance(param, Tensor):
             raise TypeError(
                 f"Invalid params: item {index} is a {type(param).__name__}, not a tensor"
             )
         key = id(param)
-        if not param.requires_grad or key in result:
+        if key in result or not (param.requires_grad or keep_frozen):
             continue
         if not param.is_leaf:
             raise ValueError(f"Invalid params: item {index} is not a leaf tensor")
         result[key] = param
-    if not result:
+        trainable = trainable or param.requires_grad
+    if not trainable:
         raise ValueError("Invalid params: no tensor that requires grad")
     return result

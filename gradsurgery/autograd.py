@@ -1,10 +1,12 @@
-"""From losses to ``.grad``: task gradients of the shared parameters, resolved, written back.
+r"""From losses to ``.grad``: task gradients of the shared parameters, resolved, written back.
 
 :func:`~gradsurgery.backward` replaces ``sum(losses).backward()`` in a training loop;
 :class:`Accumulator` does the same over a gradient-accumulation window. They find, by
 walking the autograd graph (no computation), which parameters each task's loss reaches.
-Parameters that only one task reaches get that task's gradient directly; parameters that
-two or more tasks reach ("shared") get the resolver's direction. Each task's gradient is
+Parameters that only one task reaches get that task's gradient directly (of its weighted
+loss :math:`c_i L_i` with ``weights=``; a loss weighting, which back-propagates
+:math:`\sum_i w_i c_i L_i` once, scales it by its weight :math:`w_i` too); parameters
+that two or more tasks reach ("shared") get the resolver's direction. Each task's gradient is
 accumulated by autograd straight into its row of the ``T x P`` task-gradient matrix (the
 shared parameters' ``.grad`` temporarily point into it), so the matrix is the only extra
 copy.
@@ -68,10 +70,11 @@ _AUTOCAST_DEVICES = ("cpu", "cuda")
 
 def _as_loss_backward_runs(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """``function`` run as ``loss.backward()`` runs whatever the caller's context: with
-    autograd on, and with :func:`torch.autocast` off.
+    autograd on, outside :func:`torch.inference_mode`, and with :func:`torch.autocast` off.
 
-    Under :func:`torch.no_grad`, the little graph the glue builds on the losses (their
-    weighted sum, the loss weights and a ``scaler``'s scale) would have no ``grad_fn``.
+    Under :func:`torch.no_grad` or :func:`torch.inference_mode`, the little graph the glue
+    builds on the losses (their weighted sum, the loss weights and a ``scaler``'s scale)
+    would have no ``grad_fn``.
     Inside an autocast region, the glue's own arithmetic (the Gram's products, the
     weighted sum of the task gradients) would be cast to half precision, where
     ``loss.backward()``'s is not: the task gradients are resolved in their own dtype.
@@ -80,9 +83,12 @@ def _as_loss_backward_runs(function: Callable[_P, _R]) -> Callable[_P, _R]:
     @wraps(function)
     def as_loss_backward_runs(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         autocast = [device for device in _AUTOCAST_DEVICES if torch.is_autocast_enabled(device)]
-        if torch.is_grad_enabled() and not autocast:
+        inference = torch.is_inference_mode_enabled()
+        if torch.is_grad_enabled() and not autocast and not inference:
             return function(*args, **kwargs)
         with ExitStack() as stack:
+            if inference:
+                stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())
             for device in autocast:
                 stack.enter_context(torch.autocast(device, enabled=False))
@@ -345,7 +351,9 @@ class Accumulator:
 
     Args:
         params, resolver, primary, weights, granularity, diagnostics, scaler, process_group, sync:
-            as for :func:`backward`; fixed for the accumulator's life.
+            as for :func:`backward`; fixed for the accumulator's life. Which of
+            ``params`` require grad is read at each call, as ``torch.optim`` does: one
+            frozen when the accumulator is built gets its gradients once unfrozen.
         resolution: ``"window"`` (default) holds the ``T x P`` task-gradient matrix of the
             shared parameters across the window and resolves it in :meth:`resolve`;
             under ``torch.distributed`` it is averaged once per window, like DDP's
@@ -409,7 +417,7 @@ class Accumulator:
         self.scaler = scaler
         self.process_group = process_group
         self.sync = sync
-        self._parameters = normalize_params(params)
+        self._parameters = normalize_params(params, keep_frozen=True)
         self._position = {id(p): index for index, p in enumerate(self._parameters)}
         self._window: _Window | None = None
         self._last: BackwardResult | None = None

@@ -180,3 +180,31 @@ def test_a_parameter_frozen_after_the_accumulator_was_built_is_skipped(method):
     assert head.grad is None and other.grad is None
     if method == "sum":
         torch.testing.assert_close(trunk.grad, torch.full((3,), 3.0))
+
+
+@pytest.mark.parametrize("method", ["sum", "uw", "gr"])
+@pytest.mark.parametrize("resolution", ["window", "micro_batch"])
+def test_a_parameter_unfrozen_after_the_accumulator_was_built_gets_its_gradient(method, resolution):
+    """Which parameters require grad is read at each call, as torch.optim does: a trunk
+    frozen for a warm-up when the accumulator was built had silently got no gradient once
+    unfrozen."""
+    models = TwoHeads(), TwoHeads()
+    models[0].trunk.requires_grad_(False)
+    accumulators = [
+        gradsurgery.Accumulator(model, resolver=method, resolution=resolution) for model in models
+    ]
+    models[0].trunk.requires_grad_(True)
+    for model, accumulator in zip(models, accumulators):
+        for x in MICRO[:2]:
+            accumulator.backward(model.losses(x))
+        accumulator.resolve()
+    assert torch.count_nonzero(flat_trunk(models[0])) > 0
+    for unfrozen, trainable in zip(grads(models[0]), grads(models[1])):
+        torch.testing.assert_close(unfrozen, trainable, rtol=0, atol=0)
+
+
+def test_an_accumulator_needs_a_parameter_that_requires_grad():
+    model = TwoHeads()
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="Invalid params: no tensor that requires grad"):
+        gradsurgery.Accumulator(model, resolver="gr")

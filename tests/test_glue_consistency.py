@@ -177,9 +177,12 @@ def test_a_failed_micro_batch_leaves_nothing_in_the_window(method, resolution):
 
 @pytest.mark.parametrize("method", ["sum", "uw", "gr"])
 @pytest.mark.parametrize("path", ["backward", "accumulator"])
-def test_no_grad_around_the_call_changes_nothing(method, path):
-    models = TwoHeads(), TwoHeads()
-    for model, context in zip(models, (torch.enable_grad(), torch.no_grad())):
+def test_no_grad_or_inference_mode_around_the_call_changes_nothing(method, path):
+    """(inference_mode had left the glue's weighted sum without a grad_fn: a raw torch
+    error for the loss weightings and for weights=)"""
+    models = TwoHeads(), TwoHeads(), TwoHeads()
+    contexts = (torch.enable_grad(), torch.no_grad(), torch.inference_mode())
+    for model, context in zip(models, contexts):
         losses = model.losses(0)  # built with autograd on, as in a training loop
         with context:
             if path == "backward":
@@ -190,8 +193,9 @@ def test_no_grad_around_the_call_changes_nothing(method, path):
                 )
                 accumulator.backward(losses)
                 accumulator.resolve()
-        assert torch.is_grad_enabled()
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
     assert_same(grads(models[1]), grads(models[0]))
+    assert_same(grads(models[2]), grads(models[0]))
 
 
 def test_diagnostics_leave_a_non_finite_step_to_the_scaler():

@@ -78,6 +78,8 @@ NOTES: dict[tuple[str, str], str] = {
     "fails, it keeps its starting weights 1: the sum)",
     ("torchjd", "mgda"): "TorchJD's MGDA stops its Frank-Wolfe loop at a step below its "
     "default epsilon = 1e-3, short of the min-norm point for T > 2",
+    ("libmtl", "gradvac"): "LibMTL 1.1.5's GradVac updates a target only when the pair's "
+    "similarity is below it (fixed upstream in d2d84fa), we at every visit",
     ("libmtl", "mgda"): "LibMTL's MGDA (Sener and Koltun's projected-gradient solver) ends "
     "once a step moves the weights by less than 1e-5 in all (its 250-step cap is never "
     "counted), which can be short of the min-norm point for T > 2",

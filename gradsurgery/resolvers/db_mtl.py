@@ -56,6 +56,13 @@ class DBMTL(Resolver):
     number of tasks and parameters must stay the same from step to step.
 
     .. note::
+        Through :func:`gradsurgery.backward` and :class:`gradsurgery.Accumulator`, only the
+        shared parameters get the direction formed from the log-loss gradients. The
+        parameters one task alone reaches (its head) get :math:`\nabla L_i`, as under every
+        other resolver of task gradients, where the paper's and LibMTL's trainers, which
+        back-propagate :math:`\log L_i`, give them :math:`\nabla L_i / L_i`: a factor
+        :math:`1 / L_i` on each head's gradient that changes from step to step.
+
         LibMTL (``LibMTL/weighting/DB_MTL.py``) takes :math:`\log(L_i + 10^{-8})`, which is
         NaN for a negative loss and silently wrong for a loss near zero, and divides by
         :math:`\|\hat g_i\| + 10^{-8}`, which makes the result depend on the gradients' scale.

@@ -35,11 +35,13 @@ class GradVac(SeededRandomness, GramResolver):
         \hat\phi_{ij} \leftarrow (1 - \beta) \hat\phi_{ij} + \beta \phi,
 
     which raises the similarity to exactly :math:`\hat\phi_{ij}`; then
-    :math:`d = \sum_i g_i^{PC}`. The target is updated at every visit (as LibMTL), with the
-    similarity measured before the change. Each :math:`g_i^{PC}` stays a combination of the
-    original gradients, so the method runs on the Gram matrix; with per-tensor granularity
-    every parameter tensor keeps its own targets (LibMTL's finest grouping) and all tensors
-    are processed in one batch.
+    :math:`d = \sum_i g_i^{PC}`. The target is updated at every visit, with the similarity
+    measured before the change, as in LibMTL since its commit d2d84fa ("fix a bug in
+    GradVac", February 2024); LibMTL 1.1.5, the release on PyPI, updates it only when
+    :math:`\phi < \hat\phi_{ij}`, so its targets can only fall. Each :math:`g_i^{PC}` stays
+    a combination of the original gradients, so the method runs on the Gram matrix; with
+    per-tensor granularity every parameter tensor keeps its own targets (LibMTL's finest
+    grouping) and all tensors are processed in one batch.
 
     Args:
         beta: the EMA rate :math:`\beta \in [0, 1]`; default 0.5 (LibMTL; the paper uses

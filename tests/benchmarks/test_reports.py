@@ -221,8 +221,11 @@ def test_torchjd_mgda_and_the_random_gradvac_order_are_noted():
     for library in ("torchjd", "libmtl"):
         at_two = overhead.agreement_note(agreement_row("gradvac", library, 2))
         at_four = overhead.agreement_note(agreement_row("gradvac", library, 4))
-        assert "random" not in at_two and at_two.startswith("first step")
+        own = peers.NOTES.get((library, "gradvac"))  # LibMTL 1.1.5's target update
+        assert "random" not in at_two
+        assert at_two.startswith(f"{own}; first step" if own else "first step")
         assert at_four == at_two + "; " + overhead.RANDOM_NOTES["gradvac"][1]
+    assert "d2d84fa" in peers.NOTES[("libmtl", "gradvac")]
 
 
 # The explained factors, checked against the peers themselves on a tiny matrix.

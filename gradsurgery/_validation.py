@@ -148,7 +148,7 @@ def _real_number(value: Any, argument: str, index: int, expected: str) -> Any:
     ):
         raise TypeError(f"Invalid {argument}: item {index} is complex ({value!r}); {expected}")
     if isinstance(value, (Tensor, np.ndarray)):
-        if value.size != 1 if isinstance(value, np.ndarray) else value.numel() != 1:
+        if math.prod(value.shape) != 1:
             kind = "a tensor" if isinstance(value, Tensor) else "an array"
             raise TypeError(
                 f"Invalid {argument}: item {index} is {kind} of shape {tuple(value.shape)}, "

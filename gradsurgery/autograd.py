@@ -5,8 +5,10 @@ r"""From losses to ``.grad``: task gradients of the shared parameters, resolved,
 walking the autograd graph (no computation), which parameters each task's loss reaches.
 Parameters that only one task reaches get that task's gradient directly (of its weighted
 loss :math:`c_i L_i` with ``weights=``; a loss weighting, which back-propagates
-:math:`\sum_i w_i c_i L_i` once, scales it by its weight :math:`w_i` too); parameters
-that two or more tasks reach ("shared") get the resolver's direction. Each task's gradient is
+:math:`\sum_i w_i c_i L_i` once, scales it by its weight :math:`w_i` too; a resolver that
+trains on log-losses, such as DB-MTL, has every task back-propagated as
+:math:`c_i \log L_i`); parameters that two or more tasks reach ("shared") get the
+resolver's direction. Each task's gradient is
 accumulated by autograd straight into its row of the ``T x P`` task-gradient matrix (the
 shared parameters' ``.grad`` temporarily point into it), so the matrix is the only extra
 copy.
@@ -18,6 +20,7 @@ ranks by :mod:`gradsurgery.distributed`, and only then resolved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -261,7 +264,8 @@ def backward(
             a complex parameter that two tasks share, ``diagnostics`` or ``sync`` not a
             ``bool``, a ``scaler`` that is not a ``GradScaler``.
         ValueError: a loss that is not a scalar, a non-finite loss (the task is named; not
-            with a ``scaler``), a loss that reaches none of ``params``, a loss computed
+            with a ``scaler``), a loss that is not positive for a resolver that trains on
+            :math:`\\log L_i` (DB-MTL), a loss that reaches none of ``params``, a loss computed
             through :func:`torch.utils.checkpoint.checkpoint` with ``use_reentrant=True``
             (torch's default; its parameters are outside the autograd graph, so pass
             ``use_reentrant=False``), bad ``primary``,
@@ -508,6 +512,8 @@ class Accumulator:
         loss_values = torch.tensor(loss_floats, dtype=torch.float64)
         if not (self._leaves_nonfinite_to_scaler or self._distributed):
             raise_if_nonfinite_losses(loss_values, names)
+        if self.resolver.trains_on_log_losses and not self._distributed:
+            _raise_if_not_positive(loss_floats, names, self.resolver)
         capture = distributed.is_initialized()
         loss_only = is_loss_weighting(self.resolver)
         # A loss weighting without diagnostics needs no task gradients, so not which
@@ -582,7 +588,10 @@ class Accumulator:
             raise
 
     def _scaled(self, window: _Window, losses: list[Tensor]) -> list[Tensor]:
-        """The losses times their loss weights :math:`c_i`, scaled by the ``scaler``."""
+        """The losses times their loss weights :math:`c_i`, scaled by the ``scaler``; for a
+        resolver that trains on log-losses, :math:`c_i \\log L_i` (scaled)."""
+        if self.resolver.trains_on_log_losses:
+            losses = [torch.log(loss) for loss in losses]
         loss_weights = window.loss_weights
         scaled = [
             loss if loss_weights is None else loss * float(loss_weights[index])
@@ -716,6 +725,10 @@ class Accumulator:
                 blocks=blocks,
                 loss_weights=window.loss_weights,
             )
+        if self.resolver.trains_on_log_losses:
+            # (per micro-batch in _add on one process; the ranks' mean here, on every rank)
+            _raise_if_not_positive(losses.tolist(), window.names, self.resolver, self._distributed)
+            losses = torch.ones_like(losses)  # G's rows are already the gradients of log L_i
         with self._same_draws(G.device):
             resolution = run_resolver(
                 self.resolver,
@@ -889,6 +902,22 @@ def _backward_into(total: Tensor, inputs: list[Tensor], only_inputs: bool) -> No
     (``only_inputs``), ``inputs=`` is left out: the same gradients, without the engine's
     extra pass over the graph that marks the nodes leading to ``inputs``."""
     torch.autograd.backward(total, inputs=None if only_inputs else inputs)
+
+
+def _raise_if_not_positive(
+    values: Sequence[float], names: Sequence[str] | None, resolver: Resolver, averaged: bool = False
+) -> None:
+    """Raise a ``ValueError`` naming the first task whose loss is zero or negative, for a
+    resolver that back-propagates :math:`\\log L_i` (NaN and :math:`-\\infty` pass:
+    non-finite losses are checked, or left to a ``scaler``, elsewhere)."""
+    for index, value in enumerate(values):
+        if -math.inf < value <= 0:
+            where = " (averaged over the ranks)" if averaged else ""
+            raise ValueError(
+                f"Invalid losses: {task_label(index, names)} is {value}{where}; "
+                f"{type(resolver).__name__} trains every task on log L_i, so every loss must be "
+                "> 0 (shift it by a constant)"
+            )
 
 
 def _check_options(

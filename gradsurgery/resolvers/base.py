@@ -88,6 +88,13 @@ class Resolver(ABC):
 
     Class attributes:
         needs_losses: whether ``losses`` must be given.
+        trains_on_log_losses: whether the method trains every task on :math:`\log L_i`
+            and takes ``G``'s rows as the gradients of :math:`L_i`, dividing them by the
+            ``losses`` itself (DB-MTL). Through :func:`gradsurgery.backward` and
+            :class:`gradsurgery.Accumulator` every task is then back-propagated as
+            :math:`\log L_i` (its losses must be positive), so that the parameters of
+            one task alone get :math:`\nabla L_i / L_i` too, and the resolver is given
+            those rows with ``losses`` of one.
         promises: the properties the resolver guarantees, checked for every registered
             resolver by the shared property tests: ``"scale_equivariant"`` (scaling every
             gradient by :math:`c > 0` scales :math:`d` by :math:`c`),
@@ -100,6 +107,7 @@ class Resolver(ABC):
     """
 
     needs_losses: bool = False
+    trains_on_log_losses: ClassVar[bool] = False
     promises: ClassVar[frozenset[str]] = frozenset()
 
     def __call__(

@@ -55,14 +55,18 @@ class DBMTL(Resolver):
     State: :math:`\hat g` and the step count (:meth:`state_dict`), restored exactly; the
     number of tasks and parameters must stay the same from step to step.
 
-    .. note::
-        Through :func:`gradsurgery.backward` and :class:`gradsurgery.Accumulator`, only the
-        shared parameters get the direction formed from the log-loss gradients. The
-        parameters one task alone reaches (its head) get :math:`\nabla L_i`, as under every
-        other resolver of task gradients, where the paper's and LibMTL's trainers, which
-        back-propagate :math:`\log L_i`, give them :math:`\nabla L_i / L_i`: a factor
-        :math:`1 / L_i` on each head's gradient that changes from step to step.
+    Through :func:`gradsurgery.backward` and :class:`gradsurgery.Accumulator`
+    (``trains_on_log_losses``), every task is back-propagated as :math:`c_i \log L_i`,
+    as in the paper's and LibMTL's trainers: the parameters one task alone reaches (its
+    head) get :math:`c_i \nabla L_i / L_i`, and the shared parameters' rows of ``G``
+    arrive already divided, with ``losses`` of one. In an accumulation window (or across
+    ranks) each micro-batch's gradient is so divided by its own loss, then summed (or
+    averaged). The losses must be positive there too (checked per micro-batch; under
+    ``torch.distributed``, where a rank's own losses are not compared, a non-positive one
+    makes its :math:`\log L_i`, and so the averaged task gradients, non-finite: an error,
+    or with a ``scaler`` a skipped step).
 
+    .. note::
         LibMTL (``LibMTL/weighting/DB_MTL.py``) takes :math:`\log(L_i + 10^{-8})`, which is
         NaN for a negative loss and silently wrong for a loss near zero, and divides by
         :math:`\|\hat g_i\| + 10^{-8}`, which makes the result depend on the gradients' scale.
@@ -81,6 +85,7 @@ class DBMTL(Resolver):
 
     promises = frozenset({"scale_equivariant", "permutation_invariant"})
     needs_losses = True
+    trains_on_log_losses = True
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0) -> None:
         self.beta = real_option(

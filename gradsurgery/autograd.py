@@ -547,6 +547,7 @@ class Accumulator:
                 loss_weights=loss_weights,
                 weights_only=weights_only,
                 loss_sum=[0.0] * T,
+                not_positive=[False] * T,
             )
             if shared and (not weights_only or self.diagnostics):
                 _check_same_kind(shared)
@@ -570,6 +571,11 @@ class Accumulator:
                 "the accumulation window; resolve() the window first"
             )
         window.loss_sum = [total + value for total, value in zip(window.loss_sum, loss_floats)]
+        if self.resolver.trains_on_log_losses:
+            window.not_positive = [
+                seen or _not_positive(value)
+                for seen, value in zip(window.not_positive, loss_floats)
+            ]
         window.count += 1
         try:  # the backward passes, into the window and .grad
             if weights_only:
@@ -578,7 +584,7 @@ class Accumulator:
                     scaled = self._scaled(window, loss_list)
                     self._shared_task_gradients(window, scaled, reached)
                 self._backward_weighted_sum(
-                    window, loss_list, reached, loss_values, capture, only_parameters
+                    window, self._trained(loss_list), reached, loss_values, capture, only_parameters
                 )
             else:
                 assert reached is not None
@@ -590,8 +596,7 @@ class Accumulator:
     def _scaled(self, window: _Window, losses: list[Tensor]) -> list[Tensor]:
         """The losses times their loss weights :math:`c_i`, scaled by the ``scaler``; for a
         resolver that trains on log-losses, :math:`c_i \\log L_i` (scaled)."""
-        if self.resolver.trains_on_log_losses:
-            losses = [torch.log(loss) for loss in losses]
+        losses = self._trained(losses)
         loss_weights = window.loss_weights
         scaled = [
             loss if loss_weights is None else loss * float(loss_weights[index])
@@ -600,6 +605,30 @@ class Accumulator:
         if self.scaler is not None:
             scaled = [self.scaler.scale(loss) for loss in scaled]
         return scaled
+
+    def _trained(self, losses: list[Tensor]) -> list[Tensor]:
+        """What each task back-propagates: its loss, or its logarithm for a resolver that
+        trains on log-losses."""
+        if self.resolver.trains_on_log_losses:
+            return [torch.log(loss) for loss in losses]
+        return losses
+
+    def _agree(self, window: _Window, values: Tensor, fingerprint: list[int]) -> Tensor:
+        """The loss values averaged over the ranks (:func:`distributed.agree`). For a
+        resolver that trains on log-losses, the ranks also learn whether any of them had a
+        loss that is not positive in the window, and every rank raises if one did (a
+        negative loss's logarithm is NaN, but its gradient is finite)."""
+        device = self._parameters[0].device
+        group = self.process_group
+        if not self.resolver.trains_on_log_losses:
+            return distributed.agree(values, fingerprint, group, device)
+        flags = torch.tensor(window.not_positive, dtype=torch.float64)
+        agreed = distributed.agree(torch.cat([values, flags]), fingerprint, group, device)
+        for index, flag in enumerate(agreed[window.T :].tolist()):
+            if flag > 0:
+                label = f"{task_label(index, window.names)} is not positive on at least one rank"
+                raise _not_positive_error(label, self.resolver)
+        return agreed[: window.T]
 
     def _shared_task_gradients(
         self, window: _Window, scaled: list[Tensor], reached: list[dict[int, Tensor]]
@@ -638,7 +667,7 @@ class Accumulator:
         device = self._parameters[0].device
         if self._distributed:
             fingerprint = [len(losses), distributed.names_hash(window.names), 1, 0, 0, 0, 0]
-            loss_values = distributed.agree(loss_values, fingerprint, self.process_group, device)
+            loss_values = self._agree(window, loss_values, fingerprint)
             if not self._leaves_nonfinite_to_scaler:  # now averaged over the ranks
                 raise_if_nonfinite_losses(loss_values, window.names, averaged=True)
         finite = all_finite_values(loss_values)
@@ -679,7 +708,6 @@ class Accumulator:
         losses = window.mean_losses() if self._distributed else None
         plain = window.plain_in_order(self._position)
         if losses is not None:
-            device = self._parameters[0].device
             shared_positions = [self._position[id(p)] for p in window.shared]
             plain_positions = [self._position[id(p)] for p, _ in plain]
             fingerprint = [
@@ -691,7 +719,7 @@ class Accumulator:
                 len(plain_positions),
                 _layout_hash(plain_positions),
             ]
-            losses = distributed.agree(losses, fingerprint, group, device)
+            losses = self._agree(window, losses, fingerprint)
             tensors = [] if window.G is None else [window.G]
             distributed.all_reduce_mean_(tensors + [grad for _, grad in plain], group)
         if window.weights_only:
@@ -725,9 +753,7 @@ class Accumulator:
                 blocks=blocks,
                 loss_weights=window.loss_weights,
             )
-        if self.resolver.trains_on_log_losses:
-            # (per micro-batch in _add on one process; the ranks' mean here, on every rank)
-            _raise_if_not_positive(losses.tolist(), window.names, self.resolver, self._distributed)
+        if self.resolver.trains_on_log_losses:  # (their values checked in _add or _agree)
             losses = torch.ones_like(losses)  # G's rows are already the gradients of log L_i
         with self._same_draws(G.device):
             resolution = run_resolver(
@@ -802,6 +828,9 @@ class _Window:
     loss_weights: Tensor | None
     weights_only: bool
     loss_sum: list[float]
+    not_positive: list[bool] = field(default_factory=list)
+    """Per task, whether a micro-batch's loss was not positive (resolvers that train on
+    log-losses only)."""
     count: int = 0
     finite: bool = True
     shared: list[Tensor] = field(default_factory=list)
@@ -904,20 +933,27 @@ def _backward_into(total: Tensor, inputs: list[Tensor], only_inputs: bool) -> No
     torch.autograd.backward(total, inputs=None if only_inputs else inputs)
 
 
+def _not_positive(value: float) -> bool:
+    """A loss that a resolver training on log-losses cannot take: zero or negative (NaN and
+    :math:`-\\infty` pass: non-finite losses are checked, or left to a ``scaler``,
+    elsewhere)."""
+    return -math.inf < value <= 0
+
+
+def _not_positive_error(label: str, resolver: Resolver) -> ValueError:
+    return ValueError(
+        f"Invalid losses: {label}; {type(resolver).__name__} trains every task on log L_i, so "
+        "every loss must be > 0 (shift it by a constant)"
+    )
+
+
 def _raise_if_not_positive(
-    values: Sequence[float], names: Sequence[str] | None, resolver: Resolver, averaged: bool = False
+    values: Sequence[float], names: Sequence[str] | None, resolver: Resolver
 ) -> None:
-    """Raise a ``ValueError`` naming the first task whose loss is zero or negative, for a
-    resolver that back-propagates :math:`\\log L_i` (NaN and :math:`-\\infty` pass:
-    non-finite losses are checked, or left to a ``scaler``, elsewhere)."""
+    """Raise a ``ValueError`` naming the first task whose loss :func:`_not_positive`."""
     for index, value in enumerate(values):
-        if -math.inf < value <= 0:
-            where = " (averaged over the ranks)" if averaged else ""
-            raise ValueError(
-                f"Invalid losses: {task_label(index, names)} is {value}{where}; "
-                f"{type(resolver).__name__} trains every task on log L_i, so every loss must be "
-                "> 0 (shift it by a constant)"
-            )
+        if _not_positive(value):
+            raise _not_positive_error(f"{task_label(index, names)} is {value}", resolver)
 
 
 def _check_options(

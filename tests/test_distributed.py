@@ -48,6 +48,7 @@ SCENARIOS = [
     "ddp_unused_pcgrad",
     "ddp_static_losses_inside_gr",
     "plain_aliased_gr_sum",
+    "plain_db_mtl",
 ]
 
 
@@ -124,6 +125,7 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     )
     gradnorm = gradsurgery.get_resolver("gradnorm")
     uw = gradsurgery.get_resolver("uw")
+    db_mtl = gradsurgery.get_resolver("db_mtl")
     gram = torch.zeros(())
     # Different global random states on the two ranks: PCGrad's random order must still
     # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
@@ -191,6 +193,19 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
                 accumulator.backward(with_aliased(micro))
             accumulator.resolve()
             gradsurgery.backward(with_aliased(2), params, resolver="sum")
+        elif name == "plain_db_mtl":
+            # each rank back-propagates its own log-losses (heads included), averaged: as
+            # one process's window over the ranks' halves with loss weights 1 / WORLD
+            if rank is None:
+                accumulator = gradsurgery.Accumulator(
+                    model.parameters(), resolver=db_mtl, weights=[1.0 / WORLD] * 3
+                )
+                for half in range(WORLD):
+                    accumulator.backward(losses_of(model(batch(step, 0, half))))
+                accumulator.resolve()
+            else:
+                losses = losses_of(module(batch(step, 0, rank)))
+                gradsurgery.backward(losses, model.parameters(), resolver=db_mtl)
         elif name == "ddp_static_losses_inside_gr":
             inside = LossesInside(model) if rank is None else module
             losses = dict(zip("abc", inside(batch(step, 0, rank))))
@@ -255,6 +270,20 @@ def task_order_mismatch_raises(rank: int) -> bool:
     return raises_mismatch(losses, model, "pcgrad")
 
 
+def not_positive_loss_raises(rank: int) -> str | None:
+    """Under DB-MTL, rank 1's loss of task 'b' is negative (its logarithm is NaN, its
+    gradient finite): every rank must raise, naming the task. Returns the message."""
+    model = make_model()
+    losses = losses_of(model(batch(0, 0, rank)))
+    if rank == 1:
+        losses["b"] = -losses["b"]
+    try:
+        gradsurgery.backward(losses, model.parameters(), resolver="db_mtl")
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def raises_mismatch(losses: dict[str, torch.Tensor], model: nn.Module, resolver: str) -> bool:
     """Whether a step raises ``DistributedMismatchError`` (on this rank)."""
     try:
@@ -282,6 +311,7 @@ def worker(rank: int, directory: str) -> None:
         results["mismatch"] = mismatch_raises(rank)
         results["task_count_mismatch"] = task_count_mismatch_raises(rank)
         results["task_order_mismatch"] = task_order_mismatch_raises(rank)
+        results["not_positive"] = not_positive_loss_raises(rank)
         dist.barrier()
         dist.destroy_process_group()
     except BaseException:
@@ -333,3 +363,9 @@ def test_mismatched_graphs_raise_on_every_rank(ranks):
 def test_ranks_with_other_tasks_raise_on_every_rank(ranks, case):
     assert ranks[0][case] is True
     assert ranks[1][case] is True
+
+
+def test_a_loss_not_positive_on_one_rank_raises_on_every_rank(ranks):
+    for rank in ranks:
+        assert rank["not_positive"] is not None
+        assert "task 'b' is not positive on at least one rank" in rank["not_positive"]

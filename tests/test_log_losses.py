@@ -136,3 +136,15 @@ def test_other_resolvers_back_propagate_the_losses_themselves():
     torch.testing.assert_close(s.grad, torch.tensor([14.25], dtype=torch.float64))
     torch.testing.assert_close(h1.grad, torch.tensor([6.0], dtype=torch.float64))
     torch.testing.assert_close(h2.grad, torch.tensor([4.0], dtype=torch.float64))
+
+
+def test_without_shared_parameters_every_task_is_back_propagated_as_its_log_loss():
+    # no parameter is shared: one backward pass of sum_i c_i log L_i, so h1 gets
+    # 2 * 2 h1 s / L1 and h2 gets s^2 / L2 (s fixed at 2)
+    _, h1, h2 = make_parameters()
+    s = torch.tensor([2.0], dtype=torch.float64)
+    gradsurgery.backward(
+        losses_at(s, h1, h2), [h1, h2], resolver="db_mtl", weights={"a": 2.0, "b": 1.0}
+    )
+    torch.testing.assert_close(h1.grad, torch.tensor([8.0 / 3.0], dtype=torch.float64))
+    torch.testing.assert_close(h2.grad, torch.tensor([1.0 / 3.0], dtype=torch.float64))

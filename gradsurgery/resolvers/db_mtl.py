@@ -59,12 +59,12 @@ class DBMTL(Resolver):
     (``trains_on_log_losses``), every task is back-propagated as :math:`c_i \log L_i`,
     as in the paper's and LibMTL's trainers: the parameters one task alone reaches (its
     head) get :math:`c_i \nabla L_i / L_i`, and the shared parameters' rows of ``G``
-    arrive already divided, with ``losses`` of one. In an accumulation window (or across
-    ranks) each micro-batch's gradient is so divided by its own loss, then summed (or
-    averaged). The losses must be positive there too (checked per micro-batch; under
-    ``torch.distributed``, where a rank's own losses are not compared, a non-positive one
-    makes its :math:`\log L_i`, and so the averaged task gradients, non-finite: an error,
-    or with a ``scaler`` a skipped step).
+    arrive already divided, with ``losses`` of one (so the Gram matrix a
+    :class:`~gradsurgery.BackwardResult` carries with ``diagnostics=True`` is theirs). In
+    an accumulation window (or across ranks) each micro-batch's gradient is so divided by
+    its own loss, then summed (or averaged). The losses must be positive there too: each
+    micro-batch's are checked, and under ``torch.distributed`` every rank raises if any
+    rank's were not.
 
     .. note::
         LibMTL (``LibMTL/weighting/DB_MTL.py``) takes :math:`\log(L_i + 10^{-8})`, which is

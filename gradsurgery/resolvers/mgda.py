@@ -60,6 +60,12 @@ class MGDA(GramResolver):
         found on :math:`\hat g` are applied to the ORIGINAL gradients, as in the authors' code
         (``multi_task/train_multi_task.py``); LibMTL applies them to the normalised ones.
 
+        Heads: the authors' trainer back-propagates :math:`\sum_i w^*_i L_i` ("scaled
+        back-propagation"), so the parameters one task alone reaches get
+        :math:`w^*_i \nabla L_i`. Through :func:`gradsurgery.backward` they get
+        :math:`\nabla L_i`, as under every resolver of task gradients, and as LibMTL's
+        trainer gives them (each task's loss back-propagated on its own).
+
     Example:
         >>> import torch, gradsurgery
         >>> G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])

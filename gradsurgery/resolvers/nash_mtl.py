@@ -78,6 +78,11 @@ class NashMTL(GramResolver):
         TorchJD's ``NashMTL`` follows the reference (``benchmarks/results/overhead.md``
         compares the two).
 
+        Heads: the reference (``WeightMethod.backward``) and LibMTL's ``Nash_MTL``
+        back-propagate :math:`\sum_i \alpha_i L_i`, so the parameters that one task alone
+        reaches get :math:`\alpha_i \nabla L_i`. Through :func:`gradsurgery.backward` they
+        get :math:`\nabla L_i`, as under every resolver of task gradients.
+
     Example:
         >>> import torch, gradsurgery
         >>> G = torch.tensor([[1.0, 0.0], [0.0, 2.0]])

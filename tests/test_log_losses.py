@@ -1,9 +1,8 @@
 """The glue with a resolver that trains on log-losses (DB-MTL): every parameter, a task's
 head included, gets the gradient of log L_i, and the resolver gets those rows as they are.
 
-The model: a shared scalar ``s`` and two heads ``h1``, ``h2``, with
-``L1 = h1^2 s + x`` and ``L2 = h2 s^2 + x`` for a data offset ``x``. At ``s = 2``,
-``h1 = 1.5``, ``h2 = 3`` and ``x = 0``: ``L1 = 4.5``, ``L2 = 12``;
+The model: a shared scalar ``s`` and two heads ``h1``, ``h2``, with ``L1 = h1^2 s`` and
+``L2 = h2 s^2``. At ``s = 2``, ``h1 = 1.5`` and ``h2 = 3``: ``L1 = 4.5``, ``L2 = 12``;
 ``dL1/ds = h1^2 = 2.25``, ``dL2/ds = 2 h2 s = 12``, ``dL1/dh1 = 2 h1 s = 6``,
 ``dL2/dh2 = s^2 = 4``.
 """
@@ -24,8 +23,8 @@ def make_parameters() -> tuple[torch.nn.Parameter, torch.nn.Parameter, torch.nn.
     return s, h1, h2
 
 
-def losses_at(s, h1, h2, x: float = 0.0) -> dict[str, torch.Tensor]:
-    return {"a": (h1**2 * s).sum() + x, "b": (h2 * s**2).sum() + x}
+def losses_at(s, h1, h2) -> dict[str, torch.Tensor]:
+    return {"a": (h1**2 * s).sum(), "b": (h2 * s**2).sum()}
 
 
 def test_heads_and_shared_parameters_get_log_loss_gradients():
@@ -74,7 +73,8 @@ def test_shared_direction_is_that_of_resolve_on_the_raw_gradients():
 
 
 def test_a_window_divides_each_micro_batch_by_its_own_loss():
-    # micro-batches x = 0 and x = L at x = 0: losses (4.5, 12), then (9, 24).
+    # two micro-batches, the second with the losses offset by their own values: losses
+    # (4.5, 12), then (9, 24), with the same gradients.
     # shared: 2.25 (1/4.5 + 1/9) = 0.75 and 12 (1/12 + 1/24) = 1.5, so d = 2 * 0.75 + 1.5 = 3;
     # heads: 6 (1/4.5 + 1/9) = 2 and 4 (1/12 + 1/24) = 0.5
     s, h1, h2 = make_parameters()

@@ -59,6 +59,9 @@ class MGDA(GramResolver):
         active-set solve here has no such cap on accuracy. With a normalisation, the weights
         found on :math:`\hat g` are applied to the ORIGINAL gradients, as in the authors' code
         (``multi_task/train_multi_task.py``); LibMTL applies them to the normalised ones.
+        For two tasks whose min-norm point is a vertex (:math:`\hat g_1 \cdot \hat g_2 \ge
+        \|\hat g_i\|^2`), the authors' solver, which LibMTL keeps, returns the weights 0.999
+        and 0.001 where the exact ones, here, are 1 and 0.
 
         Heads: the authors' trainer back-propagates :math:`\sum_i w^*_i L_i` ("scaled
         back-propagation"), so the parameters one task alone reaches get

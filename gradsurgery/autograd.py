@@ -571,7 +571,7 @@ class Accumulator:
                 "the accumulation window; resolve() the window first"
             )
         window.loss_sum = [total + value for total, value in zip(window.loss_sum, loss_floats)]
-        if self.resolver.trains_on_log_losses:
+        if self.resolver.trains_on_log_losses and self._distributed:  # (one process: raised)
             window.not_positive = [
                 seen or _not_positive(value)
                 for seen, value in zip(window.not_positive, loss_floats)
@@ -829,8 +829,8 @@ class _Window:
     weights_only: bool
     loss_sum: list[float]
     not_positive: list[bool] = field(default_factory=list)
-    """Per task, whether a micro-batch's loss was not positive (resolvers that train on
-    log-losses only)."""
+    """Per task, whether a micro-batch's loss was not positive, for the ranks to agree on
+    (resolvers that train on log-losses, under ``torch.distributed``)."""
     count: int = 0
     finite: bool = True
     shared: list[Tensor] = field(default_factory=list)

@@ -19,17 +19,13 @@ per-pair ratios ours / theirs, its 95% confidence interval and the ratios' quart
 ratio's noise, where the quotient of the two steps' ratios to the baseline would compound
 two. A comparison counts as faster or slower when the interval is on that side of 1.
 
-Peak memory is the peak increase of the process's resident set during one step: the
-kernel's high-water mark is reset (``/proc/self/clear_refs``, value 5), the step runs, and
-``VmHWM`` minus the ``VmRSS`` just before the step is read from ``/proc/self/status``.
-glibc's mmap threshold is pinned at 64 KiB (``mallopt``) so that a tensor of that size or
-more is usually its own mapping, returned to the system when freed: the resident set then
-follows the live tensors, the matrix of task gradients included. It undercounts peaks of a
-few MiB (glibc serves some large requests from resident heap space, and the high-water
-mark misses a few hundred KiB): see ``benchmarks/README.md``. ``.grad`` is emptied
-before each measured step, so the step's own gradients count. ``ratio_memory`` is the
-median over ``--memory-repeats`` measurements of the method's peak over the baseline's.
-Linux only; elsewhere the memory fields are ``null``.
+Peak memory is the most bytes that tensors allocated during one step hold at once, read
+from torch's profiler (allocation and free events of its CPU allocator, see
+:mod:`benchmarks._memory`): exact, whatever the C allocator does with freed memory, and
+blind to memory outside torch's allocator (Python objects, NumPy arrays, oneDNN's scratch
+buffers). ``.grad`` is emptied before each measured step, so the step's own gradients
+count. ``ratio_memory`` is the median over ``--memory-repeats`` measurements of the
+method's peak over the baseline's.
 
 Each model's records are also kept in ``overhead.partial.json`` as it finishes, until every
 model the file holds is in the outputs, so that an interrupted run continues with
@@ -48,12 +44,10 @@ plots from the JSON outputs of ``--out``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -65,6 +59,7 @@ from torch import Tensor
 
 import gradsurgery
 from benchmarks import _common
+from benchmarks._memory import peak_tensor_bytes
 from benchmarks.models import MODELS, Workload
 from benchmarks.peers import PeerMethod, alias_key, peer_methods, peer_note
 
@@ -80,6 +75,7 @@ OVERHEAD_CODE = (
     "benchmarks/models.py",
     "benchmarks/peers.py",
     "benchmarks/_common.py",
+    "benchmarks/_memory.py",
     "examples/asr_se/*.py",
 )
 """The files a model's records are computed from (``se_asr`` is the flagship's model)."""
@@ -92,36 +88,11 @@ about 2.5 ms, take 5 s)."""
 # --- memory -----------------------------------------------------------------------------
 
 
-def _pin_mmap_threshold() -> bool:
-    """Make glibc give every allocation of 64 KiB or more its own mapping (see module doc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD
-    except OSError:
-        return False
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def peak_step_bytes(step: Step, before: Callable[[], None]) -> int | None:
-    """Peak resident-set increase during ``step()`` (``before()`` runs first, unmeasured)."""
+def peak_step_bytes(step: Step, before: Callable[[], None]) -> int:
+    """Peak tensor memory allocated during ``step()`` (``before()`` runs first, unmeasured;
+    see :func:`benchmarks._memory.peak_tensor_bytes`)."""
     before()
-    try:
-        start = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return None
-    step()
-    return (_status_kib("VmHWM") - start) * 1024
+    return peak_tensor_bytes(step)
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -243,16 +214,12 @@ def measure(
     method_peaks: list[int] = []
     baseline_peaks: list[int] = []
     for _ in range(memory_repeats):
-        b = peak_step_bytes(baseline, clear)
-        m = peak_step_bytes(step, clear)
-        if b is None or m is None:
-            break
-        baseline_peaks.append(b)
-        method_peaks.append(m)
+        baseline_peaks.append(peak_step_bytes(baseline, clear))
+        method_peaks.append(peak_step_bytes(step, clear))
     if method_peaks:
-        # Below a few pages the resident set cannot resolve a ratio.
-        resolvable = min(baseline_peaks) >= 256 * 1024
-        ratios = [m / b for m, b in zip(method_peaks, baseline_peaks)] if resolvable else []
+        ratios = (
+            [m / b for m, b in zip(method_peaks, baseline_peaks)] if all(baseline_peaks) else []
+        )
         record.update(
             ratio_memory=statistics.median(ratios) if ratios else None,
             mib_method=statistics.median(method_peaks) / 2**20,
@@ -370,9 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     methods, peers, torch, machine (CPU, cores, timing-relevant environment) and committed
     code (:data:`OVERHEAD_CODE`, unchanged since) are taken as they are."""
     torch.set_num_threads(args.threads)
-    pinned = _pin_mmap_threshold()
     info = _common.machine(args.seed)
-    info["mmap_threshold_pinned"] = pinned
     selected = _common.methods(args.methods)
     peers: list[PeerMethod] = []
     peer_missing: dict[str, str] = {}
@@ -800,8 +765,8 @@ def markdown(result: dict[str, Any]) -> str:
         *_versus_peers(result.get("head_to_head", []), columns),
         "## Peak memory ratio",
         "",
-        "Peak resident-set increase during one step (method / summed-loss baseline); "
-        "method in the module docstring of `benchmarks/overhead.py`.",
+        "Peak bytes held by tensors allocated during one step (method / summed-loss "
+        "baseline); method in the module docstring of `benchmarks/overhead.py`.",
         "",
         _common.markdown_table(header, memory_rows),
         "",
@@ -876,8 +841,8 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
 def _plot_text(record: dict[str, Any] | None, value: float) -> str:
     """A cell's text in ``overhead.png``: the ratio; ``fail`` where the step raised; ``–``
-    where there is no record, or no ratio without an error (a memory peak too small to
-    resolve, or no memory measurement)."""
+    where there is no record, or no ratio without an error (no memory measurement, or a
+    baseline that allocated nothing)."""
     if record is not None and record.get("error"):
         return "fail"
     return "–" if math.isnan(value) else f"{value:.2g}"

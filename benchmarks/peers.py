@@ -82,7 +82,9 @@ NOTES: dict[tuple[str, str], str] = {
     "similarity is below it (fixed upstream in d2d84fa), we at every visit",
     ("libmtl", "mgda"): "LibMTL's MGDA (Sener and Koltun's projected-gradient solver) ends "
     "once a step moves the weights by less than 1e-5 in all (its 250-step cap is never "
-    "counted), which can be short of the min-norm point for T > 2",
+    "counted), which can be short of the min-norm point for T > 2; for T = 2 it keeps "
+    "their closed form, whose weights are 0.999 and 0.001 where the min-norm point is a "
+    "vertex (exactly 1 and 0 here)",
 }
 """``(library, key of ALIASES)`` -> how the peer's method differs from gradsurgery's
 (:attr:`PeerMethod.note`). A note that starts with ``norm:`` gives the exact reason, in the

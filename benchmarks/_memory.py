@@ -7,8 +7,9 @@ minus the total before its first event: the most bytes that tensors allocated du
 call held at once (its tensors, their ``.grad``, autograd's buffers, optimizer state),
 counted exactly, whatever the C allocator does with freed memory. What torch's allocator
 does not serve is not counted: Python objects, NumPy arrays, oneDNN's scratch buffers.
-A tensor allocated before the call and freed during it lowers no total (the profiler
-never saw its size), so such frees are not subtracted.
+Memory allocated before the call and freed during it lowers the total only if it was
+allocated under a profiler too (the allocator records sizes only while one runs): in a
+benchmark step, a stateful method's small state tensors from the step measured before.
 
 The event tree is read through ``torch._C._profiler`` (the API that torch's own memory
 timeline uses); ``tests/benchmarks/test_memory.py`` checks it on the torch installed.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._options import real_option
-from gradsurgery.resolvers._simplex import nonnegative_quadratic
+from gradsurgery.resolvers._simplex import nonnegative_quadratic_array
 from gradsurgery.resolvers.base import GramResolver
+from gradsurgery.resolvers.host import from_host, to_host
 
 __all__ = ["UPGrad"]
 
@@ -65,6 +67,15 @@ class UPGrad(GramResolver):
     ``T`` quadratic programmes of :math:`O(T)` active-set steps of :math:`O(T^3)` each (so
     :math:`O(T^5)` at worst, independent of ``P``), :math:`O(TP)` for the sum.
 
+    Warm start: each call starts the active-set method from the supports of the previous
+    call's solutions (of the same shape), where a training step's usually are, and falls
+    back to its cold start where they are not. Where the supports are unchanged, the
+    weights are those of a cold start bit for bit (the last solve is on the same free
+    set), in 2 batched solves instead of up to :math:`T + 5`; in general the direction does
+    not depend on the start up to rounding (the weights may differ only among equal
+    minimisers, with ``reg_eps = 0`` and dependent gradients). The supports are a cache,
+    not state: ``state_dict()`` stays empty.
+
     .. note::
         TorchJD (``_linalg/_dual_cone.py``) solves each projection with quadprog, and
         replaces the Gram by zero when its trace is below an ABSOLUTE ``norm_eps = 1e-4``:
@@ -85,6 +96,7 @@ class UPGrad(GramResolver):
     def __init__(self, norm_eps: float = 0.0, reg_eps: float = 1e-4) -> None:
         self.norm_eps = real_option("norm_eps", norm_eps, minimum=0)
         self.reg_eps = real_option("reg_eps", reg_eps, minimum=0)
+        self._supports: np.ndarray | None = None  # the last solutions' supports (warm start)
 
     def _options(self) -> dict[str, Any]:
         return {"norm_eps": self.norm_eps, "reg_eps": self.reg_eps}
@@ -104,5 +116,9 @@ class UPGrad(GramResolver):
         lower = eye / T  # row i is the lower bound of problem i
         systems = regularised.unsqueeze(-3).expand(*gram.shape[:-2], T, T, T)
         linear = -(lower @ regularised)  # row i: -(Q e_i / T)^T, Q symmetric
-        z = nonnegative_quadratic(systems, linear)
-        return (z + lower).sum(-2)
+        guess = self._supports
+        if guess is not None and guess.shape != tuple(linear.shape):
+            guess = None
+        z = nonnegative_quadratic_array(to_host(systems), to_host(linear), guess=guess)
+        self._supports = z > 0
+        return (from_host(z, systems) + lower).sum(-2)

@@ -91,3 +91,58 @@ def test_mean_without_conflict(G):
 def test_invalid_options(options):
     with pytest.raises(ValueError):
         UPGrad(**options)
+
+
+def _conflicting(T: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    G = torch.randn(T, 30, generator=generator, dtype=torch.float64)
+    G[1:] -= 0.5 * G[0]  # every task pulled against the first
+    return G
+
+
+def _gram(G: torch.Tensor) -> torch.Tensor:
+    return (G @ G.T)[None]
+
+
+def test_a_warm_start_gives_a_cold_starts_weights_bit_for_bit():
+    gram = _gram(_conflicting(8, seed=1))
+    warm = UPGrad()
+    first = warm.weights(gram, primary=None, losses=None)
+    second = warm.weights(gram, primary=None, losses=None)  # from first's supports
+    cold = UPGrad().weights(gram, primary=None, losses=None)
+    assert torch.equal(first, cold)
+    assert torch.equal(second, cold)
+
+
+def test_a_warm_start_takes_two_solves_where_the_supports_hold(monkeypatch):
+    from gradsurgery.resolvers import _simplex
+
+    solves = []
+    solve = _simplex._solve_on_free_set
+    monkeypatch.setattr(_simplex, "_solve_on_free_set", lambda *a: solves.append(1) or solve(*a))
+    T = 16
+    G = _conflicting(T, seed=2)
+    resolver = UPGrad()
+    gradsurgery.resolve(G, method=resolver)
+    cold = len(solves)
+    gradsurgery.resolve(G * (1 + 1e-3 * torch.rand(G.shape, dtype=G.dtype)), method=resolver)
+    warm = len(solves) - cold
+    assert warm == 2  # the start on the supports, and the loop's check that it is optimal
+    assert cold > T / 2  # the active set grows one variable per solve
+
+
+@given(first=gradient_matrices(min_tasks=2), second=gradient_matrices(min_tasks=2))
+def test_a_stale_start_gives_the_same_direction(first, second):
+    warm = UPGrad()
+    gradsurgery.resolve(first, method=warm)  # supports of another problem, maybe of another T
+    expected = gradsurgery.resolve(second, method=UPGrad())
+    scale = float(second.abs().max())
+    torch.testing.assert_close(
+        gradsurgery.resolve(second, method=warm), expected, rtol=1e-9, atol=1e-9 * scale
+    )
+
+
+def test_the_supports_are_not_state():
+    resolver = UPGrad()
+    gradsurgery.resolve(_conflicting(4, seed=3), method=resolver)
+    assert resolver.state_dict() == {}

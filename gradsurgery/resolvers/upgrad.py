@@ -68,13 +68,14 @@ class UPGrad(GramResolver):
     :math:`O(T^5)` at worst, independent of ``P``), :math:`O(TP)` for the sum.
 
     Warm start: each call starts the active-set method from the supports of the previous
-    call's solutions (of the same shape), where a training step's usually are, and falls
-    back to its cold start where they are not. Where the supports are unchanged, the
-    weights are those of a cold start bit for bit (the last solve is on the same free
-    set), in 2 batched solves instead of up to :math:`T + 5`; in general the direction does
-    not depend on the start up to rounding (the weights may differ only among equal
-    minimisers, with ``reg_eps = 0`` and dependent gradients). The supports are a cache,
-    not state: ``state_dict()`` stays empty.
+    call's solutions (of the same shape), which change little between nearby training
+    steps, and falls back to its cold start where they no longer hold. Where the supports
+    are unchanged, the weights are those of a cold start bit for bit (the last solve is on
+    the same free set), in 2 batched solves, where a cold start frees the supports'
+    variables about one per solve. In general the direction does not depend on the start,
+    up to rounding (the weights may differ only among equal minimisers, with
+    ``reg_eps = 0`` and dependent gradients). The supports are a cache, not state:
+    ``state_dict()`` stays empty.
 
     .. note::
         TorchJD (``_linalg/_dual_cone.py``) solves each projection with quadprog, and

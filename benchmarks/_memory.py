@@ -36,7 +36,7 @@ def peak_tensor_bytes(call: Callable[[], object]) -> int:
     ``call()`` itself writes to the process's stderr: run it once outside first (a
     benchmark's warm-up steps do) to see its warnings."""
     profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         profiler.start()
         try:
             call()
@@ -66,7 +66,7 @@ def _cpu_allocations(profiler: profile) -> list[tuple[int, _ExtraFields_Allocati
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """Send what is written to file descriptor 2 to the null device meanwhile."""
     sys.stderr.flush()
     saved = os.dup(2)

@@ -42,6 +42,7 @@ import torch
 import gradsurgery
 from benchmarks import _common
 from benchmarks._common import add_output_arguments, benchmark_parser
+from benchmarks._memory import native_stderr_silenced
 
 CHEAP = ("sum", "gr", "pcgrad", "cosine_gate")
 GOAL = 3.0
@@ -282,7 +283,8 @@ def profile_cheap(
             try:
                 resolver = gradsurgery.get_resolver(method)
                 gradsurgery.resolve(G, method=resolver, losses=losses)
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                # (Kineto logs each profiler start and stop to fd 2, whatever its level)
+                with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
                     start = time.perf_counter()
                     for _ in range(PROFILED_CALLS):
                         gradsurgery.resolve(G, method=resolver, losses=losses)

@@ -134,8 +134,9 @@ def test_overhead_smoke(tmp_path):
     assert (tmp_path / "overhead.md").read_text() == written
 
 
-def test_kernel_smoke(tmp_path):
+def test_kernel_smoke(tmp_path, capfd):
     kernel.main(["--smoke", "--quiet", "--profile", "--out", str(tmp_path)])
+    assert "profiler_start" not in capfd.readouterr().err  # Kineto's log lines are dropped
     result = json.loads((tmp_path / "kernel.json").read_text())
     records = result["records"]
     configs = {(r["tasks"], r["size"]) for r in records}

@@ -32,9 +32,8 @@ def peak_tensor_bytes(call: Callable[[], object]) -> int:
     What is written to file descriptor 2 meanwhile is dropped: the profiler's library logs
     each start and stop there whatever its log level, and torch's allocator a warning at
     the first free (and each thousandth after) of memory allocated before any profiler
-    started. So is what
-    ``call()`` itself writes to the process's stderr: run it once outside first (a
-    benchmark's warm-up steps do) to see its warnings."""
+    started. So is what ``call()`` itself writes to the process's stderr: run it once
+    outside first (a benchmark's warm-up steps do) to see its warnings."""
     profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with native_stderr_silenced():
         profiler.start()

@@ -737,7 +737,7 @@ class Accumulator:
         finite = bool(torch.isfinite(losses).all())
         if scale is not None:
             G.div_(scale)
-            finite = finite and bool(torch.isfinite(G).all())
+            finite = finite and all_finite(G)
         if not (finite or self._leaves_nonfinite_to_scaler):
             raise_if_nonfinite_losses(losses, window.names, self._distributed)
         blocks = _blocks(window.shared, window.block_sizes)

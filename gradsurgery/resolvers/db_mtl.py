@@ -10,7 +10,13 @@ from torch import Tensor
 
 from gradsurgery.resolvers._losses import checked_losses
 from gradsurgery.resolvers._options import integer_option, real_option
-from gradsurgery.resolvers.base import Resolution, Resolver, gram_of_blocks, weighted_sum_of_blocks
+from gradsurgery.resolvers.base import (
+    Resolution,
+    Resolver,
+    all_finite,
+    gram_of_blocks,
+    weighted_sum_of_blocks,
+)
 
 __all__ = ["DBMTL"]
 
@@ -127,7 +133,7 @@ class DBMTL(Resolver):
         if task_weights is not None:
             scale = scale * task_weights.to("cpu", torch.float64)
         log_gradients = G.to(work_dtype) * scale.to(G.device, work_dtype)[:, None]
-        if not bool(torch.isfinite(log_gradients).all()):
+        if not all_finite(log_gradients):
             raise ValueError(
                 "the log-loss gradients g_i / L_i overflow: a loss is too close to zero for "
                 f"{work_dtype}"
@@ -140,7 +146,7 @@ class DBMTL(Resolver):
         if self.average is not None:
             average.add_(self.average.to(G.device, work_dtype), alpha=beta)
         norms = torch.sqrt(torch.diagonal(gram_of_blocks(average, block_sizes), dim1=-2, dim2=-1))
-        if not bool(torch.isfinite(norms).all()):
+        if not all_finite(norms):
             raise ValueError(f"the averaged log-loss gradients' norms overflow {work_dtype}")
         largest = norms.max(dim=-1, keepdim=True).values
         # a task whose averaged gradient is below eps x the largest is numerically zero: it
@@ -148,7 +154,7 @@ class DBMTL(Resolver):
         positive = norms > largest * torch.finfo(work_dtype).eps
         alphas = torch.where(positive, largest / torch.where(positive, norms, 1.0), 0.0)
         direction = weighted_sum_of_blocks(average, alphas, block_sizes)
-        if not bool(torch.isfinite(direction).all()):
+        if not all_finite(direction):
             raise ValueError(
                 "DB-MTL's rescaled direction overflows: the tasks' gradient norms differ by "
                 f"more than {work_dtype} can hold"

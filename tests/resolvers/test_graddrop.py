@@ -81,6 +81,19 @@ def test_zero_column_contributes_zero():
     assert torch.equal(d, torch.zeros(3))
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_zero_entries_in_conflicting_columns_contribute_zero(seed):
+    # Zeros of either sign beside entries that conflict: whichever sign survives, a zero
+    # entry's term is a zero, and the direction is the loop's (signed zeros included).
+    G = torch.tensor([[1.0, -0.0, 0.0], [-2.0, 3.0, -1.0], [0.0, -1.0, 2.0]], dtype=torch.float64)
+    uniform = torch.rand(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    for leak in (0.0, 0.3):
+        d = gradsurgery.resolve(G, method=GradDrop(leak=leak, seed=seed))
+        expected = reference_graddrop(G, uniform, leak=leak)
+        torch.testing.assert_close(d, expected, rtol=0, atol=0)
+        assert torch.equal(torch.signbit(d), torch.signbit(expected))
+
+
 def test_blocks_make_no_difference():
     one = GradDrop(seed=3).resolve_blocks(G, (4,)).direction
     two = GradDrop(seed=3).resolve_blocks(G, (1, 3)).direction

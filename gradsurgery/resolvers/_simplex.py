@@ -4,16 +4,18 @@ Several resolvers (MGDA, CAGrad, UPGrad) reduce to a quadratic programme in the 
 weights. They are solved here exactly (to rounding), not to a loose iteration cap: the
 Lawson-Hanson active-set method, written on the Gram matrix and run for all blocks at once.
 
-- :func:`nonnegative_quadratic`: :math:`\\min_{u \\ge 0} \\tfrac12 u^\\top A u - b^\\top u`.
+- :func:`nonnegative_quadratic`: :math:`\\min_{u \\ge 0} \\tfrac12 u^\\top A u - b^\\top u`, on
+  NumPy arrays (UPGrad, and the next one, call it on the host).
 - :func:`min_norm_in_simplex`: :math:`\\min_{w \\in \\Delta} \\|w^\\top J\\|^2` from the Gram
   :math:`J J^\\top`, via an equivalent non-negative problem.
 
 The problems are tiny (``T <= 16`` or so, a few dozen blocks) and the method takes a few
 dozen element-wise steps per iteration, so its cost is the per-call overhead of each step,
 not arithmetic. NumPy's is several times lower than torch's for such arrays, so the
-solvers run in float64 NumPy on the host; the torch-facing functions copy the ``T x T``
-inputs there and the ``T`` weights back (:mod:`gradsurgery.resolvers.host`). The
-``*_array`` functions are the NumPy cores, for callers that chain many solves (CAGrad).
+solvers run in float64 NumPy on the host. :func:`min_norm_in_simplex` copies the ``T x T``
+inputs there and the ``T`` weights back (:mod:`gradsurgery.resolvers.host`);
+:func:`min_norm_in_simplex_array` is its NumPy core, for callers that chain many solves
+(CAGrad).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ __all__ = [
     "min_norm_in_simplex",
     "min_norm_in_simplex_array",
     "nonnegative_quadratic",
-    "nonnegative_quadratic_array",
 ]
 
 _OPTIMALITY_TOL = 1e-15
@@ -35,14 +36,17 @@ _OPTIMALITY_TOL = 1e-15
 _RCOND = 1e-13
 """Eigenvalues below this fraction of the largest are treated as zero in the sub-solves."""
 _START_TRIALS = 4
-"""Solves spent looking for a starting free set (see :func:`nonnegative_quadratic_array`)."""
+"""Solves spent looking for a starting free set (see :func:`nonnegative_quadratic`)."""
 _SWAMPED = 0.1
 """The min-norm value (of the normalised Gram) below which a second, reweighted pass runs."""
 
 
 def nonnegative_quadratic(
-    A: Tensor, b: Tensor, max_iterations: int | None = None, guess: Tensor | None = None
-) -> Tensor:
+    A: np.ndarray,
+    b: np.ndarray,
+    max_iterations: int | None = None,
+    guess: np.ndarray | None = None,
+) -> np.ndarray:
     r"""Solve :math:`\min_{u \ge 0} \tfrac12 u^\top A u - b^\top u` for each block.
 
     The Lawson-Hanson active-set method (Lawson & Hanson, *Solving Least Squares Problems*,
@@ -55,12 +59,12 @@ def nonnegative_quadratic(
     For a positive semi-definite :math:`A = M^\top M` the columns of :math:`M` in the free set
     stay linearly independent (the method's invariant), so rank-deficient :math:`A`
     (duplicate or zero tasks) is handled without regularisation. All blocks iterate
-    together; each iteration is one batched symmetric eigen-solve of size ``T``. Solved in
-    float64 on the host (see the module's note).
+    together; each iteration is one batched symmetric eigen-solve of size ``T``, in
+    float64 NumPy (see the module's note).
 
     Args:
-        A: ``(..., T, T)`` symmetric positive semi-definite matrices.
-        b: ``(..., T)`` vectors.
+        A: ``(..., T, T)`` float64 symmetric positive semi-definite matrices.
+        b: ``(..., T)`` float64 vectors.
         max_iterations: a cap on the iterations (default ``5 T + 20``; the method usually
             needs fewer than ``2 T``). At the cap the current feasible iterate is returned.
         guess: optional ``(..., T)`` boolean free set to start from (a warm start, e.g. the
@@ -71,20 +75,8 @@ def nonnegative_quadratic(
             depend on the start (up to rounding, or among equal minimisers).
 
     Returns:
-        ``(..., T)`` non-negative minimisers, in ``A``'s dtype and on its device.
+        ``(..., T)`` float64 non-negative minimisers.
     """
-    support = None if guess is None else guess.detach().cpu().numpy().astype(bool)
-    u = nonnegative_quadratic_array(to_host(A), to_host(b), max_iterations, support)
-    return from_host(u, A)
-
-
-def nonnegative_quadratic_array(
-    A: np.ndarray,
-    b: np.ndarray,
-    max_iterations: int | None = None,
-    guess: np.ndarray | None = None,
-) -> np.ndarray:
-    """:func:`nonnegative_quadratic` on float64 NumPy arrays (same arguments)."""
     T = A.shape[-1]
     batch = A.shape[:-2]
     A = A.reshape(-1, T, T)
@@ -255,7 +247,7 @@ def _min_norm_pass(
     T = normalised.shape[-1]
     s = weight_of_sum[..., None, None]
     linear = np.broadcast_to(s[..., 0], (*weight_of_sum.shape, T))
-    u = nonnegative_quadratic_array(normalised + s, linear, guess=support)
+    u = nonnegative_quadratic(normalised + s, linear, guess=support)
     total = u.sum(-1, keepdims=True)
     weights = u / np.where(total > 0, total, 1.0)
     return weights, np.einsum("...i,...ij,...j->...", weights, normalised, weights)

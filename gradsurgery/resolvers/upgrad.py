@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from gradsurgery.resolvers._options import real_option
-from gradsurgery.resolvers._simplex import nonnegative_quadratic_array
+from gradsurgery.resolvers._simplex import nonnegative_quadratic
 from gradsurgery.resolvers.base import GramResolver
 from gradsurgery.resolvers.host import from_host, to_host
 
@@ -120,6 +120,6 @@ class UPGrad(GramResolver):
         guess = self._supports
         if guess is not None and guess.shape != tuple(linear.shape):
             guess = None
-        z = nonnegative_quadratic_array(to_host(systems), to_host(linear), guess=guess)
+        z = nonnegative_quadratic(to_host(systems), to_host(linear), guess=guess)
         self._supports = z > 0
         return (from_host(z, systems) + lower).sum(-2)

@@ -101,8 +101,8 @@ def test_nonnegative_quadratic_matches_scipy_nnls():
     for _ in range(60):
         T, rows = rng.integers(1, 7), rng.integers(1, 9)
         M, y = rng.standard_normal((rows, T)), rng.standard_normal(rows)
-        u = nonnegative_quadratic(torch.from_numpy(M.T @ M)[None], torch.from_numpy(M.T @ y)[None])
-        assert_solves_nnls(M, y, u[0].numpy())
+        u = nonnegative_quadratic((M.T @ M)[None], (M.T @ y)[None])
+        assert_solves_nnls(M, y, u[0])
 
 
 def test_nonnegative_quadratic_from_any_guess_matches_scipy_nnls():
@@ -111,28 +111,34 @@ def test_nonnegative_quadratic_from_any_guess_matches_scipy_nnls():
     for _ in range(60):
         T, rows = rng.integers(1, 9), rng.integers(1, 9)
         M, y = rng.standard_normal((rows, T)), rng.standard_normal(rows)
-        guess = torch.from_numpy(rng.random(T) < 0.6)[None]
-        A, b = torch.from_numpy(M.T @ M)[None], torch.from_numpy(M.T @ y)[None]
-        assert_solves_nnls(M, y, nonnegative_quadratic(A, b, guess=guess)[0].numpy())
+        guess = (rng.random(T) < 0.6)[None]
+        A, b = (M.T @ M)[None], (M.T @ y)[None]
+        assert_solves_nnls(M, y, nonnegative_quadratic(A, b, guess=guess)[0])
 
 
-def test_solvers_answer_in_the_inputs_dtype():
+def test_min_norm_answers_in_the_inputs_dtype():
     Q = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
     weights = min_norm_in_simplex(Q[None])
     assert weights.dtype == torch.float32
     # min over the simplex of w^T Q w: (1/5)(1, 1, 3) gives Q w = (3, 3, 3) / 5
     torch.testing.assert_close(weights[0], torch.tensor([0.2, 0.2, 0.6]))
-    u = nonnegative_quadratic(Q[None], torch.tensor([[1.0, -1.0, 2.0]]))
-    assert u.dtype == torch.float32
-    torch.testing.assert_close(u[0], torch.tensor([0.5, 0.0, 2.0]))
+
+
+def test_nonnegative_quadratic_by_hand():
+    # Free set {0, 2}: u = (1/2, 0, 2/1). Variable 1 stays at zero: its gradient
+    # b_1 - (A u)_1 = -1 - 1/2 is negative.
+    A = np.array([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    u = nonnegative_quadratic(A[None], np.array([[1.0, -1.0, 2.0]]))
+    assert u.dtype == np.float64
+    np.testing.assert_allclose(u[0], [0.5, 0.0, 2.0])
 
 
 def test_nonnegative_quadratic_keeps_leading_dimensions():
-    A = torch.eye(3, dtype=torch.float64).expand(2, 4, 3, 3)
-    b = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64).expand(2, 4, 3)
+    A = np.broadcast_to(np.eye(3), (2, 4, 3, 3))
+    b = np.broadcast_to(np.array([1.0, -2.0, 3.0]), (2, 4, 3))
     u = nonnegative_quadratic(A, b)
     assert u.shape == (2, 4, 3)
-    torch.testing.assert_close(u[1, 2], torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))
+    np.testing.assert_allclose(u[1, 2], [1.0, 0.0, 3.0])
 
 
 def test_warm_start_does_not_change_the_solution():

@@ -5,7 +5,7 @@ weights. They are solved here exactly (to rounding), not to a loose iteration ca
 Lawson-Hanson active-set method, written on the Gram matrix and run for all blocks at once.
 
 - :func:`nonnegative_quadratic`: :math:`\\min_{u \\ge 0} \\tfrac12 u^\\top A u - b^\\top u`, on
-  NumPy arrays (UPGrad, and the next one, call it on the host).
+  NumPy arrays (UPGrad calls it on the host, and so does the next one).
 - :func:`min_norm_in_simplex`: :math:`\\min_{w \\in \\Delta} \\|w^\\top J\\|^2` from the Gram
   :math:`J J^\\top`, via an equivalent non-negative problem.
 

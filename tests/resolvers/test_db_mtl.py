@@ -84,6 +84,26 @@ def test_nonpositive_loss_is_an_error_and_changes_nothing():
         gradsurgery.resolve(torch.eye(2), method="db_mtl")
 
 
+@pytest.mark.parametrize(
+    ("G", "losses", "message"),
+    [
+        # g / L = 1e30 / 1e-20 overflows float32
+        ([[1e30, 0.0], [0.0, 1.0]], [1e-20, 1.0], "too close to zero"),
+        # the average is finite, its squared norm (1e40) is not
+        ([[1e20, 0.0], [0.0, 1.0]], [1.0, 1.0], "norms overflow"),
+    ],
+)
+def test_overflow_is_an_error_and_keeps_the_state(G, losses, message):
+    resolver = DBMTL(beta=0.5)
+    gradsurgery.resolve(torch.eye(2), method=resolver, losses=[1.0, 1.0])
+    before = resolver.state_dict()
+    with pytest.raises(ValueError, match=message):
+        gradsurgery.resolve(torch.tensor(G), method=resolver, losses=losses)
+    after = resolver.state_dict()
+    assert after["step"] == before["step"] == 1
+    assert torch.equal(after["average"], before["average"])
+
+
 def test_changing_shape_is_an_error():
     resolver = DBMTL()
     gradsurgery.resolve(torch.eye(2), method=resolver, losses=[1.0, 1.0])

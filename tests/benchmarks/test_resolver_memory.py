@@ -13,8 +13,8 @@ from gradsurgery.resolvers import DBMTL
 
 def test_db_mtl_holds_one_task_by_parameter_buffer_beside_the_gradients():
     # The running average is the one (T, P) tensor a step needs; the finiteness checks
-    # are sums, not (T, P) masks (torch.isfinite's, with its temporaries, held more than
-    # twice the average's bytes again).
+    # are sums, not (T, P) masks (torch.isfinite's, with its temporaries, held 1.75
+    # times the average's bytes beside it: a peak of 2.75 averages).
     T, P = 4, 1 << 16
     G = torch.randn(T, P, generator=torch.Generator().manual_seed(0))
     losses = torch.tensor([1.0, 2.0, 0.5, 4.0])

@@ -136,10 +136,11 @@ def _classification_targets(tasks: int, batch: int, classes: int, seed: int) -> 
     return [torch.randint(classes, (batch,), generator=generator) for _ in range(tasks)]
 
 
-@register_model("mlp", tasks=(2, 4, 8, 16))
+@register_model("mlp", tasks=(2, 3, 4, 8, 16))
 def mlp(tasks: int, seed: int, smoke: bool) -> Workload:
     """A 3-layer ReLU MLP trunk (128 -> 256 -> 256 -> 256, 165k shared parameters) and
-    one linear 10-class head per task; batch 128 (smoke: 32 -> 64, batch 16)."""
+    one linear 10-class head per task; batch 128 (smoke: 32 -> 64, batch 16). T = 3 is
+    there for LibMTL 1.1.5's CAGrad, which takes exactly three tasks."""
     width, inputs, batch = (64, 32, 16) if smoke else (256, 128, 128)
     torch.manual_seed(seed)
     trunk = nn.Sequential(

@@ -53,6 +53,10 @@ class GradDrop(SeededRandomness, Resolver):
     Cost: ``T`` backward passes, :math:`O(TP)` time, one :math:`P`-vector of random numbers;
     block sizes (granularity) make no difference, the rule is per coordinate. State: the
     private generator's state (:meth:`~gradsurgery.resolvers.Resolver.state_dict`).
+    Through :func:`gradsurgery.backward` with ``granularity="tensor"``, the shared tensors'
+    columns come in order of tensor size (equal sizes are batched), so the same seed draws
+    :math:`U_j` for other coordinates than with ``"global"``: the same distribution, other
+    draws.
 
     .. note::
         TorchJD and LibMTL keep positive entries where :math:`\mathcal{P} > U` and negative

@@ -1,7 +1,9 @@
 """Every registered resolver, through the autograd glue, updates the shared parameters as
 :func:`gradsurgery.resolve` (``global``) or :meth:`Resolver.resolve_blocks` (``tensor``)
 does on the task gradients collected by hand, with the same primary task, loss values and
-loss weights, step after step (so that stateful resolvers carry the same state).
+loss weights, step after step (so that stateful resolvers carry the same state). An
+:class:`gradsurgery.Accumulator` given one micro-batch per window does the same, in either
+resolution mode.
 
 The glue's per-tensor blocks are the shared tensors in order of size (stable), so that
 tensors of equal size form one batched run; the columns by hand are laid out the same way,
@@ -79,23 +81,36 @@ def by_hand(
     return [update[p] for p in model.trunk.parameters()]
 
 
+def glue(path: str, model: SharedTrunk, resolver, tasks: int, granularity: str):
+    """One step's ``.grad`` writer through ``path``: ``backward`` or an accumulator."""
+    options = {"resolver": resolver, "primary": 0, "weights": WEIGHTS[:tasks]}
+    if path == "backward":
+        return lambda losses: gradsurgery.backward(
+            losses, model.parameters(), granularity=granularity, **options
+        )
+    accumulator = gradsurgery.Accumulator(
+        model.parameters(), granularity=granularity, resolution=path, **options
+    )
+
+    def step(losses: list[torch.Tensor]) -> None:
+        accumulator.backward(losses)
+        accumulator.resolve()
+
+    return step
+
+
+@pytest.mark.parametrize("path", ["backward", "window", "micro_batch"])
 @pytest.mark.parametrize("granularity", ["global", "tensor"])
 @pytest.mark.parametrize("tasks", [2, 3])
 @pytest.mark.parametrize("method", gradsurgery.available())
-def test_backward_updates_the_trunk_as_resolve_does(method, tasks, granularity):
+def test_the_glue_updates_the_trunk_as_resolve_does(method, tasks, granularity, path):
     model = SharedTrunk(tasks)
-    through_glue, direct = fresh(method), fresh(method)
+    direct = fresh(method)
+    train_step = glue(path, model, fresh(method), tasks, granularity)
     for step in range(STEPS):
         expected = by_hand(model, step, direct, granularity)
         model.zero_grad(set_to_none=True)
-        gradsurgery.backward(
-            model.losses(step),
-            model.parameters(),
-            resolver=through_glue,
-            primary=0,
-            weights=WEIGHTS[:tasks],
-            granularity=granularity,
-        )
+        train_step(model.losses(step))
         for parameter, wanted in zip(model.trunk.parameters(), expected, strict=True):
             assert parameter.grad is not None
             # float32 rounding apart: the glue weights the losses before autograd, resolve

@@ -3,7 +3,8 @@
 does on the task gradients collected by hand, with the same primary task, loss values and
 loss weights, step after step (so that stateful resolvers carry the same state). An
 :class:`gradsurgery.Accumulator` given one micro-batch per window does the same, in either
-resolution mode.
+resolution mode; so does :func:`gradsurgery.backward` with a
+:class:`torch.amp.GradScaler`, up to the scale it leaves in ``.grad``.
 
 The glue's per-tensor blocks are the shared tensors in order of size (stable), so that
 tensors of equal size form one batched run; the columns by hand are laid out the same way,
@@ -21,6 +22,7 @@ import gradsurgery
 
 STEPS = 3
 WEIGHTS = (0.7, 0.4, 1.3)
+SCALE = 2.0**12  # a power of two: scaling and unscaling are exact
 
 
 class SharedTrunk(nn.Module):
@@ -82,11 +84,13 @@ def by_hand(
 
 
 def glue(path: str, model: SharedTrunk, resolver, tasks: int, granularity: str):
-    """One step's ``.grad`` writer through ``path``: ``backward`` or an accumulator."""
+    """One step's ``.grad`` writer through ``path``: ``backward`` (with a scaler for
+    ``"scaler"``) or an accumulator in resolution mode ``path``."""
     options = {"resolver": resolver, "primary": 0, "weights": WEIGHTS[:tasks]}
-    if path == "backward":
+    if path in ("backward", "scaler"):
+        scaler = torch.amp.GradScaler("cpu", init_scale=SCALE) if path == "scaler" else None
         return lambda losses: gradsurgery.backward(
-            losses, model.parameters(), granularity=granularity, **options
+            losses, model.parameters(), granularity=granularity, scaler=scaler, **options
         )
     accumulator = gradsurgery.Accumulator(
         model.parameters(), granularity=granularity, resolution=path, **options
@@ -99,7 +103,7 @@ def glue(path: str, model: SharedTrunk, resolver, tasks: int, granularity: str):
     return step
 
 
-@pytest.mark.parametrize("path", ["backward", "window", "micro_batch"])
+@pytest.mark.parametrize("path", ["backward", "window", "micro_batch", "scaler"])
 @pytest.mark.parametrize("granularity", ["global", "tensor"])
 @pytest.mark.parametrize("tasks", [2, 3])
 @pytest.mark.parametrize("method", gradsurgery.available())
@@ -113,6 +117,8 @@ def test_the_glue_updates_the_trunk_as_resolve_does(method, tasks, granularity, 
         train_step(model.losses(step))
         for parameter, wanted in zip(model.trunk.parameters(), expected, strict=True):
             assert parameter.grad is not None
+            if path == "scaler":
+                wanted = SCALE * wanted
             # float32 rounding apart: the glue weights the losses before autograd, resolve
             # the task gradients' Gram; a loss weighting's glue takes one backward pass.
             scale = wanted.abs().max().item()

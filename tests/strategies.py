@@ -8,15 +8,16 @@ from hypothesis.extra.numpy import arrays
 
 
 @st.composite
-def gradient_matrices(draw, min_tasks=1, max_tasks=5, max_params=12, bound=100.0):
-    """A (T, P) float64 tensor of finite values, zero rows and exact zeros included.
+def gradient_matrices(draw, min_tasks=1, max_tasks=5, max_params=12, bound=100.0, params=None):
+    """A (T, P) float64 tensor of finite values, zero rows and exact zeros included; ``P``
+    is ``params`` where given, else drawn from 1 to ``max_params``.
 
     Magnitudes below 1e-100 are flushed to zero: their squares and products fall below
     float64's normal range (1e-308), where a Gram entry keeps a few bits or none and no
     Gram-based method can be exact (hypothesis found 3e-162, whose square is subnormal).
     """
     T = draw(st.integers(min_tasks, max_tasks))
-    P = draw(st.integers(1, max_params))
+    P = draw(st.integers(1, max_params)) if params is None else params
     elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
     values = draw(arrays("float64", (T, P), elements=elements))
     values[abs(values) < 1e-100] = 0.0

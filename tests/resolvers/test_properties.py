@@ -6,6 +6,8 @@ A resolver is checked here the moment it is registered: the test is parametrised
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from hypothesis import assume, given
@@ -127,6 +129,54 @@ def test_permutation_invariant(method, G, data):
         tolerance = atol = precision
     torch.testing.assert_close(
         run(method, G[list(order)]), run(method, G), rtol=tolerance, atol=max(atol, tolerance)
+    )
+
+
+SOLVED_IN_ONE_BATCH = {"aligned_mtl", "cagrad", "imtl", "mgda", "nash_mtl", "upgrad"}
+"""Methods whose weights come from iterations or decompositions run over all blocks at
+once: a block's weights round as the batch's solve does, not as its own would."""
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "graddrop"])
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=4, unique=True),
+    data=st.data(),
+)
+def test_blocks_are_resolved_as_if_each_were_alone(method, sizes, data):
+    # Per-tensor granularity resolves every block in one batched call; a fresh resolver
+    # must give each block the weights it gives the block alone. The blocks' sizes differ,
+    # so that each block's Gram is formed as it is alone (runs of equal sizes are batched
+    # matrix products, which may round otherwise). GradDrop, which draws a number per
+    # column, has its own test.
+    G = data.draw(gradient_matrices(params=sum(sizes)))
+    T = G.shape[0]
+    primary = data.draw(st.none() | st.integers(0, T - 1))
+    losses = torch.linspace(0.5, 2.0, T, dtype=torch.float64)
+
+    def fresh() -> gradsurgery.resolvers.Resolver:  # the same draws for every instance
+        seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
+        return gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
+
+    batched = fresh().resolve_blocks(G, sizes, primary=primary, losses=losses)
+    alone = [
+        fresh().resolve_blocks(block, [block.shape[1]], primary=primary, losses=losses)
+        for block in G.split(sizes, dim=1)
+    ]
+    direction = torch.cat([resolution.direction for resolution in alone])
+    scale = float(G.abs().max())
+    if method in SOLVED_IN_ONE_BATCH:
+        tolerance = max(1e-7, documented_precision(method, G))
+        if method == "mgda":  # its min-norm point is exact to about sqrt(eps) max ||g_i||
+            tolerance = max(tolerance, 16 * torch.finfo(G.dtype).eps ** 0.5)
+        torch.testing.assert_close(batched.direction, direction, rtol=0, atol=tolerance * scale)
+        return
+    if batched.weights is not None:
+        assert torch.equal(batched.weights, torch.cat([r.weights for r in alone]))
+    # The sum w^T G of a block alone and of a block in a batch may round differently.
+    bound = float(batched.weights.abs().sum(dim=1).max()) if batched.weights is not None else T
+    eps = torch.finfo(G.dtype).eps
+    torch.testing.assert_close(
+        batched.direction, direction, rtol=0, atol=4 * T * eps * bound * scale
     )
 
 

@@ -1,7 +1,7 @@
 """Every registered resolver, through the autograd glue, updates the shared parameters as
 :func:`gradsurgery.resolve` (``global``) or :meth:`Resolver.resolve_blocks` (``tensor``)
-does on the task gradients collected by hand, with the same primary task, loss values and
-loss weights, step after step (so that stateful resolvers carry the same state). An
+does on the gradients of the weighted losses collected by hand, with the same primary task
+and loss values, step after step (so that stateful resolvers carry the same state). An
 :class:`gradsurgery.Accumulator` given one micro-batch per window does the same, in either
 resolution mode; so does :func:`gradsurgery.backward` with a
 :class:`torch.amp.GradScaler`, up to the scale it leaves in ``.grad``.
@@ -27,22 +27,34 @@ SCALE = 2.0**12  # a power of two: scaling and unscaling are exact
 
 class SharedTrunk(nn.Module):
     """A trunk every task reaches and one linear head per task; losses that move with the
-    step, so that loss-aware resolvers see their ratios change."""
+    step, so that loss-aware resolvers see their ratios change. With ``pair``, a layer
+    between the trunk and the heads of tasks 0 and 1 only: shared, but not by every task,
+    so that the other tasks' rows of its task gradients are zero."""
 
-    def __init__(self, tasks: int) -> None:
+    def __init__(self, tasks: int, pair: bool = False) -> None:
         super().__init__()
         torch.manual_seed(5)
         self.trunk = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+        self.pair = nn.Linear(3, 3) if pair else None
         self.heads = nn.ModuleList(nn.Linear(3, 1) for _ in range(tasks))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters two or more tasks reach, in the model's order."""
+        layers = [self.trunk] if self.pair is None else [self.trunk, self.pair]
+        return [p for layer in layers for p in layer.parameters()]
 
     def losses(self, step: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(step)
         x = torch.randn(8, 4, generator=generator)
         z = torch.tanh(self.trunk(x))
+        y = z if self.pair is None else torch.tanh(self.pair(z))
         return [
-            (head(z) - (task - 1.0)).pow(2).mean() * (1.0 + 0.5 * step * task)
+            (head(y if task < 2 else z) - (task - 1.0)).pow(2).mean() * (1.0 + 0.5 * step * task)
             for task, head in enumerate(self.heads)
         ]
+
+
+MODELS = {"2 tasks": (2, False), "3 tasks": (3, False), "3 tasks, a layer of two": (3, True)}
 
 
 def fresh(method: str) -> gradsurgery.resolvers.Resolver:
@@ -55,38 +67,39 @@ def fresh(method: str) -> gradsurgery.resolvers.Resolver:
 def by_hand(
     model: SharedTrunk, step: int, resolver: gradsurgery.resolvers.Resolver, granularity: str
 ) -> list[torch.Tensor]:
-    """The trunk's update: task gradients by ``autograd.grad``, resolved directly."""
+    """The shared parameters' update: the gradients of the weighted losses by
+    ``autograd.grad`` (zero where a task does not reach a parameter), resolved directly."""
     losses = model.losses(step)
-    trunk = list(model.trunk.parameters())
+    shared = model.shared_parameters()
     if granularity == "tensor":
-        trunk.sort(key=lambda p: p.numel())
-    rows = [
-        torch.cat([g.flatten() for g in torch.autograd.grad(loss, trunk, retain_graph=True)])
-        for loss in losses
-    ]
+        shared.sort(key=lambda p: p.numel())
+    rows = []
+    for weight, loss in zip(WEIGHTS, losses):
+        grads = torch.autograd.grad(weight * loss, shared, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, shared)]
+            )
+        )
     G = torch.stack(rows)
     values = [loss.item() for loss in losses]
-    weights = WEIGHTS[: len(losses)]
     if granularity == "global":
-        direction = gradsurgery.resolve(
-            G, method=resolver, primary=0, losses=values, weights=weights
-        )
+        direction = gradsurgery.resolve(G, method=resolver, primary=0, losses=values)
     else:
         direction = resolver.resolve_blocks(
             G,
-            [p.numel() for p in trunk],
+            [p.numel() for p in shared],
             primary=0,
             losses=torch.tensor(values, dtype=torch.float64),
-            task_weights=torch.tensor(weights, dtype=torch.float64),
         ).direction
-    update = {p: d.view_as(p) for d, p in zip(direction.split([p.numel() for p in trunk]), trunk)}
-    return [update[p] for p in model.trunk.parameters()]
+    update = {p: d.view_as(p) for d, p in zip(direction.split([p.numel() for p in shared]), shared)}
+    return [update[p] for p in model.shared_parameters()]
 
 
-def glue(path: str, model: SharedTrunk, resolver, tasks: int, granularity: str):
+def glue(path: str, model: SharedTrunk, resolver, granularity: str):
     """One step's ``.grad`` writer through ``path``: ``backward`` (with a scaler for
     ``"scaler"``) or an accumulator in resolution mode ``path``."""
-    options = {"resolver": resolver, "primary": 0, "weights": WEIGHTS[:tasks]}
+    options = {"resolver": resolver, "primary": 0, "weights": WEIGHTS[: len(model.heads)]}
     if path in ("backward", "scaler"):
         scaler = torch.amp.GradScaler("cpu", init_scale=SCALE) if path == "scaler" else None
         return lambda losses: gradsurgery.backward(
@@ -105,21 +118,24 @@ def glue(path: str, model: SharedTrunk, resolver, tasks: int, granularity: str):
 
 @pytest.mark.parametrize("path", ["backward", "window", "micro_batch", "scaler"])
 @pytest.mark.parametrize("granularity", ["global", "tensor"])
-@pytest.mark.parametrize("tasks", [2, 3])
+@pytest.mark.parametrize("model_name", list(MODELS))
 @pytest.mark.parametrize("method", gradsurgery.available())
-def test_the_glue_updates_the_trunk_as_resolve_does(method, tasks, granularity, path):
-    model = SharedTrunk(tasks)
+def test_the_glue_updates_the_shared_parameters_as_resolve_does(
+    method, model_name, granularity, path
+):
+    model = SharedTrunk(*MODELS[model_name])
     direct = fresh(method)
-    train_step = glue(path, model, fresh(method), tasks, granularity)
+    train_step = glue(path, model, fresh(method), granularity)
     for step in range(STEPS):
         expected = by_hand(model, step, direct, granularity)
         model.zero_grad(set_to_none=True)
         train_step(model.losses(step))
-        for parameter, wanted in zip(model.trunk.parameters(), expected, strict=True):
+        for parameter, wanted in zip(model.shared_parameters(), expected, strict=True):
             assert parameter.grad is not None
             if path == "scaler":
                 wanted = SCALE * wanted
-            # float32 rounding apart: the glue weights the losses before autograd, resolve
-            # the task gradients' Gram; a loss weighting's glue takes one backward pass.
+            # float32 rounding apart: a loss weighting's glue takes one backward pass of
+            # the weighted sum of the losses; with three tasks, resolve() gives GR and the
+            # other primary/auxiliary methods only the Gram entries they read.
             scale = wanted.abs().max().item()
             torch.testing.assert_close(parameter.grad, wanted, rtol=0, atol=2e-6 * scale)

@@ -10,6 +10,7 @@ do not finish in time, so a failing rank cannot hang the suite.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -50,6 +51,10 @@ SCENARIOS = [
     "plain_aliased_gr_sum",
     "plain_db_mtl",
 ]
+EVERY = "plain_every_"
+"""Each registered resolver, seeded where it draws random numbers, with a primary task
+(DB-MTL, whose ranks back-propagate their own log-losses, has its own scenario above)."""
+SCENARIOS += [EVERY + method for method in gradsurgery.available() if method != "db_mtl"]
 
 
 class ThreeHeads(nn.Module):
@@ -127,12 +132,20 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     uw = gradsurgery.get_resolver("uw")
     db_mtl = gradsurgery.get_resolver("db_mtl")
     gram = torch.zeros(())
+    every: gradsurgery.resolvers.Resolver | None = None
+    if name.startswith(EVERY):
+        method = name.removeprefix(EVERY)
+        seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
+        every = gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
     # Different global random states on the two ranks: PCGrad's random order must still
     # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
     torch.manual_seed(1234 if rank in (None, 0) else 77)
     for step in range(STEPS):
         optimizer.zero_grad()
-        if name == "ddp_window_gr":
+        if every is not None:
+            losses = losses_of(module(batch(step, 0, rank)))
+            gradsurgery.backward(losses, model.parameters(), resolver=every, primary="a")
+        elif name == "ddp_window_gr":
             accumulator = gradsurgery.Accumulator(
                 module, resolver="gr", primary="a", granularity="tensor"
             )

@@ -30,19 +30,21 @@ def losses_of(outputs: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Ten
     return {"a": a.pow(2).mean(), "b": (b - 2).pow(2).mean()}
 
 
-def eager_grads(granularity: str) -> list[torch.Tensor]:
+def eager_grads(granularity: str, method: str = "gr") -> list[torch.Tensor]:
     model = TwoHeads()
     gradsurgery.backward(
         losses_of(model(X)),
         model.parameters(),
-        resolver="gr",
+        resolver=method,
         primary="a",
         granularity=granularity,
     )
     return [p.grad for p in model.parameters()]
 
 
-def compiled_grads(backend: str, whole: bool, granularity: str) -> list[torch.Tensor]:
+def compiled_grads(
+    backend: str, whole: bool, granularity: str, method: str = "gr"
+) -> list[torch.Tensor]:
     torch._dynamo.reset()
     model = TwoHeads()
     if whole:
@@ -53,7 +55,7 @@ def compiled_grads(backend: str, whole: bool, granularity: str) -> list[torch.Te
     gradsurgery.backward(
         losses_of(forward(X)),
         model.parameters(),
-        resolver="gr",
+        resolver=method,
         primary="a",
         granularity=granularity,
     )
@@ -71,6 +73,17 @@ CASES = [(False, "global"), (False, "tensor"), (True, "tensor")]
 def test_compiled_model_aot_eager(whole, granularity):
     for actual, expected in zip(
         compiled_grads("aot_eager", whole, granularity), eager_grads(granularity)
+    ):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["sum", "uw"])
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_loss_weighting_trains_a_compiled_model_as_eager(whole, method):
+    # One backward pass of the weighted losses: nothing is resolved, so whether the
+    # compiled module hides which task reaches which parameter does not matter.
+    for actual, expected in zip(
+        compiled_grads("aot_eager", whole, "global", method), eager_grads("global", method)
     ):
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 

@@ -123,7 +123,9 @@ class BackwardResult:
             ``scaler`` was given: it was not resolved, and the shared parameters received
             the plain sum, which ``GradScaler.step`` skips where it is non-finite (as after
             an overflow; a non-finite loss with finite gradients, such as an infinite
-            constant added to it, gives a finite sum, which it steps on).
+            constant added to it, gives a finite sum, which it steps on). For a loss
+            weighting without ``diagnostics=True``, which forms no task gradients, it
+            tells whether the losses were finite.
         blocks: the shared parameters of each block, in the order of ``gram``'s first
             dimension (for per-parameter-group diagnostics).
         loss_weights: the ``(T,)`` float64 loss weights :math:`c` of the call, or ``None``
@@ -216,7 +218,11 @@ def backward(
             losses or task gradients is not resolved and does not raise: the shared
             parameters get the plain sum, non-finite after an overflow, and the scaler
             skips the step (see :attr:`BackwardResult.finite` for finite gradients of a
-            non-finite loss).
+            non-finite loss); the resolver's state is left as it was. A loss weighting
+            (``uw``, ``dwa``, ``famo``, ``rlw``, ...) forms no task gradients: it takes its
+            weights, and its own step, from finite loss values before its single backward
+            pass, so on a step whose gradients then overflow, which the scaler skips, its
+            state has still moved.
         process_group: the ``torch.distributed`` group to average over (default: the
             default group, or a DDP module's own group).
         sync: when ``torch.distributed`` is initialised, average the task gradients over

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+
 import pytest
 import torch
 from torch import nn
 
 import gradsurgery
+from gradsurgery._weighting import is_loss_weighting
 
 
 class TwoHeads(nn.Module):
@@ -177,6 +181,44 @@ def test_nonfinite_step_is_left_to_the_scaler(make, method):
     assert scaler.get_scale() == 2.0**7  # the scaler saw the overflow and backed off
     for param, old in zip(model.parameters(), before):
         assert torch.equal(param.detach(), old)  # and skipped the step
+
+
+def same_state(left: object, right: object) -> bool:
+    """Whether two ``state_dict()`` values are equal, tensors bit for bit."""
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict)
+            and left.keys() == right.keys()
+            and all(same_state(left[key], right[key]) for key in left)
+        )
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(map(same_state, left, right))
+    if isinstance(left, torch.Tensor):
+        return isinstance(right, torch.Tensor) and torch.equal(left, right)
+    return left == right
+
+
+@pytest.mark.parametrize("method", gradsurgery.available())
+def test_an_overflowing_step_leaves_a_resolvers_state_and_is_skipped(method):
+    # Finite losses, an infinite task gradient: the scaler must see non-finite gradients
+    # (and skip the step); a resolver that forms task gradients is not run, so its state
+    # stays as the finite step before left it. A loss weighting took its weights, and its
+    # step, from the finite losses before its one backward pass (backward's docstring).
+    model = TwoHeads()
+    seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
+    resolver = gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    options = {"resolver": resolver, "primary": "a", "scaler": scaler}
+    gradsurgery.backward(model.losses(X), model.parameters(), **options)
+    state = copy.deepcopy(resolver.state_dict())
+    model.zero_grad()
+    result = gradsurgery.backward(infinite_gradient_losses(model), model.parameters(), **options)
+    assert not all(bool(torch.isfinite(p.grad).all()) for p in model.trunk.parameters())
+    if is_loss_weighting(resolver):
+        assert result.finite
+    else:
+        assert not result.finite
+        assert same_state(resolver.state_dict(), state)
 
 
 def test_a_non_finite_loss_with_finite_gradients_is_stepped_on_unresolved():

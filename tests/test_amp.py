@@ -92,14 +92,22 @@ def test_backward_called_inside_autocast_resolves_in_float32(granularity, window
     torch.testing.assert_close(result.gram.sum(0), resolution.gram.sum(0), rtol=1e-6, atol=1e-9)
 
 
+def fresh(method: str) -> gradsurgery.resolvers.Resolver:
+    """A new resolver with its defaults, seeded where it draws random numbers."""
+    seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
+    return gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("method", ["gr", "pcgrad", "sum"])
+@pytest.mark.parametrize("method", gradsurgery.available())
 def test_half_precision_gradients_are_resolved_in_float32(dtype, method):
-    J = torch.randn(2, 300, generator=torch.Generator().manual_seed(7))
+    J = torch.randn(3, 300, generator=torch.Generator().manual_seed(7))
     J[1] = -0.5 * J[0] + 0.3 * J[1]  # conflicting
     half = J.to(dtype)
-    actual = gradsurgery.resolve(half, method=method, primary=0)
-    expected = gradsurgery.resolve(half.float(), method=method, primary=0).to(dtype)
+    losses = [1.0, 2.0, 0.5]
+    actual = gradsurgery.resolve(half, method=fresh(method), primary=0, losses=losses)
+    expected = gradsurgery.resolve(half.float(), method=fresh(method), primary=0, losses=losses)
+    expected = expected.to(dtype)
     assert actual.dtype == dtype
     assert torch.equal(actual, expected)
 
@@ -205,8 +213,7 @@ def test_an_overflowing_step_leaves_a_resolvers_state_and_is_skipped(method):
     # stays as the finite step before left it. A loss weighting took its weights, and its
     # step, from the finite losses before its one backward pass (backward's docstring).
     model = TwoHeads()
-    seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
-    resolver = gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
+    resolver = fresh(method)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     options = {"resolver": resolver, "primary": "a", "scaler": scaler}
     gradsurgery.backward(model.losses(X), model.parameters(), **options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 
 import gradsurgery
 from gradsurgery._weighting import is_loss_weighting
+from tests.fresh import fresh_resolver
 
 
 class TwoHeads(nn.Module):
@@ -92,12 +92,6 @@ def test_backward_called_inside_autocast_resolves_in_float32(granularity, window
     torch.testing.assert_close(result.gram.sum(0), resolution.gram.sum(0), rtol=1e-6, atol=1e-9)
 
 
-def fresh(method: str) -> gradsurgery.resolvers.Resolver:
-    """A new resolver with its defaults, seeded where it draws random numbers."""
-    seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
-    return gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("method", gradsurgery.available())
 def test_half_precision_gradients_are_resolved_in_float32(dtype, method):
@@ -105,8 +99,10 @@ def test_half_precision_gradients_are_resolved_in_float32(dtype, method):
     J[1] = -0.5 * J[0] + 0.3 * J[1]  # conflicting
     half = J.to(dtype)
     losses = [1.0, 2.0, 0.5]
-    actual = gradsurgery.resolve(half, method=fresh(method), primary=0, losses=losses)
-    expected = gradsurgery.resolve(half.float(), method=fresh(method), primary=0, losses=losses)
+    actual = gradsurgery.resolve(half, method=fresh_resolver(method), primary=0, losses=losses)
+    expected = gradsurgery.resolve(
+        half.float(), method=fresh_resolver(method), primary=0, losses=losses
+    )
     expected = expected.to(dtype)
     assert actual.dtype == dtype
     assert torch.equal(actual, expected)
@@ -213,7 +209,7 @@ def test_an_overflowing_step_leaves_a_resolvers_state_and_is_skipped(method):
     # stays as the finite step before left it. A loss weighting took its weights, and its
     # step, from the finite losses before its one backward pass (backward's docstring).
     model = TwoHeads()
-    resolver = fresh(method)
+    resolver = fresh_resolver(method)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     options = {"resolver": resolver, "primary": "a", "scaler": scaler}
     gradsurgery.backward(model.losses(X), model.parameters(), **options)

@@ -10,7 +10,6 @@ do not finish in time, so a failing rank cannot hang the suite.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import gradsurgery
 from gradsurgery.distributed import DistributedMismatchError
+from tests.fresh import fresh_resolver
 
 pytestmark = [
     pytest.mark.skipif(
@@ -134,9 +134,7 @@ def run_scenario(name: str, rank: int | None) -> dict[str, torch.Tensor]:
     gram = torch.zeros(())
     every: gradsurgery.resolvers.Resolver | None = None
     if name.startswith(EVERY):
-        method = name.removeprefix(EVERY)
-        seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
-        every = gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
+        every = fresh_resolver(name.removeprefix(EVERY))
     # Different global random states on the two ranks: PCGrad's random order must still
     # agree (every rank draws what rank 0 draws), and rank 0 draws like the single process.
     torch.manual_seed(1234 if rank in (None, 0) else 77)

@@ -12,13 +12,12 @@ which matters to a resolver that draws a random number per column (GradDrop)."""
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from torch import nn
 
 import gradsurgery
+from tests.fresh import fresh_resolver
 
 STEPS = 3
 WEIGHTS = (0.7, 0.4, 1.3)
@@ -55,13 +54,6 @@ class SharedTrunk(nn.Module):
 
 
 MODELS = {"2 tasks": (2, False), "3 tasks": (3, False), "3 tasks, a layer of two": (3, True)}
-
-
-def fresh(method: str) -> gradsurgery.resolvers.Resolver:
-    """A new resolver with its defaults, seeded where it draws random numbers."""
-    resolver_class = type(gradsurgery.get_resolver(method))
-    seeded = "seed" in inspect.signature(resolver_class).parameters
-    return gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
 
 
 def by_hand(
@@ -124,8 +116,8 @@ def test_the_glue_updates_the_shared_parameters_as_resolve_does(
     method, model_name, granularity, path
 ):
     model = SharedTrunk(*MODELS[model_name])
-    direct = fresh(method)
-    train_step = glue(path, model, fresh(method), granularity)
+    direct = fresh_resolver(method)
+    train_step = glue(path, model, fresh_resolver(method), granularity)
     for step in range(STEPS):
         expected = by_hand(model, step, direct, granularity)
         model.zero_grad(set_to_none=True)

@@ -6,14 +6,13 @@ A resolver is checked here the moment it is registered: the test is parametrised
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import gradsurgery
+from tests.fresh import fresh_resolver
 from tests.resolvers.precision import documented_precision
 from tests.strategies import gradient_matrices, nonconflicting_matrices
 
@@ -153,13 +152,11 @@ def test_blocks_are_resolved_as_if_each_were_alone(method, sizes, data):
     primary = data.draw(st.none() | st.integers(0, T - 1))
     losses = torch.linspace(0.5, 2.0, T, dtype=torch.float64)
 
-    def fresh() -> gradsurgery.resolvers.Resolver:  # the same draws for every instance
-        seeded = "seed" in inspect.signature(type(gradsurgery.get_resolver(method))).parameters
-        return gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
-
-    batched = fresh().resolve_blocks(G, sizes, primary=primary, losses=losses)
+    batched = fresh_resolver(method).resolve_blocks(G, sizes, primary=primary, losses=losses)
     alone = [
-        fresh().resolve_blocks(block, [block.shape[1]], primary=primary, losses=losses)
+        fresh_resolver(method).resolve_blocks(
+            block, [block.shape[1]], primary=primary, losses=losses
+        )
         for block in G.split(sizes, dim=1)
     ]
     direction = torch.cat([resolution.direction for resolution in alone])

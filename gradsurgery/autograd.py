@@ -219,10 +219,10 @@ def backward(
             parameters get the plain sum, non-finite after an overflow, and the scaler
             skips the step (see :attr:`BackwardResult.finite` for finite gradients of a
             non-finite loss); the resolver's state is left as it was. A loss weighting
-            (``uw``, ``dwa``, ``famo``, ``rlw``, ...) forms no task gradients: it takes its
-            weights, and its own step, from finite loss values before its single backward
-            pass, so on a step whose gradients then overflow, which the scaler skips, its
-            state has still moved.
+            (``uw``, ``dwa``, ``famo``, ``rlw``, ...) takes its weights, and its own step,
+            from finite loss values before its single backward pass (with
+            ``diagnostics=True`` too), so on a step whose gradients then overflow, which
+            the scaler skips, its state has still moved.
         process_group: the ``torch.distributed`` group to average over (default: the
             default group, or a DDP module's own group).
         sync: when ``torch.distributed`` is initialised, average the task gradients over

@@ -1,10 +1,13 @@
 """Every registered resolver, through the autograd glue, updates the shared parameters as
 :func:`gradsurgery.resolve` (``global``) or :meth:`Resolver.resolve_blocks` (``tensor``)
 does on the gradients of the weighted losses collected by hand, with the same primary task
-and loss values, step after step (so that stateful resolvers carry the same state). An
-:class:`gradsurgery.Accumulator` given one micro-batch per window does the same, in either
-resolution mode; so does :func:`gradsurgery.backward` with a
-:class:`torch.amp.GradScaler`, up to the scale it leaves in ``.grad``.
+and loss values, step after step (so that stateful resolvers carry the same state); so does
+:func:`gradsurgery.backward` with a :class:`torch.amp.GradScaler`, up to the scale it
+leaves in ``.grad``. An :class:`gradsurgery.Accumulator` given two micro-batches a step
+resolves, in ``"window"`` mode, the sum of their task gradients with the mean of their loss
+values (one step of the resolver's state); in ``"micro_batch"`` mode, and for a loss
+weighting in either (which weights each micro-batch's losses as they come), each
+micro-batch on its own, the directions summed.
 
 The glue's per-tensor blocks are the shared tensors in order of size (stable), so that
 tensors of equal size form one batched run; the columns by hand are laid out the same way,
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 import gradsurgery
+from gradsurgery._weighting import is_loss_weighting
 from tests.fresh import fresh_resolver
 
 STEPS = 3
@@ -42,8 +46,8 @@ class SharedTrunk(nn.Module):
         layers = [self.trunk] if self.pair is None else [self.trunk, self.pair]
         return [p for layer in layers for p in layer.parameters()]
 
-    def losses(self, step: int) -> list[torch.Tensor]:
-        generator = torch.Generator().manual_seed(step)
+    def losses(self, step: int, micro: int = 0) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(10 * step + micro)
         x = torch.randn(8, 4, generator=generator)
         z = torch.tanh(self.trunk(x))
         y = z if self.pair is None else torch.tanh(self.pair(z))
@@ -56,59 +60,91 @@ class SharedTrunk(nn.Module):
 MODELS = {"2 tasks": (2, False), "3 tasks": (3, False), "3 tasks, a layer of two": (3, True)}
 
 
-def by_hand(
-    model: SharedTrunk, step: int, resolver: gradsurgery.resolvers.Resolver, granularity: str
-) -> list[torch.Tensor]:
-    """The shared parameters' update: the gradients of the weighted losses by
-    ``autograd.grad`` (zero where a task does not reach a parameter), resolved directly."""
-    losses = model.losses(step)
-    shared = model.shared_parameters()
-    if granularity == "tensor":
-        shared.sort(key=lambda p: p.numel())
+def task_matrix(losses: list[torch.Tensor], shared: list[nn.Parameter], log: bool) -> torch.Tensor:
+    """The gradients of the weighted losses (of their logarithms with ``log``) with respect
+    to ``shared``, by ``autograd.grad``: zero where a task does not reach a parameter."""
     rows = []
     for weight, loss in zip(WEIGHTS, losses):
-        grads = torch.autograd.grad(weight * loss, shared, retain_graph=True, allow_unused=True)
+        trained = weight * (torch.log(loss) if log else loss)
+        grads = torch.autograd.grad(trained, shared, retain_graph=True, allow_unused=True)
         rows.append(
             torch.cat(
                 [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, shared)]
             )
         )
-    G = torch.stack(rows)
-    values = [loss.item() for loss in losses]
-    if granularity == "global":
-        direction = gradsurgery.resolve(G, method=resolver, primary=0, losses=values)
-    else:
-        direction = resolver.resolve_blocks(
+    return torch.stack(rows)
+
+
+def by_hand(
+    model: SharedTrunk,
+    step: int,
+    resolver: gradsurgery.resolvers.Resolver,
+    granularity: str,
+    micro_batches: int = 1,
+    window: bool = False,
+) -> list[torch.Tensor]:
+    """The shared parameters' update, resolved directly: of the summed task gradients of
+    the micro-batches with their mean loss values (``window``, except for a loss
+    weighting), or of each micro-batch on its own, summed."""
+    shared = model.shared_parameters()
+    if granularity == "tensor":
+        shared.sort(key=lambda p: p.numel())
+    # DB-MTL trains on log-losses: the glue hands it their gradients, with unit losses.
+    log = resolver.trains_on_log_losses
+    matrices, values = [], []
+    for micro in range(micro_batches):
+        losses = model.losses(step, micro)
+        matrices.append(task_matrix(losses, shared, log))
+        values.append([1.0 if log else loss.item() for loss in losses])
+    if window and not is_loss_weighting(resolver):
+        matrices = [sum(matrices)]
+        values = [torch.tensor(values, dtype=torch.float64).mean(dim=0).tolist()]
+
+    def resolved(G: torch.Tensor, losses: list[float]) -> torch.Tensor:
+        if granularity == "global":
+            return gradsurgery.resolve(G, method=resolver, primary=0, losses=losses)
+        return resolver.resolve_blocks(
             G,
             [p.numel() for p in shared],
             primary=0,
-            losses=torch.tensor(values, dtype=torch.float64),
+            losses=torch.tensor(losses, dtype=torch.float64),
         ).direction
+
+    direction = sum(resolved(G, losses) for G, losses in zip(matrices, values))
     update = {p: d.view_as(p) for d, p in zip(direction.split([p.numel() for p in shared]), shared)}
     return [update[p] for p in model.shared_parameters()]
 
 
+MICRO_BATCHES = {"backward": 1, "scaler": 1, "window": 2, "micro_batch": 2}
+
+
 def glue(path: str, model: SharedTrunk, resolver, granularity: str):
-    """One step's ``.grad`` writer through ``path``: ``backward`` (with a scaler for
-    ``"scaler"``) or an accumulator in resolution mode ``path``."""
+    """One step's ``.grad`` writer through ``path``, given the step: ``backward`` (with a
+    scaler for ``"scaler"``) or an accumulator in resolution mode ``path``, fed
+    :data:`MICRO_BATCHES` micro-batches."""
     options = {"resolver": resolver, "primary": 0, "weights": WEIGHTS[: len(model.heads)]}
     if path in ("backward", "scaler"):
         scaler = torch.amp.GradScaler("cpu", init_scale=SCALE) if path == "scaler" else None
-        return lambda losses: gradsurgery.backward(
-            losses, model.parameters(), granularity=granularity, scaler=scaler, **options
+        return lambda step: gradsurgery.backward(
+            model.losses(step),
+            model.parameters(),
+            granularity=granularity,
+            scaler=scaler,
+            **options,
         )
     accumulator = gradsurgery.Accumulator(
         model.parameters(), granularity=granularity, resolution=path, **options
     )
 
-    def step(losses: list[torch.Tensor]) -> None:
-        accumulator.backward(losses)
+    def train_step(step: int) -> None:
+        for micro in range(MICRO_BATCHES[path]):
+            accumulator.backward(model.losses(step, micro))
         accumulator.resolve()
 
-    return step
+    return train_step
 
 
-@pytest.mark.parametrize("path", ["backward", "window", "micro_batch", "scaler"])
+@pytest.mark.parametrize("path", list(MICRO_BATCHES))
 @pytest.mark.parametrize("granularity", ["global", "tensor"])
 @pytest.mark.parametrize("model_name", list(MODELS))
 @pytest.mark.parametrize("method", gradsurgery.available())
@@ -119,9 +155,11 @@ def test_the_glue_updates_the_shared_parameters_as_resolve_does(
     direct = fresh_resolver(method)
     train_step = glue(path, model, fresh_resolver(method), granularity)
     for step in range(STEPS):
-        expected = by_hand(model, step, direct, granularity)
+        expected = by_hand(
+            model, step, direct, granularity, MICRO_BATCHES[path], window=path == "window"
+        )
         model.zero_grad(set_to_none=True)
-        train_step(model.losses(step))
+        train_step(step)
         for parameter, wanted in zip(model.shared_parameters(), expected, strict=True):
             assert parameter.grad is not None
             if path == "scaler":

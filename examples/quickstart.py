@@ -5,7 +5,8 @@ auxiliary task has plenty of data but its target is built from the NEGATED teach
 its gradients conflict with the primary's on the shared trunk. Every resolver trains the
 same model from the same seed; the table reports the primary task's test error.
 
-Run: ``python -m examples.quickstart`` (about a minute on 2 CPU cores).
+Run: ``python -m examples.quickstart`` (about 20 seconds on 2 CPU cores for every
+resolver, 300 steps each); ``--methods`` and ``--steps`` choose fewer.
 """
 
 from __future__ import annotations
@@ -65,20 +66,32 @@ def train(method: str, data: dict[str, torch.Tensor], steps: int, seed: int) -> 
         return float(mse(model.primary(model.trunk(data["x_test"])), data["y_test"]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="*", default=gradsurgery.available())
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps per method")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model")
+    parser.add_argument(
+        "--methods", nargs="+", default=gradsurgery.available(), help="registered names"
+    )
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    if not 0 <= args.seed < 2**63:
+        parser.error(f"--seed must be in [0, 2**63), got {args.seed}")
+    unknown = [method for method in args.methods if method not in gradsurgery.available()]
+    if unknown:
+        parser.error(
+            f"--methods: unknown {unknown}; registered: {', '.join(gradsurgery.available())}"
+        )
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = make_data(args.seed)
+    width = max(len("method"), *(len(method) for method in args.methods))
     print(f"primary-task test MSE after {args.steps} Adam steps (seed {args.seed})")
-    print(f"{'method':<12} {'test MSE':>9} {'seconds':>8}")
+    print(f"{'method':<{width}} {'test MSE':>9} {'seconds':>8}")
     for method in args.methods:
         start = time.perf_counter()
         error = train(method, data, args.steps, args.seed)
-        print(f"{method:<12} {error:>9.4f} {time.perf_counter() - start:>8.1f}")
+        print(f"{method:<{width}} {error:>9.4f} {time.perf_counter() - start:>8.1f}")
 
 
 if __name__ == "__main__":

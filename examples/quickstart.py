@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    if not 0 <= args.seed < 2**63:
-        parser.error(f"--seed must be in [0, 2**63), got {args.seed}")
+    if not -(2**63) <= args.seed < 2**64:  # the seeds torch.manual_seed takes
+        parser.error(f"--seed must be in [-2**63, 2**64), got {args.seed}")
     unknown = [method for method in args.methods if method not in gradsurgery.available()]
     if unknown:
         parser.error(

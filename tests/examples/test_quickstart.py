@@ -26,7 +26,7 @@ def test_one_row_per_method_with_a_finite_error(capsys):
     ("argv", "message"),
     [
         (["--steps", "0"], "--steps must be >= 1, got 0"),
-        (["--seed", "-1"], "--seed must be in"),
+        (["--seed", str(2**64)], "--seed must be in \\[-2\\*\\*63, 2\\*\\*64\\)"),
         (["--methods", "sum", "nope"], "--methods: unknown \\['nope'\\]; registered: "),
     ],
 )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import gradsurgery
 from gradsurgery.resolvers import Resolver
 
 
-def fresh_resolver(method: str) -> Resolver:
-    """A new resolver of ``method`` with its defaults, seeded (``seed=0``) where it draws
-    random numbers, so that two of them draw the same ones."""
-    resolver_class = type(gradsurgery.get_resolver(method))
-    seeded = "seed" in inspect.signature(resolver_class).parameters
-    return gradsurgery.get_resolver(method, **({"seed": 0} if seeded else {}))
+def fresh_resolver(method: str, **options: Any) -> Resolver:
+    """A new resolver of ``method`` with ``options`` (its defaults otherwise), seeded
+    (``seed=0``) where it draws random numbers, so that two of them draw the same ones."""
+    resolver_class = type(gradsurgery.get_resolver(method, **options))
+    if "seed" in inspect.signature(resolver_class).parameters:
+        options = {**options, "seed": 0}
+    return gradsurgery.get_resolver(method, **options)

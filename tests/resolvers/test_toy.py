@@ -20,13 +20,12 @@ ratios in GradNorm and DWA, uncertainty weighting's fixed point e^s = L).
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 
 import gradsurgery
 from benchmarks.toy_problem import toy_losses
+from tests.fresh import fresh_resolver
 
 START = (9.0, -1.0)
 SHIFT = 21.0
@@ -50,11 +49,8 @@ EXPECTED_FAILURES: dict[str, str] = {}
 
 
 def build(name: str) -> gradsurgery.resolvers.Resolver:
-    options = dict(TOY_OPTIONS.get(name, {}))
-    resolver_class = type(gradsurgery.get_resolver(name, **options))
-    if "seed" in inspect.signature(resolver_class).parameters:
-        options["seed"] = 0  # random methods draw the same numbers on every run
-    return gradsurgery.get_resolver(name, **options)
+    # seeded: random methods draw the same numbers on every run
+    return fresh_resolver(name, **TOY_OPTIONS.get(name, {}))
 
 
 def test_the_start_is_a_conflict():

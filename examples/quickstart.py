@@ -67,22 +67,19 @@ def train(method: str, data: dict[str, torch.Tensor], steps: int, seed: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
+    registered = gradsurgery.available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="Adam steps per method")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model")
-    parser.add_argument(
-        "--methods", nargs="+", default=gradsurgery.available(), help="registered names"
-    )
+    parser.add_argument("--methods", nargs="+", default=registered, help="registered names")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if not -(2**63) <= args.seed < 2**64:  # the seeds torch.manual_seed takes
         parser.error(f"--seed must be in [-2**63, 2**64), got {args.seed}")
-    unknown = [method for method in args.methods if method not in gradsurgery.available()]
+    unknown = [method for method in args.methods if method not in registered]
     if unknown:
-        parser.error(
-            f"--methods: unknown {unknown}; registered: {', '.join(gradsurgery.available())}"
-        )
+        parser.error(f"--methods: unknown {unknown}; registered: {', '.join(registered)}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = make_data(args.seed)
     width = max(len("method"), *(len(method) for method in args.methods))
